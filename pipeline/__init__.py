@@ -1,0 +1,1 @@
+"""Raw audio-visual clips -> cached per-clip stages -> sharded WebDataset tars."""

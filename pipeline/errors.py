@@ -1,0 +1,14 @@
+"""The one error type a pipeline stage raises for a bad clip: recorded, skipped, counted."""
+
+
+class ClipError(Exception):
+    """A clip that cannot be processed. `reason` is one line, fit for failures.jsonl."""
+
+    def __init__(self, stage: str, reason: str):
+        self.stage = stage
+        self.reason = " ".join(reason.split()) or "unknown error"
+        super().__init__(f"{stage}: {self.reason}")
+
+
+class NoAudioStream(ClipError):
+    """The container has no audio stream (kept as silence only with --missing-audio silence)."""
