@@ -1,0 +1,132 @@
+"""One epoch of training, one pass of evaluation, and RollingQ's statistics pass. Each reads in the
+order it runs: batch → learning rate → forward/backward → clip → step → record."""
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass
+import time
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.console import progress
+from train.data import to_device
+from train.distributed import DistEnv, all_gather_objects
+from train.metrics import Outcomes, sample_outcomes, summarize
+
+Batch = dict
+
+
+@dataclass(frozen=True)
+class Step:
+    """How a forward pass runs: the model to call (DDP-wrapped and/or compiled), where, and in what precision."""
+    model: torch.nn.Module
+    env: DistEnv
+    bf16: bool
+
+    def forward(self, batch: Batch):
+        # bf16 autocast needs no loss scaling (same exponent range as fp32), unlike fp16.
+        ctx = torch.autocast(self.env.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+        with ctx:
+            return self.model(batch["spec"], batch["frames"])
+
+
+def per_sample_loss(out, labels: torch.Tensor) -> torch.Tensor:
+    """Fused cross-entropy plus each unimodal probe's (the probes read detached encoder CLS tokens,
+    so their loss trains only the probes)."""
+    loss = F.cross_entropy(out.logits.float(), labels, reduction="none")
+    for probe in (out.audio_logits, out.visual_logits):
+        if probe is not None:
+            loss = loss + F.cross_entropy(probe.float(), labels, reduction="none")
+    return loss
+
+
+def train_one_epoch(step: Step, optimizer: torch.optim.Optimizer, batches: Iterable[Batch], *, epoch: int,
+                    steps: int, samples: int, lr_at: Callable[[int], float], grad_clip: float = 0.0,
+                    observe: Callable | None = None, num_classes: int) -> dict:
+    """Train for exactly `steps` batches (about `samples` over all processes); returns the epoch's
+    metrics, reduced over all processes. `observe` (RollingQ's running statistics) sees every output."""
+    env = step.env
+    step.model.train()
+    outcomes = Outcomes()
+    waited = 0.0
+    bar = _bar(env, samples, f"train {epoch}")
+    start = ready = time.perf_counter()
+    done = 0
+    for i, batch in enumerate(batches):
+        batch = to_device(batch, env.device)
+        waited += time.perf_counter() - ready
+        lr = lr_at(epoch * steps + i)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        out = step.forward(batch)
+        loss = per_sample_loss(out, batch["label"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.mean().backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(step.model.parameters(), grad_clip)
+        optimizer.step()
+        if observe is not None:
+            observe(out)
+        outcomes.add(sample_outcomes(out, batch["label"], loss), batch["key"])
+        done += 1
+        if bar is not None:
+            bar.update(len(batch["label"]) * env.world)
+        ready = time.perf_counter()
+    if bar is not None:
+        bar.close()
+    elapsed = time.perf_counter() - start
+    tensors, _ = outcomes.gather(env)
+    summary = summarize(tensors, num_classes)
+    timing = all_gather_objects((done, waited, elapsed), env)
+    summary.update(
+        lr=lr if done else None,
+        steps_per_rank=[n for n, _, _ in timing],
+        samples_per_s=round(summary["samples"] / max(t for _, _, t in timing), 2),
+        # share of the step time this process sat waiting for the input pipeline (mean over processes)
+        data_wait_frac=round(sum(w / max(t, 1e-9) for _, w, t in timing) / env.world, 4),
+    )
+    return summary
+
+
+@torch.no_grad()
+def evaluate(step: Step, batches: Iterable[Batch], *, num_classes: int, samples: int | None = None,
+             desc: str = "test", perturb: Callable[[Batch], Batch] | None = None) -> tuple[dict, dict[str, torch.Tensor], list[str]]:
+    """Metrics over every sample of `batches` (each process its own share; gathered so every sample
+    counts once). `perturb` changes a batch on the device before the forward pass (noise tests).
+    Returns the summary, the per-sample outcomes and their keys."""
+    env = step.env
+    step.model.eval()
+    outcomes = Outcomes()
+    bar = _bar(env, samples, desc)
+    for batch in batches:
+        batch = to_device(batch, env.device)
+        if perturb is not None:
+            batch = perturb(batch)
+        out = step.forward(batch)
+        outcomes.add(sample_outcomes(out, batch["label"], per_sample_loss(out, batch["label"])), batch["key"])
+        if bar is not None:
+            bar.update(len(batch["label"]) * env.world)
+    if bar is not None:
+        bar.close()
+    tensors, keys = outcomes.gather(env)
+    summary = summarize(tensors, num_classes)
+    summary["unique_samples"] = len(set(keys))
+    return summary, tensors, keys
+
+
+@torch.no_grad()
+def statistics_pass(step: Step, batches: Iterable[Batch], observe: Callable, *, samples: int, desc: str) -> None:
+    """RollingQ's extra forward pass over the training stream (the paper's estimate of E[k̂_a], E[k̂_v], E[q])."""
+    step.model.eval()
+    bar = _bar(step.env, samples, desc)
+    for batch in batches:
+        observe(step.forward(to_device(batch, step.env.device)))
+        if bar is not None:
+            bar.update(len(batch["label"]) * step.env.world)
+    if bar is not None:
+        bar.close()
+
+
+def _bar(env: DistEnv, samples: int | None, desc: str):
+    """The progress bar, on the main process only (samples/s over all processes, ETA)."""
+    return progress(total=samples, desc=desc, unit="sample") if env.is_main else None

@@ -1,0 +1,109 @@
+"""What a pass over the data measured: per-sample outcomes collected batch by batch, gathered across
+processes (so every sample counts exactly once), then reduced to the numbers the paper reports."""
+import math
+
+import numpy as np
+from scipy import stats
+import torch
+
+from train.distributed import DistEnv, all_gather_objects
+
+def sample_outcomes(out, labels: torch.Tensor, loss: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """One batch's per-sample outcomes, left on the device (no sync per step). `out` is a rollingq ModelOutput; `loss` the
+    per-sample training loss. Attention shares and AIR are [B, fusion layers]."""
+    rec = {"label": labels, "pred": out.logits.argmax(1)}
+    if loss is not None:
+        rec["loss"] = loss
+    if out.audio_logits is not None:
+        rec["pred_audio"] = out.audio_logits.argmax(1)
+    if out.visual_logits is not None:
+        rec["pred_visual"] = out.visual_logits.argmax(1)
+    if out.fusion:
+        rec["share_audio"] = torch.stack([f.audio_share for f in out.fusion], 1)
+        rec["share_visual"] = torch.stack([f.visual_share for f in out.fusion], 1)
+        rec["air"] = torch.stack([per_sample_air(f.q, f.k_audio, f.k_visual) for f in out.fusion], 1)
+    return {k: v.detach().float() for k, v in rec.items()}
+
+
+def per_sample_air(q: torch.Tensor, k_audio: torch.Tensor, k_visual: torch.Tensor) -> torch.Tensor:
+    """cos(q, k̂_a) − cos(q, k̂_v) per sample; its mean is SPEC.md's AIR. q is [B, D] or one shared [D]."""
+    q = q.float().expand_as(k_audio)
+    return torch.cosine_similarity(q, k_audio.float(), dim=-1) - torch.cosine_similarity(q, k_visual.float(), dim=-1)
+
+
+class Outcomes:
+    """Per-sample outcomes of one pass, appended batch by batch."""
+
+    def __init__(self):
+        self.parts: dict[str, list[torch.Tensor]] = {}
+        self.keys: list[str] = []
+
+    def add(self, rec: dict[str, torch.Tensor], keys: list[str]) -> None:
+        for k, v in rec.items():
+            self.parts.setdefault(k, []).append(v)
+        self.keys.extend(keys)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {k: torch.cat(v).cpu() for k, v in self.parts.items()}
+
+    def gather(self, env: DistEnv) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """All processes' outcomes, concatenated in rank order (every sample once)."""
+        mine = (self.tensors(), self.keys)
+        everyone = all_gather_objects(mine, env)
+        keys = [k for _, ks in everyone for k in ks]
+        fields = set().union(*(t.keys() for t, _ in everyone))
+        return {f: torch.cat([t[f] for t, _ in everyone if f in t]) for f in fields}, keys
+
+
+def accuracy(pred: torch.Tensor, label: torch.Tensor) -> float:
+    return float((pred == label).float().mean()) if len(label) else math.nan
+
+
+def macro_f1(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> float:
+    """Unweighted mean F1 over the classes that occur in the labels or the predictions."""
+    cm = torch.bincount(label.long() * num_classes + pred.long(), minlength=num_classes ** 2)
+    cm = cm.reshape(num_classes, num_classes).double()
+    tp, support, predicted = cm.diag(), cm.sum(1), cm.sum(0)
+    present = (support + predicted) > 0
+    if not present.any():
+        return math.nan
+    f1 = 2 * tp / (support + predicted).clamp(min=1)
+    return float(f1[present].mean())
+
+
+def pearson(x, y) -> tuple[float, float]:
+    """Pearson r and its two-sided p-value; (nan, nan) when either side is constant."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(x) < 3 or x.std() == 0 or y.std() == 0:
+        return math.nan, math.nan
+    res = stats.pearsonr(x, y)
+    return float(res.statistic), float(res.pvalue)
+
+
+def summarize(t: dict[str, torch.Tensor], num_classes: int) -> dict:
+    """The reported numbers of one pass. Lists are per fusion layer. A number a model cannot have
+    (no audio probe in unimodal-visual, no fusion layer in concat) is None, so every line has every field."""
+    label = t["label"]
+
+    def acc(field: str):
+        return _num(accuracy(t[field], label)) if field in t else None
+
+    def per_layer(field: str):
+        return [_num(v) for v in t[field].mean(0).tolist()] if field in t and len(label) else None
+
+    return {
+        "samples": int(len(label)),
+        "loss": _num(float(t["loss"].mean())) if "loss" in t and len(label) else None,
+        "acc": acc("pred"),
+        "acc_audio": acc("pred_audio"),
+        "acc_visual": acc("pred_visual"),
+        "macro_f1": _num(macro_f1(t["pred"], label, num_classes)),
+        "air": per_layer("air"),
+        "share_audio": per_layer("share_audio"),
+        "share_visual": per_layer("share_visual"),
+    }
+
+
+def _num(v: float) -> float | None:
+    """JSON has no NaN: an undefined number is written as null."""
+    return None if v is None or math.isnan(v) else round(float(v), 6)
