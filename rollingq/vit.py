@@ -1,0 +1,110 @@
+"""The unimodal encoders: a timm-style pre-norm ViT. Parameter names follow timm's
+`vit_base_patch16_224` (cls_token, pos_embed, patch_embed.proj, blocks.N.*, norm) so pretrained
+checkpoints load by name (rollingq/pretrained.py)."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through scaled_dot_product_attention (fused kernels on GPU)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, d)))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, dropout: float):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
+    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, heads, dropout)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, mlp_dim, dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, in_chans: int, dim: int, patch: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
+
+    def forward(self, x: Tensor) -> Tensor:   # [N, C, H, W] -> [N, tokens, D]
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class ViTEncoder(nn.Module):
+    """CLS + learned absolute position embeddings + pre-norm blocks + final norm.
+
+    Input [B, C, H, W], or [B, k, C, H, W] for k frames: every frame goes through the same patch
+    embedding and position embeddings, gets its own learned temporal embedding, and the k·N tokens
+    share one CLS. `grid` is the token grid (rows, cols) and need not be square (spectrograms).
+    """
+
+    def __init__(self, in_chans: int, grid: tuple[int, int], dim: int, depth: int, heads: int,
+                 mlp_dim: int, patch: int, dropout: float, frames: int = 0):
+        super().__init__()
+        self.grid, self.patch, self.frames = grid, patch, frames
+        self.patch_embed = PatchEmbed(in_chans, dim, patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid[0] * grid[1], dim))
+        # frames = 0: a single image (the spectrogram), no temporal embedding.
+        self.temporal_embed = nn.Parameter(torch.zeros(1, frames, 1, dim)) if frames else None
+        self.pos_drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_dim, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for p in (self.cls_token, self.pos_embed, self.temporal_embed):
+            if p is not None:
+                nn.init.trunc_normal_(p, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """[B, (k,) C, H, W] -> tokens [B, 1 + k·N, D] after the final norm; token 0 is the CLS."""
+        b = x.shape[0]
+        k = x.shape[1] if self.temporal_embed is not None else 1
+        expected = (self.grid[0] * self.patch, self.grid[1] * self.patch)
+        if (x.shape[-2] // self.patch, x.shape[-1] // self.patch) != self.grid or (
+                self.temporal_embed is not None and k != self.frames):
+            raise ValueError(f"input {tuple(x.shape[1:])} does not fit this encoder "
+                             f"({self.frames or 1} x {expected[0]}x{expected[1]} after cropping to patches)")
+        tokens = self.patch_embed(x.reshape(b * k, *x.shape[-3:])) + self.pos_embed[:, 1:]
+        tokens = tokens.view(b, k, -1, tokens.shape[-1])
+        if self.temporal_embed is not None:
+            tokens = tokens + self.temporal_embed
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1)
+        x = self.pos_drop(torch.cat([cls, tokens.flatten(1, 2)], dim=1))
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
