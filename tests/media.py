@@ -87,6 +87,8 @@ def make_clip(path: Path, seconds: float = 2.0, size: tuple[int, int] = (160, 12
             args += ["-fps_mode", "passthrough"]
     if audio:
         args += ["-c:a", acodec]
+    if video_delay:
+        args += ["-copyts"]  # otherwise ffmpeg moves each input's first timestamp back to 0
     if ts_offset:
         args += ["-output_ts_offset", str(ts_offset)]
     ffmpeg(*args, f"file:{path.absolute()}")
@@ -102,6 +104,7 @@ def make_wav(path: Path, seconds: float = 2.0, rate: int = 16000, channels: int 
 def frame_time(image: np.ndarray) -> float:
     """The timestamp a time-encoding frame shows (inverse of `picture`), from a decoded grey/BGR image."""
     grey = image.mean(axis=2) if image.ndim == 3 else image
+    grey = grey * 219 / 255 + 16  # back from full-range RGB to the limited-range luma the picture set
     w = grey.shape[1]
     left = grey[:, w // 8: 3 * w // 8].mean()
     right = grey[:, 5 * w // 8: 7 * w // 8].mean()

@@ -1,0 +1,61 @@
+"""Stage `frames`: the frames shown at t = 0, 1/fps, 2/fps, ... as JPEGs, short side `frame_size`.
+
+"Shown at t" = the last frame whose presentation time is <= t. ffmpeg's `fps` filter gives exactly
+that with `round=up` (a frame at 0.96 s maps to output slot 1, and of several frames mapping to a
+slot the filter keeps the last one, i.e. the one at 1.00 s); `start_time=0` anchors the slots at the
+file's start, so a stream that starts late repeats its first frame instead of shifting every slot.
+tests/test_stages.py checks this on clips whose pixels encode their own timestamps."""
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import probe
+from .errors import ClipError
+from .ffmpeg import input_file, run_ffmpeg
+from .settings import FrameSettings
+
+STAGE = "frames"
+VERSION = 1
+
+
+def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(w, h) with the short side `short_side` (0 keeps the size), aspect kept, at least 1 pixel."""
+    if short_side <= 0:
+        return width, height
+    scale = short_side / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def frames_stage(path: Path, inputs: Mapping[str, Mapping[str, bytes]], settings: FrameSettings,
+                 timeout: float = 60.0) -> dict[str, bytes]:
+    info = probe.load(inputs)
+    if not info["has_video"]:
+        raise ClipError(STAGE, "no video stream")
+    w, h = output_size(info["width"], info["height"], settings.frame_size)
+    picture = (input_file(path)["V:0"]  # V: a real video stream, never an attached cover picture
+               .filter("fps", fps=settings.fps, round="up", start_time=0)
+               .filter("scale", w, h, flags="area"))
+    raw = run_ffmpeg(picture.output("pipe:", format="rawvideo", pix_fmt="bgr24"), stage=STAGE, path=path,
+                     timeout=timeout)
+    frames = np.frombuffer(raw, np.uint8)
+    if frames.size == 0 or frames.size % (w * h * 3):
+        raise ClipError(STAGE, f"ffmpeg returned {frames.size} bytes, not whole {w}x{h} frames")
+    frames = frames.reshape(-1, h, w, 3)
+    digits = max(4, len(str(len(frames) - 1)))  # zero-padded: names sort in time order
+    params = [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality]
+    return {f"f{i:0{digits}d}.jpg": _jpeg(frame, params) for i, frame in enumerate(frames)}
+
+
+def expected_count(duration: float, fps: float = 1.0) -> int:
+    """Frames at t = 0, 1/fps, ... before `duration`: 10 for a 10 s clip at 1 fps."""
+    return max(1, math.ceil(duration * fps - 1e-6))
+
+
+def _jpeg(frame: np.ndarray, params: list[int]) -> bytes:
+    ok, buf = cv2.imencode(".jpg", frame, params)
+    if not ok:
+        raise ClipError(STAGE, "JPEG encoding failed")
+    return buf.tobytes()
