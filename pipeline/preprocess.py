@@ -1,0 +1,201 @@
+"""`rq preprocess`: discover clips with a recipe, run every clip through the cached stages on the
+executor, write the shards that changed, the manifest and the audit files, and print what happened."""
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .atomic import remove_stale_temporaries
+from .cache import Cache
+from .clips import Discovery
+from .console import fail, out as console, summary_table
+from .executor import map_unordered
+from .ffmpeg import FfmpegMissing, ffmpeg_location
+from .manifest import CLIPS, FAILURES, build_manifest, read_manifest, write_jsonl, write_manifest
+from .recipes import RECIPES, LayoutError, RecipeOptions
+from .settings import AudioDecodeSettings, FrameSettings, SpectrogramSettings
+from .shards import make_sample, shuffled, write_split
+from .stages import STAGE_NAMES, STAGES, ClipResult, Job, plan_clip, run_clip
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Every `rq preprocess` option; None means the recipe's default."""
+    raw: Path | None = None
+    out: Path | None = None
+    frame_size: int = 256
+    jpeg_quality: int = 90
+    sample_rate: int = 16000
+    audio_seconds: float | None = None
+    audio_pad: str = "repeat"
+    missing_audio: str = "skip"
+    n_fft: int = 512
+    hop_length: int = 159
+    shard_size: float = 100.0
+    workers: int | None = None
+    seed: int = 0
+    timeout: float = 120.0
+    max_failure_rate: float = 0.05
+    cache: Path | None = None
+    hash_content: bool = False
+    force: tuple[str, ...] = ()
+    dry_run: bool = False
+    classes: Path | None = None
+    split_list: tuple[str, ...] = ()
+    split: str = "clip"
+    test_fraction: float = 0.1
+    frames_per_clip: int | None = None
+
+
+def preprocess(recipe: str, **options) -> None:
+    """The whole command. Exits 2 on a usage error, 1 when too many clips were skipped."""
+    opts = Options(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+    module = RECIPES[recipe]
+    raw, out = _check(opts)
+    settings = {"probe": None,
+                "frames": FrameSettings(frame_size=opts.frame_size, jpeg_quality=opts.jpeg_quality),
+                "audio": AudioDecodeSettings(sample_rate=opts.sample_rate, missing_audio=opts.missing_audio),
+                "spectrogram": SpectrogramSettings(
+                    audio_seconds=opts.audio_seconds if opts.audio_seconds is not None else module.AUDIO_SECONDS,
+                    audio_pad=opts.audio_pad, n_fft=opts.n_fft, win_length=opts.n_fft, hop_length=opts.hop_length)}
+    recipe_options = RecipeOptions(opts.classes, opts.split_list, opts.split, opts.test_fraction, opts.seed)
+    try:
+        found = module.discover(raw, recipe_options)
+    except LayoutError as e:
+        fail(str(e))
+    cache = Cache(opts.cache or out / ".cache")
+    job = Job(cache.root, settings, frozenset(STAGE_NAMES if "all" in opts.force else opts.force), opts.timeout,
+              opts.hash_content)
+    if opts.dry_run:
+        return _dry_run(found, job, cache)
+    try:
+        ffmpeg_location()
+    except FfmpegMissing as e:
+        fail(str(e))
+    start = time.perf_counter()
+    results = _run(found, job, cache, opts.workers or len(os.sched_getaffinity(0)))
+    ok = [r for r in results if r.failure is None]
+    samples = [make_sample(r, settings) for r in ok]
+    shard_bytes = int(opts.shard_size * 1e6)
+    previous = (read_manifest(out) or {}).get("splits", {})
+    remove_stale_temporaries(out)
+    outcomes = {split: write_split(out, split, shuffled([s for s, r in zip(samples, ok) if r.clip.split == split],
+                                                        opts.seed), shard_bytes, cache, previous.get(split))
+                for split in SPLITS}
+    skipped = len(results) - len(ok)
+    config = {name: asdict(s) for name, s in settings.items() if s is not None} | {
+        "shard_size_mb": opts.shard_size, "seed": opts.seed, "stage_versions": {s.name: s.version for s in STAGES},
+        "recipe_options": {"classes": str(opts.classes) if opts.classes else None, "split_list": list(opts.split_list),
+                           "split": opts.split, "test_fraction": opts.test_fraction}}
+    write_manifest(out, build_manifest(
+        recipe, config, found.classes, opts.frames_per_clip or module.FRAMES_PER_CLIP,
+        {split: o.entry for split, o in outcomes.items()}, len(found.clips), skipped, len(found.rejected)))
+    _write_audit(out, results, found)
+    _summary(results, found, outcomes, time.perf_counter() - start, out)
+    if found.clips and skipped / len(found.clips) > opts.max_failure_rate:
+        fail(f"{skipped} of {len(found.clips)} clips skipped ({skipped / len(found.clips):.1%}), more than "
+             f"--max-failure-rate {opts.max_failure_rate:g}; the reasons are in {out / FAILURES}", code=1)
+
+
+def _check(opts: Options) -> tuple[Path, Path]:
+    """Usage errors, one line each, before any work."""
+    if opts.raw is None:
+        fail("--raw DIR is required: the raw dataset folder")
+    if not opts.raw.is_dir():
+        fail(f"--raw {opts.raw}: no such folder")
+    if opts.out is None:
+        fail("--out DIR is required: the folder for shards, manifest and cache")
+    checks = [(opts.frame_size >= 0, "--frame-size must be >= 0"),
+              (1 <= opts.jpeg_quality <= 100, "--jpeg-quality must be in 1..100"),
+              (opts.sample_rate > 0, "--sample-rate must be > 0"),
+              (opts.audio_seconds is None or opts.audio_seconds > 0, "--audio-seconds must be > 0"),
+              (opts.audio_pad in ("repeat", "zero"), "--audio-pad must be repeat or zero"),
+              (opts.missing_audio in ("skip", "silence"), "--missing-audio must be skip or silence"),
+              (opts.n_fft > 0 and opts.hop_length > 0, "--n-fft and --hop-length must be > 0"),
+              (opts.shard_size > 0, "--shard-size must be > 0"),
+              (opts.workers is None or opts.workers >= 1, "--workers must be >= 1"),
+              (opts.timeout > 0, "--timeout must be > 0"),
+              (0 <= opts.max_failure_rate <= 1, "--max-failure-rate must be in 0..1"),
+              (0 <= opts.test_fraction < 1, "--test-fraction must be in [0, 1)"),
+              (opts.frames_per_clip is None or opts.frames_per_clip >= 1, "--frames-per-clip must be >= 1"),
+              (set(opts.force) <= {*STAGE_NAMES, "all"}, f"--force takes a stage: {', '.join(STAGE_NAMES)} or all")]
+    for ok, message in checks:
+        if not ok:
+            fail(message)
+    return opts.raw.absolute(), opts.out.absolute()
+
+
+def _run(found: Discovery, job: Job, cache: Cache, workers: int) -> list[ClipResult]:
+    cache.root.mkdir(parents=True, exist_ok=True)
+    cache.clean()
+    results = []
+    try:
+        for result in map_unordered(partial(run_clip, job=job), found.clips, workers, desc="clips", unit="clip"):
+            if result.failure:
+                tqdm.write(f"skipped {result.clip.rel_source}: {result.failure[0]}: {result.failure[1]}",
+                           file=sys.stderr)
+            results.append(result)
+    except FfmpegMissing as e:
+        fail(str(e))
+    return sorted(results, key=lambda r: r.clip.clip_id)
+
+
+def _stage_counts(rows: list[dict[str, tuple[str, float]]]) -> list[list]:
+    """Per stage: computed, cached, failed, seconds (node ids like probe@audio count as their stage)."""
+    counts = {name: Counter() for name in STAGE_NAMES}
+    seconds = Counter()
+    for states in rows:
+        for node_id, (state, took) in states.items():
+            counts[node_id.split("@")[0]][state] += 1
+            seconds[node_id.split("@")[0]] += took
+    return [[name, c["computed"], c["cached"], c["failed"], round(seconds[name], 2)] for name, c in counts.items()]
+
+
+def _dry_run(found: Discovery, job: Job, cache: Cache) -> None:
+    rows = []
+    for clip in found.clips:
+        plan = plan_clip(clip, job, cache)
+        states = {node.id: ("cached", 0.0) if node.id in plan.heads else ("computed", 0.0) for node in plan.nodes}
+        if plan.failure:  # a known failure stops the clip there: nothing after it would run
+            failed_at = STAGE_NAMES.index(plan.failure[0])
+            states = {n: s for n, s in states.items() if STAGE_NAMES.index(n.split("@")[0]) < failed_at}
+            states[plan.failure[0]] = ("failed", 0.0)
+        rows.append(states)
+    summary_table("Plan (dry run: nothing decoded or written)", ["stage", "to compute", "cached", "known failures"],
+                  [row[:4] for row in _stage_counts(rows)])
+    summary_table("Inputs", ["", "count"], [["clips", len(found.clips)], ["unmatched files or annotations",
+                                                                        len(found.rejected)],
+                                            ["clips of other classes", found.other_classes]])
+
+
+def _write_audit(out: Path, results: list[ClipResult], found: Discovery) -> None:
+    clips = []
+    for r in results:
+        row = {"clip_id": r.clip.clip_id, "split": r.clip.split, "label": r.clip.label,
+               "label_name": r.clip.label_name, "source": r.clip.rel_source,
+               "status": "failed" if r.failure else "ok"}
+        clips.append(row | ({"audio_source": r.clip.rel_audio_source} if r.clip.rel_audio_source else {}))
+    failures = [{"source": r.clip.rel_source, "clip_id": r.clip.clip_id, "stage": r.failure[0], "reason": r.failure[1]}
+                for r in results if r.failure]
+    failures += [{"source": x.source, "clip_id": None, "stage": "discover", "reason": x.reason} for x in found.rejected]
+    write_jsonl(out / CLIPS, clips)
+    write_jsonl(out / FAILURES, sorted(failures, key=lambda f: f["source"]))
+
+
+def _summary(results: list[ClipResult], found: Discovery, outcomes: dict, seconds: float, out: Path) -> None:
+    summary_table("Stages", ["stage", "computed", "cached", "failed", "time (s)"],
+                  _stage_counts([r.states for r in results]))
+    skipped = sum(r.failure is not None for r in results)
+    rows = [["clips ok", len(results) - skipped], ["clips skipped", skipped],
+            ["unmatched files or annotations", len(found.rejected)], ["clips of other classes", found.other_classes]]
+    rows += [[f"{split}: samples / shards written / unchanged",
+              f"{o.entry['samples']} / {o.written} / {o.unchanged}"] for split, o in outcomes.items()]
+    summary_table("Output", ["", "count"], rows)
+    console.print(f"{out} in {seconds:.1f} s; skipped clips and unmatched files: {out / FAILURES}")

@@ -1,0 +1,194 @@
+"""The shard writer: deterministic WebDataset tars exactly as docs/shards.md describes.
+
+A split's samples go in a seeded order (each clip's place is fixed by a hash of (seed, clip id), so
+classes mix and adding a clip does not reorder the others), are cut into shards of at most
+`--shard-size` MB, and are written only when the split's content (the ordered list of member hashes
+and the shard size) differs from what the previous manifest recorded; otherwise the files stay
+untouched, mtime included."""
+import hashlib
+import io
+import json
+import re
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .atomic import atomic_file
+from .cache import Cache
+from .stages import STAGES, ClipResult
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+SHARD_NAME = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{6})\.tar$")
+_BLOCK = tarfile.BLOCKSIZE
+
+
+def sample_key(clip_id: str) -> str:
+    """Unique, dot-free key: the clip id made safe and cut to 80 chars, plus 10 hex of its sha1."""
+    return f"{_UNSAFE.sub('_', clip_id)[:80]}_{hashlib.sha1(clip_id.encode()).hexdigest()[:10]}"
+
+
+@dataclass(frozen=True)
+class Member:
+    suffix: str
+    sha256: str
+    size: int
+    stage: str = ""          # "" for members made here (json, cls); else the cache entry holding the bytes
+    cache_key: str = ""
+    inline: bytes = b""
+
+
+@dataclass(frozen=True)
+class Sample:
+    clip_id: str
+    key: str
+    members: tuple[Member, ...]   # in tar order: json, cls, frames (time order), spectrogram
+
+
+def make_sample(result: ClipResult, settings: dict) -> Sample:
+    """The sample of a processed clip: metadata and class index made here, frames and spectrogram
+    referenced in the cache (read only when a shard is actually written)."""
+    clip, frames, spec = result.clip, settings["frames"], settings["spectrogram"]
+    stored = [Member(name, sha, size, st.name, result.keys[st.name])
+              for st in STAGES if st.in_shard for name, size, sha in result.heads[st.name].members]
+    meta = {"clip_id": clip.clip_id, "label": clip.label, "label_name": clip.label_name, "split": clip.split,
+            "source": clip.rel_source, "duration": result.probe.get("duration"),
+            "n_frames": sum(m.suffix.endswith(".jpg") for m in stored), "fps": frames.fps,
+            "sample_rate": settings["audio"].sample_rate, "audio_seconds": spec.audio_seconds,
+            "stft": {"n_fft": spec.n_fft, "win_length": spec.win_length, "hop_length": spec.hop_length}}
+    if clip.rel_audio_source:
+        meta["audio_source"] = clip.rel_audio_source
+    made = [_inline("json", json.dumps(meta, separators=(",", ":")).encode()),
+            _inline("cls", str(clip.label).encode())]
+    return Sample(clip.clip_id, sample_key(clip.clip_id), tuple(made + stored))
+
+
+def _inline(suffix: str, data: bytes) -> Member:
+    return Member(suffix, hashlib.sha256(data).hexdigest(), len(data), inline=data)
+
+
+def shuffled(samples: Sequence[Sample], seed: int) -> list[Sample]:
+    return sorted(samples, key=lambda s: hashlib.sha256(f"{seed}:{s.clip_id}".encode()).digest())
+
+
+def split_content(samples: Sequence[Sample], shard_bytes: int) -> str:
+    """The identity of a split's shards: shard size and, in order, every sample's members and hashes."""
+    text = json.dumps([shard_bytes, [[s.key, [[m.suffix, m.sha256] for m in s.members]] for s in samples]],
+                      separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SplitOutcome:
+    entry: dict          # the split's manifest entry
+    written: int
+    unchanged: int
+
+
+def write_split(out: Path, split: str, samples: Sequence[Sample], shard_bytes: int, cache: Cache,
+                previous: dict | None) -> SplitOutcome:
+    """Write the split's shards (samples already in order) unless the previous manifest entry shows the
+    same content and its files are all present; then remove shards of this split no longer listed."""
+    content = split_content(samples, shard_bytes)
+    if previous and previous.get("content") == content and all(
+            _size(out / s["name"]) == s["bytes"] for s in previous["shards"]):
+        entry, written, unchanged = previous, 0, len(previous["shards"])
+    else:
+        shards = [_write_shard(out / f"{split}-{i:06d}.tar", group, cache)
+                  for i, group in enumerate(_groups(samples, shard_bytes))]
+        entry = {"samples": len(samples), "bytes": sum(s["bytes"] for s in shards), "content": content,
+                 "shards": shards}
+        written, unchanged = len(shards), 0
+    remove_stale(out, split, {s["name"] for s in entry["shards"]})
+    return SplitOutcome(entry, written, unchanged)
+
+
+def remove_stale(out: Path, split: str, keep: set[str]) -> None:
+    for path in Path(out).glob(f"{split}-*.tar"):
+        if SHARD_NAME.match(path.name) and path.name not in keep:
+            path.unlink()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
+
+
+def _tar_bytes(sample: Sample) -> int:
+    """Bytes a sample takes in a tar: per member a header (two more for a name over 100 chars) + padded data."""
+    total = 0
+    for m in sample.members:
+        name = f"{sample.key}.{m.suffix}"
+        total += _BLOCK * (3 if len(name) > 100 else 1) + -(-m.size // _BLOCK) * _BLOCK
+    return total
+
+
+def _groups(samples: Sequence[Sample], shard_bytes: int) -> list[list[Sample]]:
+    """Consecutive samples cut into shards of at most `shard_bytes` bytes on disk (a sample larger than that
+    gets a shard of its own)."""
+    groups: list[list[Sample]] = []
+    size = 0
+    for sample in samples:
+        n = _tar_bytes(sample)
+        if not groups or _padded(size + n) > shard_bytes and groups[-1]:
+            groups.append([])
+            size = 0
+        groups[-1].append(sample)
+        size += n
+    return groups
+
+
+def _padded(size: int) -> int:
+    """A tar's file size holding `size` bytes of members: two end blocks, padded to a whole record."""
+    return -(-(size + 2 * _BLOCK) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+
+
+class _Hashing(io.RawIOBase):
+    """A write-only file that hashes and counts what passes through to the real one."""
+
+    def __init__(self, f):
+        self.f, self.sha, self.n = f, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        self.n += len(data)
+        return self.f.write(data)
+
+    def tell(self) -> int:
+        return self.n
+
+
+def _write_shard(path: Path, samples: Sequence[Sample], cache: Cache) -> dict:
+    with atomic_file(path) as f:
+        sink = _Hashing(f)
+        with tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for sample in samples:
+                for member, data in _member_bytes(sample, cache):
+                    info = tarfile.TarInfo(f"{sample.key}.{member.suffix}")
+                    info.size, info.mtime, info.mode = len(data), 0, 0o644
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = ""
+                    tar.addfile(info, io.BytesIO(data))
+    return {"name": path.name, "samples": len(samples), "bytes": sink.n, "sha256": sink.sha.hexdigest()}
+
+
+def _member_bytes(sample: Sample, cache: Cache):
+    entries: dict[tuple[str, str], dict[str, bytes]] = {}
+    for m in sample.members:
+        if not m.stage:
+            yield m, m.inline
+            continue
+        if (m.stage, m.cache_key) not in entries:
+            got = cache.read(m.stage, m.cache_key)
+            if got is None:
+                raise RuntimeError(f"cache entry of {sample.clip_id} ({m.stage}) vanished while writing shards")
+            entries[m.stage, m.cache_key] = got
+        data = entries[m.stage, m.cache_key][m.suffix]
+        if hashlib.sha256(data).hexdigest() != m.sha256:
+            raise RuntimeError(f"cache entry of {sample.clip_id} ({m.stage}) changed while writing shards")
+        yield m, data
