@@ -49,17 +49,19 @@ def tone(seconds: float, rate: int, channels: int, tone_hz: float) -> str:
 
 
 def picture(seconds: float, size: tuple[int, int], fps: float, color: str | None, vfr: bool,
-            video_delay: float) -> str:
-    """A lavfi video graph: the time-encoding picture (default) or a solid `color`."""
+            video_delay: float, source: str = "color") -> str:
+    """A lavfi video graph: the time-encoding picture (default), a solid `color`, or another lavfi
+    `source` (e.g. "testsrc2", detailed enough for JPEG quality to matter)."""
     w, h = size
-    frames = f"color=c={color or 'black'}:s={w}x{h}:r={5 if vfr else fps}:d={seconds},format=yuv420p"
+    fill = f"c={color or 'black'}:" if source == "color" else ""
+    frames = f"{source}={fill}s={w}x{h}:r={5 if vfr else fps}:d={seconds},format=yuv420p"
     if vfr or video_delay:
         frames += ",settb=1/1000"  # fine enough for the shifted timestamps below
     if vfr:
         frames += f",setpts='{VFR_PTS}/TB'"
     if video_delay:
         frames += f",setpts=PTS+{video_delay}/TB"
-    if color is None:
+    if color is None and source == "color":
         frames += ",geq=lum='if(lt(X,W/2),20+20*floor(T),20+200*(T-floor(T)))':cb=128:cr=128"
     return frames
 
@@ -67,7 +69,7 @@ def picture(seconds: float, size: tuple[int, int], fps: float, color: str | None
 def make_clip(path: Path, seconds: float = 2.0, size: tuple[int, int] = (160, 120), fps: float = 25,
               audio_rate: int = 44100, channels: int = 2, audio: bool = True, video: bool = True,
               vfr: bool = False, codec: str | None = None, tone_hz: float = 440, color: str | None = None,
-              video_delay: float = 0.0, ts_offset: float = 0.0) -> Path:
+              video_delay: float = 0.0, ts_offset: float = 0.0, source: str = "color") -> Path:
     """Write a clip; the container follows the extension, the codecs default to what it usually holds
     (H.264/AAC for mp4). `video_delay` starts the video stream later than the audio; `ts_offset`
     shifts the whole file's timestamps (a file whose first pts is not 0)."""
@@ -76,7 +78,7 @@ def make_clip(path: Path, seconds: float = 2.0, size: tuple[int, int] = (160, 12
     vcodec = codec or vcodec
     args: list[str] = []
     if video:
-        args += ["-f", "lavfi", "-i", picture(seconds, size, fps, color, vfr, video_delay)]
+        args += ["-f", "lavfi", "-i", picture(seconds, size, fps, color, vfr, video_delay, source)]
     if audio:
         args += ["-f", "lavfi", "-i", tone(seconds, audio_rate, channels, tone_hz)]
     if not args:
