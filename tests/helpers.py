@@ -1,0 +1,95 @@
+"""Tiny shards written exactly in the docs/shards.md layout, with sizes a test can dictate (e.g. 3
+train shards of 5, 7 and 11 samples), which `rq preprocess` cannot.
+
+Every frame tells what it is once decoded: green = 16 + 20 * frame index, red rises left to right
+(a flip reverses it), blue = 128. Every spectrogram is filled with its sample's ordinal."""
+import hashlib
+import io
+import json
+import re
+import tarfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+GREEN_BASE, GREEN_STEP = 16, 20
+
+
+def frame_index(rgb: np.ndarray) -> int:
+    """The frame index encoded in a decoded RGB frame's green channel."""
+    return round((float(rgb[..., 1].mean()) - GREEN_BASE) / GREEN_STEP)
+
+
+def sample_key(clip_id: str) -> str:
+    """The docs/shards.md key: sanitised clip id (<= 80 chars) + first 10 hex of sha1(clip id)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", clip_id)[:80] + "_" + hashlib.sha1(clip_id.encode()).hexdigest()[:10]
+
+
+def frame_jpeg(index: int, height: int, width: int, texture: bool = False, seed: int = 0) -> bytes:
+    """A JPEG whose green level encodes `index`; `texture` adds smooth noise so it costs what a real
+    video frame costs to decode (flat colours decode unrealistically fast)."""
+    bgr = np.empty((height, width, 3), np.uint8)
+    bgr[..., 0] = 128
+    bgr[..., 1] = GREEN_BASE + GREEN_STEP * index
+    bgr[..., 2] = np.linspace(0, 255, width, dtype=np.uint8)[None, :]
+    if texture:
+        noise = np.random.default_rng([seed, index]).normal(0, 40, (height // 4, width // 4, 3))
+        bgr = np.clip(bgr + cv2.resize(noise, (width, height)), 0, 255).astype(np.uint8)
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return data.tobytes()
+
+
+def _member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = len(data), 0, 0o644, 0, 0, "", ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_shards(out: Path, sizes: Mapping[str, Sequence[int]], *, classes: int = 3, n_frames: int = 10,
+                 frame_hw: tuple[int, int] = (48, 64), spec_shape: tuple[int, int] = (257, 12),
+                 frames_per_clip: int = 3, bad_jpeg: Sequence[str] = (), texture: bool = False) -> dict:
+    """Write `{split}-{NNNNNN}.tar` shards holding `sizes[split][i]` samples each, plus manifest.json.
+    Clip ids are `{split}/clip{ordinal}`; the samples named in `bad_jpeg` (keys) get garbage frames.
+    Returns the manifest, with an extra "keys" entry: split -> keys in shard order."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = [f"class {c}" for c in range(classes)]
+    manifest = {"format": "rq-shards/1", "recipe": "test", "config": {"seed": 0}, "classes": names,
+                "frames_per_clip": frames_per_clip, "splits": {}}
+    keys: dict[str, list[str]] = {}
+    ordinal = 0
+    for split, shard_sizes in sizes.items():
+        shards = []
+        for index, n in enumerate(shard_sizes):
+            path = out / f"{split}-{index:06d}.tar"
+            with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+                for _ in range(n):
+                    clip_id = f"{split}/clip{ordinal:05d}"
+                    key, label = sample_key(clip_id), ordinal % classes
+                    meta = {"clip_id": clip_id, "label": label, "label_name": names[label], "split": split,
+                            "source": f"{clip_id}.mp4", "duration": float(n_frames), "n_frames": n_frames,
+                            "fps": 1.0, "sample_rate": 16000, "audio_seconds": float(n_frames),
+                            "stft": {"n_fft": 512, "win_length": 512, "hop_length": 159}}
+                    _member(tar, f"{key}.json", json.dumps(meta).encode())
+                    _member(tar, f"{key}.cls", str(label).encode())
+                    for f in range(n_frames):
+                        jpeg = (b"\xff\xd8 not a jpeg" if key in bad_jpeg
+                                else frame_jpeg(f, *frame_hw, texture=texture, seed=ordinal))
+                        _member(tar, f"{key}.f{f:04d}.jpg", jpeg)
+                    spec = io.BytesIO()
+                    np.save(spec, np.full(spec_shape, ordinal, np.float16))
+                    _member(tar, f"{key}.spec.npy", spec.getvalue())
+                    keys.setdefault(split, []).append(key)
+                    ordinal += 1
+            data = path.read_bytes()
+            shards.append({"name": path.name, "samples": n, "bytes": len(data),
+                           "sha256": hashlib.sha256(data).hexdigest()})
+        manifest["splits"][split] = {"samples": sum(shard_sizes), "bytes": sum(s["bytes"] for s in shards),
+                                     "shards": shards}
+    total = sum(sum(s) for s in sizes.values())
+    manifest["totals"] = {"clips": total, "samples": total, "skipped": 0,
+                          "bytes": sum(s["bytes"] for s in manifest["splits"].values())}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return {**manifest, "keys": keys}

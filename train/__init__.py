@@ -1,0 +1,1 @@
+"""Training: the streaming shard loader (data.py), the trainer and evaluation."""

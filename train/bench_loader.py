@@ -1,0 +1,123 @@
+"""`rq bench loader`: samples/s of the streaming shard loader against the reference a user would
+otherwise run on the same clips: a folder per clip (1 fps JPEG frames + spectrogram .npy), frames
+read with PIL, cropped and normalised to float in the workers (torchvision-style), map-style
+torch DataLoader with the same workers, batch size, frame sampling and crops."""
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from pipeline.console import fail, progress, summary_table
+from train.augment import MEAN, STD, pick_frames, random_crop_box
+from train.source import FRAME_MEMBER, DataError, ShardSource, open_source
+
+
+class ClipFolders(Dataset):
+    """The reference: `root/<key>/f0000.jpg ...` + `spec.npy`, labels in `root/index.json`."""
+
+    def __init__(self, root: Path, frames: int, image_size: int):
+        self.root, self.frames, self.size = root, frames, image_size
+        self.clips = json.loads((root / "index.json").read_text())   # [[key, label, n_frames], ...]
+        self.mean = torch.tensor(MEAN).view(3, 1, 1)
+        self.std = torch.tensor(STD).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict:
+        key, label, n_frames = self.clips[i]
+        rng = np.random.default_rng()
+        folder = self.root / key
+        images = [Image.open(folder / f"f{j:04d}.jpg").convert("RGB") for j in pick_frames(n_frames, self.frames, rng)]
+        w, h = images[0].size
+        top, left, bottom, right = random_crop_box(h, w, rng)
+        flip = bool(rng.integers(2))
+        frames = []
+        for image in images:
+            image = image.resize((self.size, self.size), Image.BILINEAR,
+                                 box=(left * w, top * h, right * w, bottom * h))
+            if flip:
+                image = image.transpose(Image.FLIP_LEFT_RIGHT)
+            x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)   # ToTensor
+            frames.append((x - self.mean) / self.std)                                    # Normalize
+        spec = torch.from_numpy(np.load(folder / "spec.npy")).float().unsqueeze(0)
+        return {"spec": spec, "frames": torch.stack(frames), "label": label, "key": key}
+
+
+def extract_clip_folders(src: ShardSource, root: Path) -> int:
+    """Write the train shards' clips out as the reference's per-clip folders; returns the clip count."""
+    index = []
+    urls = src.split("train")[0]
+    samples = wds.tarfile_to_samples(handler=wds.warn_and_continue)([{"url": u} for u in urls])
+    for sample in progress(samples, total=src.split("train")[1], desc="clip folders", unit="clip"):
+        frames = sorted(name for name in sample if FRAME_MEMBER.fullmatch(name))
+        if "spec.npy" not in sample or "cls" not in sample or not frames:
+            continue
+        folder = root / sample["__key__"]
+        folder.mkdir(parents=True)
+        for name in frames:
+            (folder / name).write_bytes(sample[name])
+        (folder / "spec.npy").write_bytes(sample["spec.npy"])
+        index.append([sample["__key__"], int(sample["cls"]), len(frames)])
+    (root / "index.json").write_text(json.dumps(index))
+    return len(index)
+
+
+def _time(batches: Iterable[dict], n: int, desc: str) -> float:
+    """Seconds for `n` batches after a first one (worker start-up and buffer fill are not counted)."""
+    it = iter(batches)
+    next(it)
+    start = time.perf_counter()
+    for _ in progress(range(n), desc=desc, unit="batch"):
+        next(it)
+    return time.perf_counter() - start
+
+
+def bench_loader(shards: str, *, workers: int = 2, batches: int = 20, batch_size: int = 64, frames: int = 3,
+                 image_size: int = 224, json_path: Path | None = None) -> dict:
+    """Time both pipelines in one run, print a summary table, optionally write the result as JSON."""
+    from train.data import DataConfig, train_batches  # data.py re-exports this module's entry point
+
+    try:
+        src = open_source(shards)
+    except DataError as e:
+        fail(str(e))
+    cfg = DataConfig(batch_size=batch_size, frames=frames, image_size=image_size, workers=workers)
+    root = Path(tempfile.mkdtemp(prefix="rq-clip-folders-"))
+    try:
+        # Extracting first also brings the shards into the page cache: both pipelines read warm files.
+        clips = extract_clip_folders(src, root)
+        ours = _time(train_batches(src, cfg, epoch=0, rank=0, world=1, steps=batches + 1), batches, "rq loader")
+        reference = ClipFolders(root, frames, image_size)
+        sampler = RandomSampler(reference, num_samples=(batches + 1) * batch_size)
+        loader = DataLoader(reference, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                            pin_memory=cfg.pin_memory)
+        theirs = _time(loader, batches, "clip folders")
+    except DataError as e:
+        fail(str(e))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    samples = batches * batch_size
+    result = {"shards": shards, "clips": clips, "workers": workers, "batches": batches, "batch_size": batch_size,
+              "frames": frames, "image_size": image_size, "spec_shape": list(src.spec_shape),
+              "rq_samples_per_s": samples / ours, "reference_samples_per_s": samples / theirs,
+              "speedup": theirs / ours, "cpus": os.cpu_count(), "machine": platform.platform(),
+              "processor": platform.processor() or platform.machine()}
+    summary_table("rq bench loader (training input pipeline alone)", ["pipeline", "samples/s", "seconds"], [
+        ("rq shards (WebDataset, cv2, uint8)", result["rq_samples_per_s"], ours),
+        ("reference: clip folders (PIL, float in workers)", result["reference_samples_per_s"], theirs),
+        ("speed-up", f"{result['speedup']:.2f}x", ""),
+    ])
+    if json_path is not None:
+        Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
+    return result

@@ -1,0 +1,272 @@
+"""The streaming input pipeline: WebDataset shards -> batches of uint8 frames, spectrograms and labels.
+
+Each DataLoader worker runs these stages, top to bottom (`_Epoch.__iter__`):
+  shard list -> shard order shuffled per (seed, epoch) -> this rank's and worker's span of samples
+  -> tar to samples (bad tars skipped and recorded) -> sample shuffle buffer -> decode only the
+  picked frames, crop/flip/resize on uint8 (bad samples skipped and recorded) -> batch -> stop.
+
+Training: the epoch is an endless sequence of samples (shard order reshuffled each pass over the
+data); rank r, worker w reads its own contiguous span of it, sized so that every rank yields
+exactly `steps` batches whatever the shard sizes, and together the spans cover the data before any
+sample repeats. Evaluation: every sample exactly once across ranks.
+"""
+import io
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import chain, count, islice
+
+import cv2
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from pipeline.console import err
+from train.augment import FULL, MEAN, STD, decode_frame, jpeg_size, pick_frames, random_crop_box
+from train.source import FRAME_MEMBER, DataError, ShardSource, open_source
+
+__all__ = ["ShardSource", "open_source", "DataConfig", "DataError", "LoaderStats", "Batches",
+           "train_batches", "eval_batches", "to_device", "shard_order", "bench_loader"]
+
+Skip = tuple[str, str, str]  # (shard URL, sample key or "" for a whole-tar error, one-line reason)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    batch_size: int = 64
+    frames: int = 3                   # frames per clip, one from each of this many segments
+    image_size: int = 224
+    workers: int = 2                  # DataLoader processes; 0 reads in the calling process
+    shuffle_buffer: int = 1000        # samples held for the sample-level shuffle (training)
+    seed: int = 0
+    pin_memory: bool = field(default_factory=torch.cuda.is_available)
+    crop_scale: tuple[float, float] = (0.08, 1.0)   # RandomResizedCrop area fraction
+
+
+def shard_order(n_shards: int, seed: int, epoch: int, cycle: int = 0) -> list[int]:
+    """The shard order of one pass (`cycle`) over the data in `epoch`: reproducible, new every epoch."""
+    return np.random.default_rng([seed, epoch, cycle]).permutation(n_shards).tolist()
+
+
+def train_batches(src: ShardSource, cfg: DataConfig, *, epoch: int, rank: int, world: int, steps: int) -> "Batches":
+    """Exactly `steps` training batches on every rank (the trainer derives steps from the manifest:
+    n_train // (batch_size * world), at least 1)."""
+    if steps < 1:
+        raise DataError(f"steps must be >= 1, got {steps}")
+    if sum(src.shard_sizes("train")) == 0:
+        raise DataError(f"{src.split('train')[0][0]}: the train split has no samples")
+    return Batches(_Epoch(src, cfg, "train", epoch, rank, world, steps), cfg, steps)
+
+
+def eval_batches(src: ShardSource, cfg: DataConfig, *, split: str = "test", rank: int = 0, world: int = 1) -> "Batches":
+    """Every sample of `split` exactly once across ranks, in shard order, segment-centre frames and
+    a plain resize. Ranks get different counts (gather by `key`); the last batch may be short."""
+    src.split(split)
+    return Batches(_Epoch(src, cfg, split, 0, rank, world, None), cfg, None)
+
+
+def to_device(batch: dict, device: torch.device | str, non_blocking: bool = True) -> dict:
+    """Move a batch to `device`; frames become float (B,k,3,H,W), scaled and ImageNet-normalised there."""
+    frames = batch["frames"].to(device, non_blocking=non_blocking)
+    mean = torch.tensor(MEAN, device=device).view(1, 1, 3, 1, 1) * 255
+    std = torch.tensor(STD, device=device).view(1, 1, 3, 1, 1) * 255
+    x = torch.empty(frames.shape, dtype=torch.float32, device=device).copy_(frames)
+    return {"spec": batch["spec"].to(device, non_blocking=non_blocking).float(),
+            "frames": x.sub_(mean).div_(std),
+            "label": batch["label"].to(device, non_blocking=non_blocking),
+            "key": batch["key"]}
+
+
+@dataclass
+class LoaderStats:
+    """What one pass of a `Batches` delivered and skipped (visible to the trainer for its logs)."""
+    batches: int = 0
+    samples: int = 0
+    skipped: list[Skip] = field(default_factory=list)
+
+    @property
+    def skipped_samples(self) -> int:
+        return sum(1 for _, key, _ in self.skipped if key)
+
+    @property
+    def bad_tars(self) -> int:
+        return sum(1 for _, key, _ in self.skipped if not key)
+
+
+class Batches:
+    """One epoch (or one evaluation) of batches; a fresh DataLoader each iteration. Batch dict:
+    spec float16 (B,1,F,T), frames uint8 (B,k,3,H,W) (a channels-last view), label int64 (B,), key list."""
+
+    def __init__(self, dataset: "_Epoch", cfg: DataConfig, steps: int | None):
+        self.dataset, self.cfg, self.steps = dataset, cfg, steps
+        self.stats = LoaderStats()
+
+    def __len__(self) -> int:
+        if self.steps is None:
+            raise TypeError("evaluation batches have no fixed length")
+        return self.steps
+
+    def __iter__(self) -> Iterator[dict]:
+        self.stats = LoaderStats()
+        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.cfg.workers,
+                            pin_memory=self.cfg.pin_memory, persistent_workers=False)
+        for item in loader:
+            for shard, key, reason in item.pop("skipped"):
+                self.stats.skipped.append((shard, key, reason))
+                err.print(f"warning: skipped {shard}" + (f" sample {key}" if key else "") + f": {reason}",
+                          markup=False)
+            if "error" in item:
+                raise DataError(item["error"])
+            if "key" in item:
+                self.stats.batches += 1
+                self.stats.samples += len(item["key"])
+                yield item
+
+
+class _Epoch(IterableDataset):
+    """The per-worker pipeline; everything it needs travels in its arguments (epoch included)."""
+
+    def __init__(self, src: ShardSource, cfg: DataConfig, split: str, epoch: int, rank: int, world: int,
+                 steps: int | None):
+        if not 0 <= rank < world:
+            raise DataError(f"rank {rank} is not in 0..{world - 1}")
+        self.src, self.cfg, self.split, self.epoch = src, cfg, split, epoch
+        self.rank, self.world, self.steps = rank, world, steps
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        if info is not None:
+            cv2.setNumThreads(1)  # one core per worker; cv2's own threads would fight the others
+        cfg, urls, log = self.cfg, self.src.split(self.split)[0], []
+        rng = np.random.default_rng([cfg.seed, self.epoch, self.rank, worker, 1])
+        if self.steps is not None:
+            # Batch i of this rank comes from worker i % workers (the DataLoader's round robin).
+            n_batches = len(range(worker, self.steps, workers))
+            before = sum(len(range(w, self.steps, workers)) for w in range(worker))
+            start = (self.rank * self.steps + before) * cfg.batch_size
+            stop = start + n_batches * cfg.batch_size
+            sizes = self.src.shard_sizes(self.split)
+            order = lambda cycle: shard_order(len(urls), cfg.seed, self.epoch, cycle)  # noqa: E731
+            shuffle = wds.shuffle(cfg.shuffle_buffer, rng=random.Random(int(rng.integers(2**63))))
+            samples = chain(shuffle(_read(urls, _span(sizes, order, start, stop), log)),
+                            # Read only when bad samples left the span short; one more pass at most.
+                            _read(urls, _span(sizes, order, stop, stop + sum(sizes)), log))
+            crop = rng
+        else:
+            n_batches = None
+            # Worker w reads shards w, w+W, ...; of shard k this rank keeps samples j with (k+j) % world == rank.
+            samples = _read(urls, ((k, (self.rank - k) % self.world, None, self.world)
+                                   for k in range(worker, len(urls), workers)), log)
+            crop = None
+        clips = _decoded(samples, cfg, self.src.spec_shape, len(self.src.classes), crop, log)
+        yield from _batches(clips, cfg, n_batches, log)
+
+
+def _span(sizes: Sequence[int], order, start: int, stop: int) -> Iterator[tuple[int, int, int, int]]:
+    """Pieces (shard, first, end, step) covering samples [start, stop) of the endless sequence that
+    walks the shards in `order(0)`, then `order(1)`, ..."""
+    total = sum(sizes)
+    first_cycle = start // total
+    at = first_cycle * total
+    for cycle in count(first_cycle):
+        for k in order(cycle):
+            lo, hi = max(start, at), min(stop, at + sizes[k])
+            if lo < hi:
+                yield k, lo - at, hi - at, 1
+            at += sizes[k]
+            if at >= stop:
+                return
+
+
+def _read(urls: Sequence[str], pieces, log: list[Skip]) -> Iterator[dict]:
+    """Raw samples (bytes per member) of each piece; a tar that fails is recorded and left."""
+    for k, first, end, step in pieces:
+        url = urls[k]
+
+        def handler(exn: Exception, url: str = url) -> bool:
+            log.append((url, "", _one_line(exn)))
+            return True
+
+        yield from islice(wds.tarfile_to_samples(handler=handler)([{"url": url}]), first, end, step)
+
+
+def _decoded(samples, cfg: DataConfig, spec_shape: tuple[int, int], n_classes: int,
+             rng: np.random.Generator | None, log: list[Skip]) -> Iterator[tuple]:
+    """(frames k x S x S x 3 uint8, spec, label, key) per good sample; bad ones recorded and skipped."""
+    for sample in samples:
+        try:
+            yield _decode(sample, cfg, spec_shape, n_classes, rng)
+        except Exception as exn:  # any undecodable member: record it with shard and key, go on
+            log.append((sample.get("__url__", "?"), sample.get("__key__", "?"), _one_line(exn)))
+
+
+def _decode(sample: dict, cfg: DataConfig, spec_shape: tuple[int, int], n_classes: int,
+            rng: np.random.Generator | None) -> tuple:
+    names = sorted(name for name in sample if FRAME_MEMBER.fullmatch(name))
+    for member in ("cls", "spec.npy"):
+        if member not in sample:
+            raise ValueError(f"no {member} member")
+    if not names:
+        raise ValueError("no frames")
+    label = int(sample["cls"])
+    if not 0 <= label < n_classes:
+        raise ValueError(f"label {label} outside 0..{n_classes - 1}")
+    spec = np.load(io.BytesIO(sample["spec.npy"]), allow_pickle=False)
+    if spec.shape != spec_shape:
+        raise ValueError(f"spectrogram shape {spec.shape}, expected {spec_shape}")
+    picks = [names[i] for i in pick_frames(len(names), cfg.frames, rng)]
+    box, flip = FULL, False
+    if rng is not None:
+        size = jpeg_size(sample[picks[0]])
+        if size is None:
+            raise ValueError(f"{picks[0]}: not a JPEG")
+        box, flip = random_crop_box(*size, rng, scale=cfg.crop_scale), bool(rng.integers(2))
+    frames = np.empty((cfg.frames, cfg.image_size, cfg.image_size, 3), np.uint8)
+    for name, out in zip(picks, frames):
+        try:
+            decode_frame(sample[name], box, cfg.image_size, flip, out)
+        except ValueError as exn:
+            raise ValueError(f"{name}: {exn}") from None
+    return frames, spec, label, sample["__key__"]
+
+
+def _batches(clips, cfg: DataConfig, n_batches: int | None, log: list[Skip]) -> Iterator[dict]:
+    """Batches of `batch_size`; with `n_batches` exactly that many (else an error item), otherwise
+    all clips with a short last batch. Skip records ride on the next item sent to the trainer."""
+    made = 0
+    while n_batches is None or made < n_batches:
+        group = list(islice(clips, cfg.batch_size))
+        if len(group) < cfg.batch_size and (n_batches is not None or not group):
+            break
+        made += 1
+        yield _collate(group, log)
+    if n_batches is not None and made < n_batches:
+        yield {"error": f"only {made} of {n_batches} batches could be read: too many bad samples "
+                        f"({len(log)} skipped)", "skipped": _drain(log)}
+    elif log:
+        yield {"skipped": _drain(log)}
+
+
+def _collate(group: list[tuple], log: list[Skip]) -> dict:
+    frames = torch.from_numpy(np.stack([g[0] for g in group]))      # (B, k, S, S, 3)
+    return {"spec": torch.from_numpy(np.stack([g[1] for g in group])).unsqueeze(1),
+            "frames": frames.permute(0, 1, 4, 2, 3),                   # (B, k, 3, S, S) view, no copy
+            "label": torch.tensor([g[2] for g in group], dtype=torch.int64),
+            "key": [g[3] for g in group],
+            "skipped": _drain(log)}
+
+
+def _drain(log: list[Skip]) -> list[Skip]:
+    records = list(log)
+    log.clear()
+    return records
+
+
+def _one_line(exn: Exception) -> str:
+    text = str(exn.args[0]) if exn.args else ""
+    return " ".join(f"{type(exn).__name__}: {text}".split())
+
+
+from train.bench_loader import bench_loader  # noqa: E402  (re-exported: the interface names it here)

@@ -1,0 +1,128 @@
+"""Where the shards are and what they hold: `open_source` turns a shards folder or a shard URL
+pattern into a `ShardSource` (classes, splits with their URLs and sample counts, spectrogram shape)."""
+import hashlib
+import io
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import braceexpand
+import numpy as np
+import webdataset as wds
+
+
+FRAME_MEMBER = re.compile(r"f\d+\.jpg")  # f0000.jpg, f0001.jpg, ...: zero-padded, so sorting keeps time order
+
+
+class DataError(Exception):
+    """Shards that cannot be used as asked: the message is one line naming the file and the reason."""
+
+
+@dataclass(frozen=True)
+class ShardSource:
+    classes: list[str]
+    frames_per_clip: int
+    spec_shape: tuple[int, int]                          # (F, T) of every spectrogram
+    splits: dict[str, tuple[list[str], int | None]]      # split -> (shard URLs, samples or None if unknown)
+    manifest_sha256: str | None
+    sizes: dict[str, list[int]] = field(default_factory=dict, repr=False)  # samples per shard, from the manifest
+
+    def shard_sizes(self, split: str) -> list[int]:
+        """Samples per shard of `split`: the manifest's counts, else the split's total spread evenly
+        (a URL pattern without a manifest: exact coverage then depends on the shards being even)."""
+        urls, total = self.split(split)
+        if split in self.sizes:
+            return self.sizes[split]
+        if total is None:
+            raise DataError(f"{urls[0]}: sample count of split '{split}' unknown (no manifest.json); pass samples")
+        return [total // len(urls) + (i < total % len(urls)) for i in range(len(urls))]
+
+    def split(self, split: str) -> tuple[list[str], int | None]:
+        if split not in self.splits:
+            raise DataError(f"no '{split}' shards in this source (has: {', '.join(self.splits) or 'none'})")
+        return self.splits[split]
+
+
+def open_source(location: str, *, classes: Sequence[str] | None = None, frames_per_clip: int | None = None,
+                samples: Mapping[str, int] | None = None) -> ShardSource:
+    """A shards folder (reads its manifest.json), or shard URLs: brace patterns joined by `::`, local
+    paths or `pipe:` commands, e.g. `pipe:aws s3 cp s3://b/train-{000000..000009}.tar -`. A URL's split
+    is the `train-`/`test-` prefix of its shard name. If the first URL is a local file with a
+    manifest.json beside it, counts and classes come from there; otherwise `classes` and
+    `frames_per_clip` are required and `samples` (per split) is needed to train."""
+    if "::" not in location and not location.startswith("pipe:") and Path(location).is_dir():
+        folder = Path(location)
+        if not (folder / "manifest.json").is_file():
+            raise DataError(f"{folder}: no manifest.json (not a folder written by rq preprocess)")
+        manifest, sha = _read_manifest(folder / "manifest.json")
+        splits = {name: [str(folder / s["name"]) for s in info["shards"]]
+                  for name, info in manifest["splits"].items() if info["shards"]}
+        return _with_spec_shape(manifest["classes"], manifest["frames_per_clip"], splits, sha,
+                                _manifest_sizes(manifest))
+    urls = [url for part in location.split("::") for url in braceexpand.braceexpand(part.strip())]
+    splits: dict[str, list[str]] = {}
+    for url in urls:
+        name = re.search(r"(train|test)-[^/\s]*\.tar", url)
+        if name is None:
+            raise DataError(f"{url}: cannot tell the split; shard names must start with train- or test-")
+        splits.setdefault(name.group(1), []).append(url)
+    beside = Path(urls[0]).parent / "manifest.json"
+    if not urls[0].startswith(("pipe:", "http:", "https:")) and beside.is_file():
+        manifest, sha = _read_manifest(beside)
+        known = {s["name"]: s["samples"] for info in manifest["splits"].values() for s in info["shards"]}
+        missing = [u for u in urls if Path(u).name not in known]
+        if missing:
+            raise DataError(f"{missing[0]}: not listed in {beside}")
+        sizes = {split: [known[Path(u).name] for u in us] for split, us in splits.items()}
+        return _with_spec_shape(manifest["classes"], manifest["frames_per_clip"], splits, sha, sizes)
+    if classes is None or frames_per_clip is None:
+        raise DataError(f"{urls[0]}: no manifest.json beside the shards; pass classes and frames_per_clip")
+    samples = samples or {}
+    return _with_spec_shape(list(classes), frames_per_clip, splits, None, {},
+                            {split: samples.get(split) for split in splits})
+
+
+def _read_manifest(path: Path) -> tuple[dict, str]:
+    raw = path.read_bytes()
+    try:
+        manifest = json.loads(raw)
+    except ValueError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if manifest.get("format") != "rq-shards/1":
+        raise DataError(f"{path}: format {manifest.get('format')!r}, expected 'rq-shards/1'")
+    return manifest, hashlib.sha256(raw).hexdigest()
+
+
+def _manifest_sizes(manifest: dict) -> dict[str, list[int]]:
+    return {name: [s["samples"] for s in info["shards"]] for name, info in manifest["splits"].items()}
+
+
+def _with_spec_shape(classes: list[str], frames_per_clip: int, splits: dict[str, list[str]], sha: str | None,
+                     sizes: dict[str, list[int]], totals: dict[str, int | None] | None = None) -> ShardSource:
+    if not splits:
+        raise DataError("no shards found")
+    if totals is None:
+        totals = {split: sum(sizes[split]) for split in splits}
+    return ShardSource(classes=list(classes), frames_per_clip=int(frames_per_clip),
+                       spec_shape=_peek_spec_shape(splits), manifest_sha256=sha,
+                       splits={split: (urls, totals[split]) for split, urls in splits.items()},
+                       sizes={split: sizes[split] for split in splits if split in sizes})
+
+
+def _peek_spec_shape(splits: dict[str, list[str]]) -> tuple[int, int]:
+    """The spectrogram shape of the first readable sample, train shards first."""
+    urls = splits.get("train", []) + [u for split, us in splits.items() if split != "train" for u in us]
+    for url in urls:
+        samples = wds.tarfile_to_samples(handler=wds.ignore_and_continue)([{"url": url}])
+        for sample in islice(samples, 8):
+            if "spec.npy" in sample:
+                try:
+                    shape = np.load(io.BytesIO(sample["spec.npy"]), allow_pickle=False).shape
+                except ValueError:
+                    continue
+                if len(shape) == 2:
+                    return int(shape[0]), int(shape[1])
+    raise DataError(f"{urls[0]}: no readable spectrogram (spec.npy) in the first samples of any shard")
