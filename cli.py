@@ -111,6 +111,22 @@ def preprocess_folder(
 # ---- train / eval / bench (train) ----
 
 
+@bench_app.command("loader")
+def bench_loader_cmd(
+    shards: str = typer.Option(..., help="Shards folder (with manifest.json) whose train split is read."),
+    workers: int = typer.Option(2, help="DataLoader worker processes, the same for both pipelines."),
+    batches: int = typer.Option(20, min=1, help="Batches timed per pipeline (after one warm-up batch)."),
+    batch_size: int = typer.Option(64, min=1, help="Samples per batch."),
+    frames: int = typer.Option(3, min=1, help="Frames sampled per clip."),
+    image_size: int = typer.Option(224, min=8, help="Crop size in pixels."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the result here as JSON."),
+) -> None:
+    """Samples/s of the streaming shard loader vs a per-clip-folder PIL DataLoader on the same clips."""
+    from train.bench_loader import bench_loader
+    bench_loader(shards, workers=workers, batches=batches, batch_size=batch_size, frames=frames,
+                 image_size=image_size, json_path=json_path)
+
+
 # ---- demo / report / predict ----
 
 
