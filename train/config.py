@@ -1,11 +1,14 @@
 """The training settings: one frozen dataclass, resolved once by the CLI (preset defaults, then the
 options a user gave), saved as `config.json` in the run folder and inside every checkpoint."""
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 import json
 from pathlib import Path
 
+from pipeline.console import fail
 from rollingq.config import METHODS, PRESETS, RollingQConfig
+from train.source import DataError
 
 _RQ = RollingQConfig()  # the RollingQ defaults live with the method; the CLI only exposes them
 
@@ -101,6 +104,18 @@ class TrainConfig:
 
 class ConfigError(ValueError):
     """A usage error in the training options: the CLI prints it as one line and exits 2."""
+
+
+@contextmanager
+def cli_errors():
+    """For the `rq train / eval / bench train` commands: a usage error is one line and exit 2, shards
+    that cannot be read one line and exit 1; never a traceback."""
+    try:
+        yield
+    except ConfigError as e:
+        fail(str(e), 2)
+    except DataError as e:
+        fail(str(e), 1)
 
 
 def _check(ok: bool, message: str) -> None:

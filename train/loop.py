@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.console import progress
-from train.data import to_device
+from train.data import Batches, to_device
 from train.distributed import DistEnv, all_gather_objects
 from train.metrics import Outcomes, sample_outcomes, summarize
 
@@ -40,7 +40,7 @@ def per_sample_loss(out, labels: torch.Tensor) -> torch.Tensor:
     return loss
 
 
-def train_one_epoch(step: Step, optimizer: torch.optim.Optimizer, batches: Iterable[Batch], *, epoch: int,
+def train_one_epoch(step: Step, optimizer: torch.optim.Optimizer, batches: Batches, *, epoch: int,
                     steps: int, samples: int, lr_at: Callable[[int], float], grad_clip: float = 0.0,
                     observe: Callable | None = None, num_classes: int) -> dict:
     """Train for exactly `steps` batches (about `samples` over all processes); returns the epoch's
@@ -77,19 +77,21 @@ def train_one_epoch(step: Step, optimizer: torch.optim.Optimizer, batches: Itera
     elapsed = time.perf_counter() - start
     tensors, _ = outcomes.gather(env)
     summary = summarize(tensors, num_classes)
-    timing = all_gather_objects((done, waited, elapsed), env)
+    timing = all_gather_objects((done, waited, elapsed, batches.stats.skipped_samples, batches.stats.bad_tars), env)
     summary.update(
         lr=lr if done else None,
-        steps_per_rank=[n for n, _, _ in timing],
-        samples_per_s=round(summary["samples"] / max(t for _, _, t in timing), 2),
+        steps_per_rank=[t[0] for t in timing],
+        samples_per_s=round(summary["samples"] / max(t[2] for t in timing), 2),
         # share of the step time this process sat waiting for the input pipeline (mean over processes)
-        data_wait_frac=round(sum(w / max(t, 1e-9) for _, w, t in timing) / env.world, 4),
+        data_wait_frac=round(sum(t[1] / max(t[2], 1e-9) for t in timing) / env.world, 4),
+        skipped_samples=sum(t[3] for t in timing),
+        bad_tars=sum(t[4] for t in timing),
     )
     return summary
 
 
 @torch.no_grad()
-def evaluate(step: Step, batches: Iterable[Batch], *, num_classes: int, samples: int | None = None,
+def evaluate(step: Step, batches: Batches, *, num_classes: int, samples: int | None = None,
              desc: str = "test", perturb: Callable[[Batch], Batch] | None = None) -> tuple[dict, dict[str, torch.Tensor], list[str]]:
     """Metrics over every sample of `batches` (each process its own share; gathered so every sample
     counts once). `perturb` changes a batch on the device before the forward pass (noise tests).
@@ -110,7 +112,9 @@ def evaluate(step: Step, batches: Iterable[Batch], *, num_classes: int, samples:
         bar.close()
     tensors, keys = outcomes.gather(env)
     summary = summarize(tensors, num_classes)
-    summary["unique_samples"] = len(set(keys))
+    summary["unique_samples"] = len(set(keys))  # == samples when each sample was seen exactly once
+    skipped = all_gather_objects((batches.stats.skipped_samples, batches.stats.bad_tars), env)
+    summary.update(skipped_samples=sum(s for s, _ in skipped), bad_tars=sum(b for _, b in skipped))
     return summary, tensors, keys
 
 

@@ -6,6 +6,7 @@ import numpy as np
 from scipy import stats
 import torch
 
+from rollingq.rotation import imbalance_terms
 from train.distributed import DistEnv, all_gather_objects
 
 def sample_outcomes(out, labels: torch.Tensor, loss: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -21,14 +22,8 @@ def sample_outcomes(out, labels: torch.Tensor, loss: torch.Tensor | None = None)
     if out.fusion:
         rec["share_audio"] = torch.stack([f.audio_share for f in out.fusion], 1)
         rec["share_visual"] = torch.stack([f.visual_share for f in out.fusion], 1)
-        rec["air"] = torch.stack([per_sample_air(f.q, f.k_audio, f.k_visual) for f in out.fusion], 1)
+        rec["air"] = torch.stack([imbalance_terms(f.q, f.k_audio, f.k_visual) for f in out.fusion], 1)
     return {k: v.detach().float() for k, v in rec.items()}
-
-
-def per_sample_air(q: torch.Tensor, k_audio: torch.Tensor, k_visual: torch.Tensor) -> torch.Tensor:
-    """cos(q, k̂_a) − cos(q, k̂_v) per sample; its mean is SPEC.md's AIR. q is [B, D] or one shared [D]."""
-    q = q.float().expand_as(k_audio)
-    return torch.cosine_similarity(q, k_audio.float(), dim=-1) - torch.cosine_similarity(q, k_visual.float(), dim=-1)
 
 
 class Outcomes:

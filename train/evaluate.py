@@ -1,0 +1,221 @@
+"""`rq eval`: a checkpoint's metrics on a split, the noise sweep of the paper's Table 3 and the
+noisy-fraction Pearson test of its Table 2; writes eval.json and PNG plots.
+
+Noise ("Gaussian noise on the normalised input"): for a sample x of the perturbed modality, as the
+model reads it (log-spectrogram [1, F, T] as stored; frames [k, 3, H, W] after ImageNet mean/std),
+    x' = x + level · σ_x · ε,   ε ~ N(0, 1) elementwise,   σ_x = std of all of x's elements,
+so a level is noise-to-signal in units of the sample's own spread, whatever the modality's scale.
+
+Pearson (Table 2): over the samples of the split, a seeded random `--noisy-fraction` of them get the
+noise above at `--noisy-level` on `--noise-modality`; r is the Pearson correlation between
+    the fused CLS attention share on the OTHER modality (last fusion layer)  and  is_noisy ∈ {0, 1}.
+Sign: r > 0 means attention moves away from a modality when it is noisy (what dynamic fusion
+should do; the paper reports 0.44-0.52 for Vanilla MT, 0.76-0.78 with RollingQ). The correlation with
+the share on the perturbed modality itself is reported too (`r_perturbed_share`, expected < 0).
+"""
+from dataclasses import dataclass
+import hashlib
+import json
+from pathlib import Path
+
+import matplotlib
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from pipeline.console import err, out, summary_table  # noqa: E402
+from train.checkpoint import load_checkpoint  # noqa: E402
+from train.config import ConfigError, TrainConfig  # noqa: E402
+from train.data import DataConfig, eval_batches, open_source  # noqa: E402
+from train.distributed import init_distributed, shutdown  # noqa: E402
+from train.loop import Step, evaluate  # noqa: E402
+from train.metrics import pearson  # noqa: E402
+from train.run import build_model  # noqa: E402
+
+_INPUT = {"audio": "spec", "visual": "frames"}
+_OTHER = {"audio": "visual", "visual": "audio"}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    ckpt: str
+    shards: str
+    split: str = "test"
+    noise_modality: str = ""                 # "" = no noise tests
+    noise_levels: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    noisy_fraction: float = 0.0              # 0 = no Pearson test
+    noisy_level: float = 1.0
+    out: str = ""                            # "" = <checkpoint folder>/eval
+    workers: int = 2
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.noise_modality not in ("", "audio", "visual"):
+            raise ConfigError(f"--noise-modality must be audio or visual, got {self.noise_modality!r}")
+        if not 0 <= self.noisy_fraction <= 1:
+            raise ConfigError(f"--noisy-fraction must be in [0, 1], got {self.noisy_fraction}")
+        if self.noisy_fraction and not self.noise_modality:
+            raise ConfigError("--noisy-fraction needs --noise-modality")
+        if any(level < 0 for level in self.noise_levels) or self.noisy_level < 0:
+            raise ConfigError("noise levels must not be negative")
+
+
+def parse_levels(text: str) -> tuple[float, ...]:
+    """"0,0.25,0.5" -> (0.0, 0.25, 0.5), with a usage error naming the bad item."""
+    try:
+        return tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise ConfigError(f"--noise-levels must be comma-separated numbers, got {text!r}") from None
+
+
+def add_noise(batch: dict, modality: str, level: float, generator: torch.Generator,
+              mask: torch.Tensor | None = None) -> dict:
+    """The module docstring's noise on one modality of a batch on the device; `mask` [B] picks samples."""
+    x = batch[_INPUT[modality]]
+    sigma = x.flatten(1).std(dim=1).view(-1, *[1] * (x.dim() - 1))
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) * (level * sigma)
+    if mask is not None:
+        noise = noise * mask.view(-1, *[1] * (x.dim() - 1)).to(x.dtype)
+    return {**batch, _INPUT[modality]: x + noise}
+
+
+def is_noisy(key: str, fraction: float, seed: int) -> bool:
+    """A seeded coin per sample key: the same samples are noisy on any number of processes, in any order."""
+    h = int.from_bytes(hashlib.sha1(f"{seed}:{key}".encode()).digest()[:8], "big")
+    return h / 2 ** 64 < fraction
+
+
+def run_eval(ec: EvalConfig) -> dict:
+    env = init_distributed(ec.device)
+    try:
+        return _eval(ec, env)
+    finally:
+        shutdown(env)
+
+
+def _eval(ec: EvalConfig, env) -> dict:
+    ckpt = Path(ec.ckpt)
+    if not ckpt.is_file():
+        raise ConfigError(f"{ckpt}: no such checkpoint")
+    state = load_checkpoint(ckpt)
+    cfg = TrainConfig.from_dict(state["config"])
+    src = open_source(ec.shards)
+    if list(src.classes) != list(state["classes"]):
+        raise ConfigError(f"{ec.shards}: its classes differ from those {ckpt} was trained on")
+    if ec.split not in src.splits:
+        raise ConfigError(f"{ec.shards}: no split {ec.split!r} (have {', '.join(src.splits)})")
+    if env.is_main and src.manifest_sha256 != state["manifest_sha256"]:
+        err.print(f"note: {ec.shards} are not the shards {ckpt} was trained on (manifest sha256 differs)", markup=False)
+
+    model = build_model(cfg, len(src.classes), tuple(state["spec_shape"]))
+    model.load_state_dict(state["model"])
+    model.to(env.device)
+    step = Step(model, env, bf16=env.device.type == "cuda")
+    data_cfg = DataConfig(batch_size=cfg.batch_size, frames=cfg.frames, image_size=cfg.image_size,
+                          workers=ec.workers, shuffle_buffer=0, seed=ec.seed, pin_memory=env.device.type == "cuda")
+    n = src.splits[ec.split][1]
+    num_classes = len(src.classes)
+
+    def measure(desc: str, perturb=None):
+        batches = eval_batches(src, data_cfg, split=ec.split, rank=env.rank, world=env.world)
+        return evaluate(step, batches, num_classes=num_classes, samples=n, desc=desc, perturb=perturb)
+
+    def generator(i: int) -> torch.Generator:
+        return torch.Generator(env.device).manual_seed(ec.seed * 1_000_003 + 7919 * i + env.rank)
+
+    clean, _, _ = measure(f"{ec.split} clean")
+    result = {"ckpt": str(ckpt), "shards": ec.shards, "split": ec.split, "method": cfg.method,
+              "manifest_sha256": src.manifest_sha256, "trained_on_manifest_sha256": state["manifest_sha256"],
+              "clean": clean, "noise": None, "pearson": None}
+    if ec.noise_modality:
+        sweep = {"modality": ec.noise_modality, "levels": list(ec.noise_levels),
+                 "definition": "x + level * std(x) * N(0, 1), std over each sample's normalised input"}
+        rows = []
+        for i, level in enumerate(ec.noise_levels):
+            g = generator(i)
+            s, _, _ = measure(f"{ec.noise_modality} noise {level:g}",
+                              lambda b, g=g, level=level: add_noise(b, ec.noise_modality, level, g))
+            rows.append(s)
+        for name in ("acc", "acc_audio", "acc_visual", "macro_f1"):
+            sweep[name] = [s[name] for s in rows]
+        for name in ("share_audio", "share_visual", "air"):
+            sweep[name] = [s[name][-1] if s[name] else None for s in rows]  # last fusion layer
+        result["noise"] = sweep
+    if ec.noisy_fraction:
+        result["pearson"] = _pearson_test(ec, env, measure, generator(len(ec.noise_levels)))
+    if env.is_main:
+        _write(ec, ckpt, result)
+    return result
+
+
+def _pearson_test(ec: EvalConfig, env, measure, g: torch.Generator) -> dict:
+    m = ec.noise_modality
+
+    def perturb(b):
+        mask = torch.tensor([is_noisy(k, ec.noisy_fraction, ec.seed) for k in b["key"]], device=env.device)
+        return add_noise(b, m, ec.noisy_level, g, mask)
+
+    summary, t, keys = measure(f"{m} noise on {ec.noisy_fraction:g} of samples", perturb)
+    res = {"modality": m, "fraction": ec.noisy_fraction, "level": ec.noisy_level, "samples": len(keys),
+           "acc": summary["acc"], "layer": "last fusion layer",
+           "convention": f"r = pearson(attention share on {_OTHER[m]}, is_noisy); > 0 = attention leaves the noisy {m}"}
+    noisy = [float(is_noisy(k, ec.noisy_fraction, ec.seed)) for k in keys]
+    res["noisy_samples"] = int(sum(noisy))
+    if f"share_{m}" not in t:
+        res.update(r=None, p=None, r_perturbed_share=None, p_perturbed_share=None)
+        return res
+    r, p = pearson(t[f"share_{_OTHER[m]}"][:, -1].tolist(), noisy)
+    r2, p2 = pearson(t[f"share_{m}"][:, -1].tolist(), noisy)
+    res.update({k: None if v != v else v for k, v in dict(r=r, p=p, r_perturbed_share=r2, p_perturbed_share=p2).items()})
+    return res
+
+
+def _write(ec: EvalConfig, ckpt: Path, result: dict) -> None:
+    out_dir = Path(ec.out) if ec.out else ckpt.parent / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    c = result["clean"]
+    summary_table(f"rq eval: {ckpt} on {ec.split}", ["samples", "acc", "audio probe", "visual probe", "macro-F1",
+                                                     "AIR", "attn audio", "attn visual"],
+                  [[c["samples"], c["acc"], c["acc_audio"], c["acc_visual"], c["macro_f1"],
+                    _last(c["air"]), _last(c["share_audio"]), _last(c["share_visual"])]])
+    if result["noise"]:
+        s = result["noise"]
+        summary_table(f"{s['modality']} noise sweep", ["level", "acc", "audio probe", "visual probe",
+                                                       "attn audio", "attn visual"],
+                      zip(s["levels"], s["acc"], s["acc_audio"], s["acc_visual"], s["share_audio"], s["share_visual"]))
+        _plot(s, out_dir)
+    if result["pearson"]:
+        p = result["pearson"]
+        summary_table("Pearson test (Table 2)", ["noisy / samples", "r (share on other)", "p",
+                                                 "r (share on noisy)", "p"],
+                      [[f"{p['noisy_samples']} / {p['samples']}", p["r"], p["p"], p["r_perturbed_share"],
+                        p["p_perturbed_share"]]])
+    (out_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    out.print(f"wrote {out_dir / 'eval.json'}" + (f" and plots in {out_dir}" if result["noise"] else ""))
+
+
+def _plot(sweep: dict, out_dir: Path) -> None:
+    levels, m = sweep["levels"], sweep["modality"]
+    for name, series, ylabel in (
+        ("accuracy_vs_noise.png", {"fused": "acc", "audio probe": "acc_audio", "visual probe": "acc_visual"}, "accuracy"),
+        ("attention_vs_noise.png", {"on audio": "share_audio", "on visual": "share_visual"}, "CLS attention share"),
+    ):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for label, key in series.items():
+            ys = sweep[key]
+            if any(y is not None for y in ys):
+                ax.plot(levels, [float("nan") if y is None else y for y in ys], marker="o", label=label)
+        ax.set_xlabel(f"Gaussian noise level on {m} (× per-sample std)")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.set_title(f"{ylabel} vs {m} noise")
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=100)
+        plt.close(fig)
+
+
+def _last(v):
+    return v[-1] if v else None

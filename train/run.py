@@ -1,0 +1,262 @@
+"""`rq train`: build the run from a TrainConfig, train epoch by epoch, evaluate, log, checkpoint.
+Importable: `run(TrainConfig(...))` trains in-process (the tests do), under torchrun too."""
+from dataclasses import replace
+import json
+import math
+from pathlib import Path
+import random
+import time
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.tensorboard import SummaryWriter
+
+from pipeline.console import err, out, summary_table
+from rollingq import MultimodalTransformer, RollingQ, load_pretrained, preset_config
+from train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from train.config import ConfigError, TrainConfig, cli_errors
+from train.data import DataConfig, eval_batches, open_source, train_batches
+from train.distributed import DistEnv, all_gather_objects, all_reduce_sum, barrier, init_distributed, shutdown
+from train.loop import Step, evaluate, statistics_pass, train_one_epoch
+
+# Options that only say where the data is and how to run; a resumed run takes them from the command
+# line, everything else from the run's own config (so it ends at the same weights).
+_RUNTIME_OPTIONS = ("shards", "workers", "device", "compile")
+
+
+def run(cfg: TrainConfig) -> dict:
+    """Train as `cfg` says; returns {"out", "best_acc", "epochs": [metrics line per epoch]}."""
+    env = init_distributed(cfg.device)
+    try:
+        return _fit(cfg, env)
+    finally:
+        shutdown(env)
+
+
+def cli_train(shards: Path, preset: str, **options) -> None:
+    """`rq train`: the options as the CLI parsed them (None = not given: the preset's default)."""
+    with cli_errors():
+        options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
+        run(TrainConfig.from_options(str(shards), preset, **options))
+
+
+def build_model(cfg: TrainConfig, num_classes: int, spec_shape: tuple[int, int]) -> MultimodalTransformer:
+    """The model a config describes, for shards of `num_classes` classes and [F, T] spectrograms."""
+    overrides = dict(frames=cfg.frames, image_size=cfg.image_size, spec_bins=spec_shape[0],
+                     spec_frames=spec_shape[1], rq=cfg.rollingq())
+    if cfg.fusion_layers:
+        overrides["fusion_layers"] = cfg.fusion_layers
+    return MultimodalTransformer(preset_config(cfg.preset, num_classes, cfg.method, **overrides))
+
+
+def lr_schedule(cfg: TrainConfig, steps_per_epoch: int):
+    """Per-step learning rate: linear warm-up for `warmup_epochs`, then cosine annealing to 0."""
+    total = cfg.epochs * steps_per_epoch
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return cfg.lr * (step + 1) / warmup
+        return 0.5 * cfg.lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+    return lr_at, {"kind": "warmup-cosine", "warmup_steps": warmup, "total_steps": total,
+                   "steps_per_epoch": steps_per_epoch}
+
+
+def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
+    src = open_source(cfg.shards)
+    resumed = _load_resume(cfg, src) if cfg.resume else None
+    if resumed is not None:
+        cfg = TrainConfig.from_dict({**resumed["config"], **{k: getattr(cfg, k) for k in _RUNTIME_OPTIONS},
+                                     "out": cfg.out, "resume": True})
+    # Every process must write into the same folder: the main process's choice of name wins.
+    cfg = replace(cfg, frames=cfg.frames or src.frames_per_clip)
+    cfg = replace(cfg, out=all_gather_objects(cfg.with_run_folder().out, env)[0])
+    run_dir = Path(cfg.out)
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(run_dir / "config.json")
+
+    _seed_everything(cfg.seed)
+    num_classes = len(src.classes)
+    model = build_model(cfg, num_classes, src.spec_shape)
+    if cfg.pretrained and resumed is None:
+        load_pretrained(model, cfg.pretrained)
+    model.to(env.device)
+    # The controller measures AIR on any fused model (mt too) and rotates only a rollingq model.
+    controller = RollingQ(model, cfg.rollingq()) if len(model.fusion) else None
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+    n_train = src.split("train")[1]
+    global_batch = cfg.batch_size * env.world
+    if n_train is None and not cfg.max_steps_per_epoch:
+        raise ConfigError(f"{cfg.shards}: train sample count unknown (no manifest.json); give --max-steps-per-epoch")
+    # Every rank runs the same number of full batches (no DDP hang); the epoch covers the train
+    # split about once. The schedule's length follows from it, so no sample-count flag is needed.
+    steps = max(1, (n_train or 0) // global_batch)
+    if cfg.max_steps_per_epoch:
+        steps = min(steps, cfg.max_steps_per_epoch) if n_train else cfg.max_steps_per_epoch
+    lr_at, schedule = lr_schedule(cfg, steps)
+
+    start_epoch, best_acc = 0, -1.0
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        if controller is not None:
+            controller.load_state_dict(resumed["rollingq"])
+        rngs = resumed["rng"]
+        set_rng_state(rngs[env.rank] if len(rngs) == env.world else rngs[0])
+        start_epoch, best_acc = resumed["epoch"] + 1, resumed["best_acc"]
+
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and env.device.type == "cuda")
+    step = Step(_wrap(model, cfg, env), env, bf16)
+    data_cfg = DataConfig(batch_size=cfg.batch_size, frames=cfg.frames, image_size=cfg.image_size,
+                          workers=cfg.workers, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
+                          pin_memory=env.device.type == "cuda")
+    n_test = (src.splits["test"][1] or 0) if "test" in src.splits else 0
+    if env.is_main:
+        out.print(f"rq train: {cfg.method} on {cfg.preset} preset, {n_train} train / {n_test} test samples, "
+                  f"{num_classes} classes, {env.world} process(es) on {env.device}, global batch {global_batch}, "
+                  f"{steps} steps/epoch, warm-up {schedule['warmup_steps']} of {schedule['total_steps']} steps, "
+                  f"{'bf16 autocast' if bf16 else 'fp32'}; run folder {run_dir}")
+    metrics_path = run_dir / "metrics.jsonl"
+    writer = None
+    if env.is_main:
+        _drop_epochs_from(metrics_path, start_epoch)
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch)
+
+    history = _read_history(metrics_path) if env.is_main else []
+    for epoch in range(start_epoch, cfg.epochs):
+        started = time.perf_counter()
+        if controller is not None:
+            controller.reset()
+        train = train_one_epoch(
+            step, optimizer, train_batches(src, data_cfg, epoch=epoch, rank=env.rank, world=env.world, steps=steps),
+            epoch=epoch, steps=steps, samples=steps * global_batch, lr_at=lr_at, grad_clip=cfg.grad_clip,
+            observe=controller.observe if controller is not None else None, num_classes=num_classes)
+        events = _rollingq_epoch_end(controller, step, src, data_cfg, epoch, steps, global_batch)
+        test = None
+        if n_test:
+            test, _, _ = evaluate(step, eval_batches(src, data_cfg, split="test", rank=env.rank, world=env.world),
+                                  num_classes=num_classes, samples=n_test, desc=f"test {epoch}")
+        line = {"epoch": epoch, "train": train, "test": test, "rollingq": events,
+                "epoch_s": round(time.perf_counter() - started, 3)}
+        rngs = all_gather_objects(rng_state(), env)
+        if env.is_main:
+            acc = test["acc"] if test and test["acc"] is not None else -1.0
+            is_best, best_acc = acc > best_acc, max(best_acc, acc)
+            _log_epoch(line, metrics_path, writer)
+            history.append(line)
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": schedule,
+                     "rollingq": controller.state_dict() if controller is not None else {}, "rng": rngs,
+                     "epoch": epoch, "best_acc": best_acc, "config": cfg.to_dict(), "classes": list(src.classes),
+                     "spec_shape": list(src.spec_shape), "manifest_sha256": src.manifest_sha256}
+            save_checkpoint(state, run_dir / "last.pt")
+            out.print(f"saved {run_dir / 'last.pt'}" + (" and best.pt" if is_best else ""))
+            if is_best:
+                save_checkpoint(state, run_dir / "best.pt")
+        barrier(env)
+    if env.is_main:
+        writer.close()
+        _summary(history)
+    return {"out": str(run_dir), "best_acc": best_acc, "epochs": history}
+
+
+def _load_resume(cfg: TrainConfig, src) -> dict:
+    if not cfg.out:
+        raise ConfigError("--resume needs --out DIR, the run folder to continue")
+    path = Path(cfg.out) / "last.pt"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no checkpoint to resume from")
+    state = load_checkpoint(path)
+    if state["manifest_sha256"] != src.manifest_sha256:
+        err.print(f"warning: {cfg.shards}: the shards changed since {path} was written "
+                  f"(manifest sha256 {state['manifest_sha256'][:12]} -> {src.manifest_sha256[:12]}); "
+                  "the resumed run will not match an uninterrupted one", markup=False)
+    return state
+
+
+def _rollingq_epoch_end(controller, step, src, data_cfg, epoch, steps, global_batch) -> list[dict]:
+    """Reduce RollingQ's statistics over all processes, run the paper's extra statistics pass when
+    a rotation is due (--rq-stats pass), and let it rotate. Returns one decision per fusion layer."""
+    if controller is None:
+        return []
+    env = step.env
+
+    def reduce():
+        controller.load_stats_tensor(all_reduce_sum(controller.stats_tensor(), env))
+
+    reduce()
+    if controller.needs_stats_pass():
+        controller.start_pass()
+        statistics_pass(step, train_batches(src, data_cfg, epoch=epoch, rank=env.rank, world=env.world, steps=steps),
+                        controller.observe, samples=steps * global_batch, desc=f"rq stats {epoch}")
+        reduce()
+    # JSON has no NaN (AIR before anything was observed): write null.
+    return [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in e.items()}
+            for e in controller.end_epoch(epoch)]
+
+
+def _wrap(model: torch.nn.Module, cfg: TrainConfig, env: DistEnv) -> torch.nn.Module:
+    """Compile (optional), then DDP across processes. Every method's parameters all get gradients
+    (a unimodal model has no second encoder), so DDP need not search for unused ones."""
+    if cfg.compile:
+        model = torch.compile(model)
+    if env.distributed:
+        model = DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+    return model
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _log_epoch(line: dict, path: Path, writer: SummaryWriter) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(line) + "\n")
+    epoch = line["epoch"]
+    for split in ("train", "test"):
+        for name, value in (line[split] or {}).items():
+            if isinstance(value, list) and name in ("air", "share_audio", "share_visual"):
+                for layer, v in enumerate(value):
+                    if v is not None:
+                        writer.add_scalar(f"{split}/{name}/layer{layer}", v, epoch)
+            elif isinstance(value, (int, float)):
+                writer.add_scalar(f"{split}/{name}", value, epoch)
+    for e in line["rollingq"]:
+        writer.add_scalar(f"rollingq/rotated/layer{e['layer']}", int(e["rotated"]), epoch)
+        if e["air"] is not None:
+            writer.add_scalar(f"rollingq/air/layer{e['layer']}", e["air"], epoch)
+    writer.flush()
+
+
+def _drop_epochs_from(path: Path, epoch: int) -> None:
+    """A resumed run redoes epochs from `epoch`: remove their lines left by the interrupted run."""
+    if path.is_file():
+        kept = [line for line in _read_history(path) if line["epoch"] < epoch]
+        path.write_text("".join(json.dumps(line) + "\n" for line in kept))
+
+
+def _read_history(path: Path) -> list[dict]:
+    return [json.loads(s) for s in path.read_text().splitlines() if s.strip()] if path.is_file() else []
+
+
+def _summary(history: list[dict]) -> None:
+    def pair(a, b):
+        return "/".join("-" if v is None else f"{v:.3f}" for v in (a, b))
+
+    def last_layer(v):
+        return v[-1] if v else None
+
+    rows = []
+    for h in history:
+        tr, te = h["train"], h["test"] or {}
+        rows.append([h["epoch"], tr["loss"], pair(tr["acc"], te.get("acc")), pair(te.get("acc_audio"), te.get("acc_visual")),
+                     te.get("macro_f1"), last_layer(te.get("air")),
+                     pair(last_layer(te.get("share_audio")), last_layer(te.get("share_visual"))),
+                     sum(e["rotated"] for e in h["rollingq"]), tr["samples_per_s"], tr["data_wait_frac"]])
+    summary_table("rq train (test split; AIR and attention: last fusion layer)",
+                  ["epoch", "loss", "acc train/test", "probe A/V", "F1", "AIR", "attn A/V", "rot", "samples/s", "wait"],
+                  rows)
