@@ -181,12 +181,15 @@ def _span(sizes: Sequence[int], order, start: int, stop: int) -> Iterator[tuple[
 
 
 def _read(urls: Sequence[str], pieces, log: list[Skip]) -> Iterator[dict]:
-    """Raw samples (bytes per member) of each piece; a tar that fails is recorded and left."""
+    """Raw samples (bytes per member) of each piece; a tar that fails is recorded once and left
+    (a truncated tar raises again at the next header: that repeat says nothing new)."""
     for k, first, end, step in pieces:
-        url = urls[k]
+        url, failed = urls[k], []
 
-        def handler(exn: Exception, url: str = url) -> bool:
-            log.append((url, "", _one_line(exn)))
+        def handler(exn: Exception, url: str = url, failed: list = failed) -> bool:
+            if not failed:
+                log.append((url, "", _one_line(exn)))
+            failed.append(exn)
             return True
 
         yield from islice(wds.tarfile_to_samples(handler=handler)([{"url": url}]), first, end, step)
@@ -265,7 +268,7 @@ def _drain(log: list[Skip]) -> list[Skip]:
 
 
 def _one_line(exn: Exception) -> str:
-    text = str(exn.args[0]) if exn.args else ""
+    text = str(exn.args[0]).split(" @ <")[0] if exn.args else ""  # webdataset appends " @ <file object>"
     return " ".join(f"{type(exn).__name__}: {text}".split())
 
 
