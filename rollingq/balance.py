@@ -6,6 +6,9 @@ Usage by a trainer, per epoch:
     if ctl.needs_stats_pass():            # only with stats="pass" and a rotation due
         ctl.start_pass(); <no-grad forward over the training set, ctl.observe(out)>; all-reduce again
     events = ctl.end_epoch(epoch)         # rotates where the rule says, then resets
+Reducing twice is fine: the second all-reduce multiplies the already-global AIR sums and their
+counts alike, so AIR is unchanged, while the pass's means are summed once as they should be.
+With several fusion layers all rotate together, each from statistics of the un-rotated model.
 
 The controller works on any model with fusion layers; it only rotates a `rollingq` model (an `mt`
 model still gets its AIR measured and reported).
