@@ -1,0 +1,111 @@
+"""Rerun only what changed: cases (a)-(e) of issue 2, counted with an ffmpeg wrapper that logs calls."""
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import contents, lay_out, snapshot
+from pipeline.manifest import read_jsonl, read_manifest
+
+SMALL = ("--audio-seconds", "1", "--frame-size", "32")
+
+
+def preprocess(rq, raw: Path, out: Path, *extra: object):
+    result = rq("preprocess", "folder", "--raw", raw, "--out", out, "--workers", "2", *SMALL, *extra)
+    assert result.exit_code == 0, result.stderr
+    return result
+
+
+def test_nothing_changed_runs_no_ffmpeg_and_leaves_shards(rq, folder_raw, tmp_path, ffmpeg_log):
+    out = tmp_path / "out"
+    preprocess(rq, folder_raw, out)
+    assert len(ffmpeg_log.calls()) == 3 * 8  # probe, frames, audio for each of the 8 clips
+    before = snapshot(out)
+    ffmpeg_log.clear()
+    time.sleep(0.01)  # a rewrite would show as a newer mtime
+    result = preprocess(rq, folder_raw, out)
+    assert ffmpeg_log.calls() == []
+    assert snapshot(out) == before
+    assert "train: samples / shards written / unchanged │ 6 / 0 / 1" in result.stdout
+
+
+def test_audio_setting_change_decodes_no_video(rq, folder_raw, tmp_path, ffmpeg_log):
+    out = tmp_path / "out"
+    preprocess(rq, folder_raw, out)
+    before = contents(out)
+    ffmpeg_log.clear()
+    preprocess(rq, folder_raw, out, "--hop-length", "160")
+    assert ffmpeg_log.calls() == []  # the waveform is cached: only the STFT reruns, in Python
+    after = contents(out)
+    assert after["train-000000.tar"] != before["train-000000.tar"]
+    manifest = read_manifest(out)
+    assert manifest["config"]["spectrogram"]["hop_length"] == 160
+
+
+def test_added_clips_are_the_only_ones_decoded(rq, folder_raw, tmp_path, clip_bank, ffmpeg_log):
+    out = tmp_path / "out"
+    preprocess(rq, folder_raw, out)
+    ffmpeg_log.clear()
+    added = ["train/a/new one.mp4", "train/b/new2.mp4", "test/a/new3.mp4"]
+    lay_out(folder_raw, clip_bank, dict(zip(added, (0, 3, 5))))
+    preprocess(rq, folder_raw, out)
+    calls = ffmpeg_log.calls()
+    assert len(calls) == 3 * 3
+    assert all(any(str(folder_raw / rel) in call for rel in added) for call in calls)
+    assert read_manifest(out)["totals"]["samples"] == 11
+
+
+def test_deleted_clip_leaves_the_shards(rq, folder_raw, tmp_path, ffmpeg_log):
+    out = tmp_path / "out"
+    # 2 samples per shard, so deleting clips also drops a shard file
+    preprocess(rq, folder_raw, out, "--shard-size", "0.13")
+    assert len(list(out.glob("train-*.tar"))) == 3
+    ffmpeg_log.clear()
+    for rel in ("train/a/a0.mp4", "train/b/b2.mp4"):
+        (folder_raw / rel).unlink()
+    preprocess(rq, folder_raw, out, "--shard-size", "0.13")
+    assert ffmpeg_log.calls() == []
+    assert sorted(p.name for p in out.glob("train-*.tar")) == ["train-000000.tar", "train-000001.tar"]
+    ids = [row["clip_id"] for row in read_jsonl(out / "clips.jsonl")]
+    assert "train/a/a0.mp4" not in ids and "train/b/b2.mp4" not in ids and len(ids) == 6
+    manifest = read_manifest(out)
+    assert manifest["splits"]["train"]["samples"] == 4
+    names = b"".join(contents(out)[s["name"]] for s in manifest["splits"]["train"]["shards"])
+    assert b"train_a_a0_mp4" not in names and b"train_b_b2_mp4" not in names
+
+
+def cache_entries(cache: Path) -> int:
+    return sum(1 for p in cache.rglob("*") if p.is_file() and p.parent.name != "tmp")
+
+
+def test_sigkill_at_any_moment_then_rerun_is_byte_identical(rq, folder_raw, tmp_path):
+    reference = tmp_path / "reference"
+    preprocess(rq, folder_raw, reference, "--shard-size", "0.13")
+    expected = contents(reference)
+
+    out = tmp_path / "out"
+    argv = [sys.executable, "-c", "import cli; cli.main()", "preprocess", "folder", "--raw", str(folder_raw),
+            "--out", str(out), "--workers", "2", *SMALL, "--shard-size", "0.13"]
+    kills = 0
+    # Kill after more and more cache entries exist (4 per clip, 32 in all), then once the first shard exists.
+    for entries in (1, 6, 13, 25):
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and cache_entries(out / ".cache") < entries:
+            time.sleep(0.005)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proc.poll() is None and not list(out.glob("train-*.tar")):
+        time.sleep(0.002)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+        kills += 1
+    proc.wait()
+    assert kills >= 3  # the run was really interrupted (not all kills can land on a 2-core box)
+
+    preprocess(rq, folder_raw, out, "--shard-size", "0.13")
+    assert contents(out) == expected
+    assert not list(out.glob(".*.rqtmp"))  # killed runs' temporaries are cleaned up
