@@ -54,12 +54,14 @@ class MultimodalTransformer(nn.Module):
         A unimodal model ignores (and accepts None for) the modality it does not use."""
         a = self.audio.forward_features(spec) if self.audio is not None else None
         v = self.visual.forward_features(frames) if self.visual is not None else None
+        # Unimodal: the head is the probe. Its probe logits are detached like every probe's, so a
+        # trainer adding the probes' loss does not count the head's gradient twice.
         if v is None:
             logits = self.head(a[:, 0])
-            return ModelOutput(logits, logits, None)
+            return ModelOutput(logits, logits.detach(), None)
         if a is None:
             logits = self.head(v[:, 0])
-            return ModelOutput(logits, None, logits)
+            return ModelOutput(logits, None, logits.detach())
         audio_logits = self.audio_probe(a[:, 0].detach())
         visual_logits = self.visual_probe(v[:, 0].detach())
         if self.cfg.method == "concat":

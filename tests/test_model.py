@@ -38,9 +38,11 @@ def test_forward_shapes_for_every_method(method, fusion_layers):
     out = model(None if method == "unimodal-visual" else spec, None if method == "unimodal-audio" else frames)
     assert out.logits.shape == (3, C)
     if method == "unimodal-audio":
-        assert out.audio_logits is out.logits and out.visual_logits is None
+        assert torch.equal(out.audio_logits, out.logits) and out.visual_logits is None
+        assert not out.audio_logits.requires_grad        # the head's loss must not count twice
     elif method == "unimodal-visual":
-        assert out.visual_logits is out.logits and out.audio_logits is None
+        assert torch.equal(out.visual_logits, out.logits) and out.audio_logits is None
+        assert not out.visual_logits.requires_grad
     else:
         assert out.audio_logits.shape == out.visual_logits.shape == (3, C)
     assert len(out.fusion) == (fusion_layers if method in ("mt", "rollingq") else 0)
