@@ -3,6 +3,11 @@
 Every method is built from the same parts: `mt` and `rollingq` are the same network (rollingq
 adds only the rotation buffers), `concat` replaces the fusion attention by a linear layer on the
 two encoder CLS vectors, `unimodal-*` drop the other encoder.
+
+Size (parameter_count): ks Vanilla MT 60,849,501, cremad 60,249,618; rollingq adds the 768x768
+rotation buffer (589,824). The paper's Table 4 (CREMA-D) says 59.87M -> 60.46M: the same +0.59M,
+and a base 0.6% smaller; the paper does not list the fusion layer's parts (ours: norm, qkv, output
+projection, no MLP) or its audio position-embedding size, which is where such a gap can come from.
 """
 from dataclasses import dataclass, field
 
