@@ -13,6 +13,59 @@ app.add_typer(bench_app, name="bench")
 
 
 # ---- doctor / synth (pipeline) ----
+@app.command("doctor")
+def doctor_cmd() -> None:
+    """Print what rq runs with: the ffmpeg binary (path, version, and whether it came from $RQ_FFMPEG, PATH or
+    the imageio-ffmpeg package), Python, torch, CUDA and its devices, CPU cores. Exit 1 when there is no ffmpeg."""
+    from pipeline.doctor import doctor
+    doctor()
+
+
+@app.command("synth")
+def synth_cmd(
+    preset: Optional[str] = typer.Option(None, "--preset", help="Raw layout to write: kinetics (train/, val/ "
+                                         "*.mp4 H.264/AAC + annotations/*.csv) or cremad (VideoFlash/*.flv + "
+                                         "AudioWAV/*.wav) (required).", show_default=False),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder to write the dataset into; must be empty, or "
+                                       "hold an earlier rq synth output with --force (required).", show_default=False),
+    clips: int = typer.Option(40, "--clips", help="Clips in all, spread evenly over the classes."),
+    classes: int = typer.Option(4, "--classes", help="Number of classes: the first K of the Kinetics-Sounds list "
+                                "(at most 31) or of the CREMA-D emotions NEU HAP SAD FEA DIS ANG (at most 6)."),
+    seconds: Optional[float] = typer.Option(None, "--seconds", help="Clip length in seconds [default: 10 for "
+                                            "kinetics; 2.5 for cremad, each clip drawn within 80-120% of it].",
+                                            show_default=False),
+    seed: int = typer.Option(0, "--seed", help="Seed of everything random: names, splits, signals, noise. The "
+                             "same seed and options write the same files."),
+    size: Optional[str] = typer.Option(None, "--size", help="Frame size WxH, even numbers [default: 640x360 for "
+                                       "kinetics, 480x360 for cremad].", show_default=False),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Video frame rate [default: 25 for kinetics, 30 for "
+                                        "cremad].", show_default=False),
+    audio_informative: float = typer.Option(0.9, "--audio-informative", help="Probability that a clip's sound "
+                                            "is its own class's (otherwise another class's): 1 = audio alone "
+                                            "predicts the label, 1/K = it carries no information."),
+    visual_informative: float = typer.Option(0.6, "--visual-informative", help="Probability that a clip's "
+                                             "picture is its own class's (otherwise another class's)."),
+    audio_noise: float = typer.Option(0.1, "--audio-noise", help="Amplitude of white noise added to the sound, "
+                                      "0-1 (the tone's amplitude is 0.5)."),
+    visual_noise: float = typer.Option(0.1, "--visual-noise", help="Strength of temporal pixel noise added to "
+                                       "the picture, 0-1 (1 = ffmpeg noise filter at 100)."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", help="kinetics: share of each class's clips "
+                                       "written to val/ (cremad has no split in its raw layout)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Clips rendered in parallel, one ffmpeg each "
+                                          "[default: all cores].", show_default=False),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier rq synth output in --out (only the "
+                               "files its synth.json lists are deleted)."),
+) -> None:
+    """Write a small synthetic dataset in the real raw layout of a recipe, drawn by ffmpeg's own sources: each
+    class has its own sound (tone pitch and beat) and picture (box colour, shape, motion), with knobs for how
+    informative and how noisy each modality is. Ends with a table of clips per split and class."""
+    _synth(locals())
+
+
+def _synth(options: dict) -> None:
+    from pipeline.synth import cli_synth
+    cli_synth(options)
+
 
 
 # ---- preprocess (pipeline) ----
@@ -109,6 +162,95 @@ def preprocess_folder(
 
 
 # ---- train / eval / bench (train) ----
+
+
+@app.command("train")
+def train_cmd(
+    shards: str = typer.Option(..., help="Shards folder written by `rq preprocess` (reads its manifest.json), "
+                                "or shard URL patterns joined by '::'."),
+    preset: str = typer.Option("ks", help="ks | cremad (the paper's model and settings) | tiny (small model, "
+                               "64 px frames, batch 16, 4 epochs, lr 1e-2: CPU runs, tests, the demo)."),
+    method: Optional[str] = typer.Option(None, help="rollingq (default) | mt (Vanilla MT) | concat | "
+                                         "unimodal-audio | unimodal-visual."),
+    out: Optional[Path] = typer.Option(None, help="Run folder [default: a new runs/<time>-<method>]."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last.pt (same final weights as "
+                                "an uninterrupted run); its config.json wins over other options."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs [preset: 30; tiny 4]."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate of SGD [preset: 1e-3; tiny 1e-2]."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch per process [preset: 64; tiny 16]."),
+    momentum: Optional[float] = typer.Option(None, help="SGD momentum [0.9]."),
+    weight_decay: Optional[float] = typer.Option(None, help="SGD weight decay [1e-4]."),
+    warmup_epochs: Optional[float] = typer.Option(None, help="Linear warm-up before the cosine decay, in epochs "
+                                                  "[preset: 2.5; tiny 0.5]."),
+    grad_clip: Optional[float] = typer.Option(None, help="Max gradient norm; 0 = no clipping [0]."),
+    frames: Optional[int] = typer.Option(None, help="Frames per clip [the manifest's frames_per_clip]."),
+    image_size: Optional[int] = typer.Option(None, help="Frame crop size in pixels [preset: 224; tiny 64]."),
+    workers: Optional[int] = typer.Option(None, help="Loader worker processes per GPU/process [4]."),
+    shuffle_buffer: Optional[int] = typer.Option(None, help="Samples in the shuffle buffer [1000]."),
+    max_steps_per_epoch: Optional[int] = typer.Option(None, help="Cap on steps per epoch (smoke tests); 0 = none."),
+    fusion_layers: Optional[int] = typer.Option(None, help="Fusion attention layers: 1 = Vanilla MT, 2 = MT* [1]."),
+    pretrained: Optional[Path] = typer.Option(None, help="Local timm ViT-B/16 checkpoint (.safetensors/.npz/.pth) "
+                                              "for both encoders; never downloaded."),
+    rq_rho: Optional[float] = typer.Option(None, help="RollingQ rho (official `sigma`): how hard the anchor leans [1.0]."),
+    rq_beta: Optional[float] = typer.Option(None, help="RollingQ rotates when |AIR| > beta [0.1]."),
+    rq_max_rotations: Optional[int] = typer.Option(None, help="RollingQ rotations at most (official `r_time`) [1]."),
+    rq_stats: Optional[str] = typer.Option(None, help="running (means gathered while training) | pass (the paper: "
+                                           "an extra forward pass over the training set) [running]."),
+    rq_rotation: Optional[str] = typer.Option(None, help="svd (the paper) | minimal (plane rotation) [svd]."),
+    rq_air_scope: Optional[str] = typer.Option(None, help="epoch (AIR over the epoch) | last-batch (official) [epoch]."),
+    seed: Optional[int] = typer.Option(None, help="Seed of model init, shuffles and crops [0]."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N [auto]."),
+    precision: Optional[str] = typer.Option(None, help="auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32."),
+    compile: bool = typer.Option(False, help="torch.compile the model."),
+) -> None:
+    """Train on shards (one process, or `torchrun --nproc-per-node N $(which rq) train ...` for DDP).
+    Writes config.json, metrics.jsonl, tb/, last.pt (every epoch) and best.pt into the run folder."""
+    options = locals()  # the parsed options, taken before the import below adds a name
+    from train.run import cli_train
+    cli_train(**options)
+
+
+@app.command("eval")
+def eval_cmd(
+    ckpt: Path = typer.Option(..., help="Checkpoint (last.pt / best.pt) of `rq train`."),
+    shards: str = typer.Option(..., help="Shards folder (or URL patterns) with the split to evaluate."),
+    split: str = typer.Option("test", help="Split to evaluate."),
+    noise_modality: Optional[str] = typer.Option(None, help="audio | visual: run the noise sweep on this modality."),
+    noise_levels: str = typer.Option("0,0.25,0.5,0.75,1", help="Noise levels: x + level * std(x) * N(0,1) on "
+                                     "each sample's normalised input."),
+    noisy_fraction: float = typer.Option(0.0, help="Pearson test: perturb this seeded random fraction of samples "
+                                         "(e.g. 0.5) and correlate attention with 'is noisy'; 0 = off."),
+    noisy_level: float = typer.Option(1.0, help="Noise level of the Pearson test's perturbed samples."),
+    out: Optional[Path] = typer.Option(None, help="Output folder for eval.json and the plots "
+                                       "[default: <checkpoint folder>/eval]."),
+    workers: int = typer.Option(2, min=0, help="Loader worker processes."),
+    seed: int = typer.Option(0, help="Seed of the noise and of the noisy-sample choice."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+) -> None:
+    """Accuracy (fused, audio probe, visual probe), macro-F1, AIR and attention shares of a checkpoint;
+    optional noise sweep (the paper's Table 3) and noisy-fraction Pearson test (Table 2)."""
+    options = locals()  # the parsed options, taken before the import below adds a name
+    from train.evaluate import cli_eval
+    cli_eval(**options)
+
+
+@bench_app.command("train")
+def bench_train_cmd(
+    preset: str = typer.Option("tiny", help="tiny | ks | cremad: the model and input shapes to time."),
+    method: str = typer.Option("rollingq", help="The method whose samples/s is the headline; mt and rollingq are "
+                               "always both timed, for RollingQ's overhead."),
+    steps: int = typer.Option(20, min=1, help="Timed training steps per method (after warm-up)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size [the preset's]."),
+    spec_frames: Optional[int] = typer.Option(None, help="Spectrogram width T [the preset's: 1004 for ks/tiny]."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    precision: str = typer.Option("auto", help="auto (bf16 on CUDA) | bf16 | fp32."),
+    compile: bool = typer.Option(False, help="torch.compile both models."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the result here as JSON."),
+) -> None:
+    """Training samples/s on synthetic in-memory batches (no loader) and RollingQ's per-step overhead."""
+    options = locals()  # the parsed options, taken before the import below adds a name
+    from train.bench_train import cli_bench_train
+    cli_bench_train(**options)
 
 
 @bench_app.command("loader")

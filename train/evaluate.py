@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from pipeline.console import err, out, summary_table  # noqa: E402
 from train.checkpoint import load_checkpoint  # noqa: E402
-from train.config import ConfigError, TrainConfig  # noqa: E402
+from train.config import ConfigError, TrainConfig, cli_errors  # noqa: E402
 from train.data import DataConfig, eval_batches, open_source  # noqa: E402
 from train.distributed import init_distributed, shutdown  # noqa: E402
 from train.loop import Step, evaluate  # noqa: E402
@@ -84,6 +84,13 @@ def is_noisy(key: str, fraction: float, seed: int) -> bool:
     """A seeded coin per sample key: the same samples are noisy on any number of processes, in any order."""
     h = int.from_bytes(hashlib.sha1(f"{seed}:{key}".encode()).digest()[:8], "big")
     return h / 2 ** 64 < fraction
+
+
+def cli_eval(noise_levels: str, noise_modality: str | None, ckpt, out, **options) -> None:
+    """`rq eval`, with one-line usage errors."""
+    with cli_errors():
+        run_eval(EvalConfig(ckpt=str(ckpt), out=str(out or ""), noise_modality=noise_modality or "",
+                            noise_levels=parse_levels(noise_levels), **options))
 
 
 def run_eval(ec: EvalConfig) -> dict:

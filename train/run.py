@@ -34,11 +34,11 @@ def run(cfg: TrainConfig) -> dict:
         shutdown(env)
 
 
-def cli_train(shards: Path, preset: str, **options) -> None:
+def cli_train(shards: str, preset: str, **options) -> None:
     """`rq train`: the options as the CLI parsed them (None = not given: the preset's default)."""
     with cli_errors():
         options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
-        run(TrainConfig.from_options(str(shards), preset, **options))
+        run(TrainConfig.from_options(shards, preset, **options))
 
 
 def build_model(cfg: TrainConfig, num_classes: int, spec_shape: tuple[int, int]) -> MultimodalTransformer:
@@ -245,7 +245,7 @@ def _read_history(path: Path) -> list[dict]:
 
 def _summary(history: list[dict]) -> None:
     def pair(a, b):
-        return "/".join("-" if v is None else f"{v:.3f}" for v in (a, b))
+        return "/".join("-" if v is None else f"{v:.2f}" for v in (a, b))
 
     def last_layer(v):
         return v[-1] if v else None
