@@ -1,4 +1,5 @@
 """Rerun only what changed: cases (a)-(e) of issue 2, counted with an ffmpeg wrapper that logs calls."""
+import os
 import signal
 import subprocess
 import sys
@@ -109,3 +110,30 @@ def test_sigkill_at_any_moment_then_rerun_is_byte_identical(rq, folder_raw, tmp_
     preprocess(rq, folder_raw, out, "--shard-size", "0.13")
     assert contents(out) == expected
     assert not list(out.glob(".*.rqtmp"))  # killed runs' temporaries are cleaned up
+
+
+def test_touched_file_is_redone_unless_hash_content(rq, folder_raw, tmp_path, ffmpeg_log):
+    touched = folder_raw / "train/a/a1.mp4"
+    out = tmp_path / "out"
+    preprocess(rq, folder_raw, out)
+    ffmpeg_log.clear()
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    preprocess(rq, folder_raw, out)
+    assert len(ffmpeg_log.calls()) == 3 and all(str(touched) in call for call in ffmpeg_log.calls())
+
+    hashed = tmp_path / "hashed"
+    preprocess(rq, folder_raw, hashed, "--hash-content")
+    ffmpeg_log.clear()
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    preprocess(rq, folder_raw, hashed, "--hash-content")
+    assert ffmpeg_log.calls() == []  # same bytes: still cached
+
+
+def test_timeouts_are_skipped_but_not_cached(rq, folder_raw, tmp_path, ffmpeg_log):
+    out = tmp_path / "out"
+    result = rq("preprocess", "folder", "--raw", folder_raw, "--out", out, "--workers", "2", *SMALL,
+                "--timeout", "0.0001")
+    assert result.exit_code == 1 and "8 of 8 clips skipped" in result.stderr
+    assert {row["reason"] for row in read_jsonl(out / "failures.jsonl")} == {"ffmpeg timed out after 0.0001 s"}
+    preprocess(rq, folder_raw, out)  # a busy machine's timeout is not remembered as a bad file
+    assert read_manifest(out)["totals"]["samples"] == 8
