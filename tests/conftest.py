@@ -1,6 +1,5 @@
 """Shared fixtures of the preprocessing tests: a bank of tiny real clips made once by ffmpeg, an
 ffmpeg wrapper that logs every call (via $RQ_FFMPEG), and `rq` run in-process."""
-import os
 import shutil
 import stat
 from collections.abc import Callable, Mapping
