@@ -13,7 +13,7 @@ from tqdm import tqdm
 from .atomic import remove_stale_temporaries
 from .cache import Cache
 from .clips import Discovery
-from .console import fail, out as console, summary_table
+from .console import err, fail, out as console, summary_table
 from .executor import map_unordered
 from .ffmpeg import FfmpegMissing, ffmpeg_location
 from .manifest import CLIPS, FAILURES, build_manifest, read_manifest, write_jsonl, write_manifest
@@ -199,3 +199,6 @@ def _summary(results: list[ClipResult], found: Discovery, outcomes: dict, second
               f"{o.entry['samples']} / {o.written} / {o.unchanged}"] for split, o in outcomes.items()]
     summary_table("Output", ["", "count"], rows)
     console.print(f"{out} in {seconds:.1f} s; skipped clips and unmatched files: {out / FAILURES}")
+    for split, o in outcomes.items():
+        if not o.entry["samples"]:  # e.g. --split speaker on a handful of actors
+            err.print(f"warning: the {split} split is empty", markup=False)
