@@ -202,6 +202,8 @@ def train_cmd(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N [auto]."),
     precision: Optional[str] = typer.Option(None, help="auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32."),
     compile: bool = typer.Option(False, help="torch.compile the model."),
+    stop_after: Optional[int] = typer.Option(None, help="End this invocation after N epochs (time-limited jobs); "
+                                             "`--resume` continues the run."),
 ) -> None:
     """Train on shards (one process, or `torchrun --nproc-per-node N $(which rq) train ...` for DDP).
     Writes config.json, metrics.jsonl, tb/, last.pt (every epoch) and best.pt into the run folder."""
@@ -272,8 +274,27 @@ def bench_loader_cmd(
 # ---- demo / report / predict ----
 
 
-def main() -> None:
-    app()
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point. Usage errors print one line (not click's box) and exit 2."""
+    from pipeline.console import err, fail
+    try:
+        from typer._click import exceptions as click  # typer >= 0.2x carries its own click
+    except ImportError:
+        import click.exceptions as click
+
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except click.NoArgsIsHelpError as e:
+        err.print(e.ctx.get_help(), markup=False)
+        raise SystemExit(2)
+    except click.UsageError as e:
+        where = e.ctx.command_path if e.ctx else "rq"
+        fail(f"{e.format_message()} (see `{where} --help`)")
+    except click.ClickException as e:
+        fail(e.format_message(), e.exit_code)
+    except typer.Abort:
+        fail("aborted", 1)
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
