@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from pipeline.console import fail, progress, summary_table
 from train.augment import MEAN, STD, pick_frames, random_crop_box
 from train.source import FRAME_MEMBER, DataError, ShardSource, open_source
+from train.tarstream import url_samples
 
 
 class ClipFolders(Dataset):
@@ -57,8 +57,7 @@ class ClipFolders(Dataset):
 def extract_clip_folders(src: ShardSource, root: Path) -> int:
     """Write the train shards' clips out as the reference's per-clip folders; returns the clip count."""
     index = []
-    urls = src.split("train")[0]
-    samples = wds.tarfile_to_samples(handler=wds.warn_and_continue)([{"url": u} for u in urls])
+    samples = (sample for url in src.split("train")[0] for sample in url_samples(url))
     for sample in progress(samples, total=src.split("train")[1], desc="clip folders", unit="clip"):
         frames = sorted(name for name in sample if FRAME_MEMBER.fullmatch(name))
         if "spec.npy" not in sample or "cls" not in sample or not frames:

@@ -11,9 +11,11 @@ exactly `steps` batches whatever the shard sizes, and together the spans cover t
 sample repeats. Evaluation: every sample exactly once across ranks.
 """
 import io
+import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from itertools import chain, count, islice
 
 import cv2
@@ -25,11 +27,19 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from pipeline.console import err
 from train.augment import FULL, MEAN, STD, decode_frame, jpeg_size, pick_frames, random_crop_box
 from train.source import FRAME_MEMBER, DataError, ShardSource, open_source
+from train.tarstream import TarError, url_samples
 
 __all__ = ["ShardSource", "open_source", "DataConfig", "DataError", "LoaderStats", "Batches",
            "train_batches", "eval_batches", "to_device", "shard_order", "bench_loader"]
 
-Skip = tuple[str, str, str]  # (shard URL, sample key or "" for a whole-tar error, one-line reason)
+
+
+class Skip(NamedTuple):
+    """A sample or tar left out: `tar` when the tar itself broke (its remaining samples are lost)."""
+    shard: str
+    key: str        # the sample, or "" when the error was not inside one
+    reason: str     # one line
+    tar: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,11 +97,11 @@ class LoaderStats:
 
     @property
     def skipped_samples(self) -> int:
-        return sum(1 for _, key, _ in self.skipped if key)
+        return sum(1 for s in self.skipped if s.key)
 
     @property
     def bad_tars(self) -> int:
-        return sum(1 for _, key, _ in self.skipped if not key)
+        return sum(1 for s in self.skipped if s.tar)
 
 
 class Batches:
@@ -112,10 +122,10 @@ class Batches:
         loader = DataLoader(self.dataset, batch_size=None, num_workers=self.cfg.workers,
                             pin_memory=self.cfg.pin_memory, persistent_workers=False)
         for item in loader:
-            for shard, key, reason in item.pop("skipped"):
-                self.stats.skipped.append((shard, key, reason))
-                err.print(f"warning: skipped {shard}" + (f" sample {key}" if key else "") + f": {reason}",
-                          markup=False)
+            for skip in map(Skip._make, item.pop("skipped")):
+                self.stats.skipped.append(skip)
+                err.print(f"warning: skipped {skip.shard}" + (f" sample {skip.key}" if skip.key else "")
+                          + f": {skip.reason}", markup=False)
             if "error" in item:
                 raise DataError(item["error"])
             if "key" in item:
@@ -181,18 +191,12 @@ def _span(sizes: Sequence[int], order, start: int, stop: int) -> Iterator[tuple[
 
 
 def _read(urls: Sequence[str], pieces, log: list[Skip]) -> Iterator[dict]:
-    """Raw samples (bytes per member) of each piece; a tar that fails is recorded once and left
-    (a truncated tar raises again at the next header: that repeat says nothing new)."""
+    """Raw samples (bytes per member) of each piece; a tar that fails is recorded and left."""
     for k, first, end, step in pieces:
-        url, failed = urls[k], []
-
-        def handler(exn: Exception, url: str = url, failed: list = failed) -> bool:
-            if not failed:
-                log.append((url, "", _one_line(exn)))
-            failed.append(exn)
-            return True
-
-        yield from islice(wds.tarfile_to_samples(handler=handler)([{"url": url}]), first, end, step)
+        try:
+            yield from islice(url_samples(urls[k]), first, end, step)
+        except (TarError, OSError, ValueError) as exn:  # ValueError: webdataset could not start a pipe:
+            log.append(Skip(urls[k], getattr(exn, "key", ""), _one_line(exn), True))
 
 
 def _decoded(samples, cfg: DataConfig, spec_shape: tuple[int, int], n_classes: int,
@@ -202,7 +206,7 @@ def _decoded(samples, cfg: DataConfig, spec_shape: tuple[int, int], n_classes: i
         try:
             yield _decode(sample, cfg, spec_shape, n_classes, rng)
         except Exception as exn:  # any undecodable member: record it with shard and key, go on
-            log.append((sample.get("__url__", "?"), sample.get("__key__", "?"), _one_line(exn)))
+            log.append(Skip(sample["__url__"], sample["__key__"], _one_line(exn)))
 
 
 def _decode(sample: dict, cfg: DataConfig, spec_shape: tuple[int, int], n_classes: int,
@@ -253,12 +257,25 @@ def _batches(clips, cfg: DataConfig, n_batches: int | None, log: list[Skip]) -> 
 
 
 def _collate(group: list[tuple], log: list[Skip]) -> dict:
-    frames = torch.from_numpy(np.stack([g[0] for g in group]))      # (B, k, S, S, 3)
-    return {"spec": torch.from_numpy(np.stack([g[1] for g in group])).unsqueeze(1),
-            "frames": frames.permute(0, 1, 4, 2, 3),                   # (B, k, 3, S, S) view, no copy
+    frames = _empty((len(group), *group[0][0].shape), torch.uint8)      # (B, k, S, S, 3)
+    spec = _empty((len(group), 1, *group[0][1].shape), torch.float16)
+    frames_np, spec_np = frames.numpy(), spec.numpy()
+    for i, (clip_frames, clip_spec, _, _) in enumerate(group):
+        frames_np[i], spec_np[i, 0] = clip_frames, clip_spec
+    return {"spec": spec,
+            "frames": frames.permute(0, 1, 4, 2, 3),                    # (B, k, 3, S, S) view, no copy
             "label": torch.tensor([g[2] for g in group], dtype=torch.int64),
             "key": [g[3] for g in group],
             "skipped": _drain(log)}
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """In a worker, a tensor in shared memory from the start (as torch's default_collate makes), so
+    sending the batch to the trainer copies nothing; ~60 MB a batch at the paper's sizes."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
 
 
 def _drain(log: list[Skip]) -> list[Skip]:
@@ -268,7 +285,7 @@ def _drain(log: list[Skip]) -> list[Skip]:
 
 
 def _one_line(exn: Exception) -> str:
-    text = str(exn.args[0]).split(" @ <")[0] if exn.args else ""  # webdataset appends " @ <file object>"
+    text = str(exn.args[0]) if exn.args else ""
     return " ".join(f"{type(exn).__name__}: {text}".split())
 
 

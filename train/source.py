@@ -11,8 +11,8 @@ from pathlib import Path
 
 import braceexpand
 import numpy as np
-import webdataset as wds
 
+from train.tarstream import TarError, url_samples
 
 FRAME_MEMBER = re.compile(r"f\d+\.jpg")  # f0000.jpg, f0001.jpg, ...: zero-padded, so sorting keeps time order
 
@@ -116,13 +116,12 @@ def _peek_spec_shape(splits: dict[str, list[str]]) -> tuple[int, int]:
     """The spectrogram shape of the first readable sample, train shards first."""
     urls = splits.get("train", []) + [u for split, us in splits.items() if split != "train" for u in us]
     for url in urls:
-        samples = wds.tarfile_to_samples(handler=wds.ignore_and_continue)([{"url": url}])
-        for sample in islice(samples, 8):
-            if "spec.npy" in sample:
-                try:
+        try:
+            for sample in islice(url_samples(url), 8):
+                if "spec.npy" in sample:
                     shape = np.load(io.BytesIO(sample["spec.npy"]), allow_pickle=False).shape
-                except ValueError:
-                    continue
-                if len(shape) == 2:
-                    return int(shape[0]), int(shape[1])
+                    if len(shape) == 2:
+                        return int(shape[0]), int(shape[1])
+        except (TarError, OSError, ValueError):
+            continue  # a damaged shard: the loader records it when it reads it; try the next
     raise DataError(f"{urls[0]}: no readable spectrogram (spec.npy) in the first samples of any shard")
