@@ -263,12 +263,13 @@ def bench_loader_cmd(
     batch_size: int = typer.Option(64, min=1, help="Samples per batch."),
     frames: int = typer.Option(3, min=1, help="Frames sampled per clip."),
     image_size: int = typer.Option(224, min=8, help="Crop size in pixels."),
+    rounds: int = typer.Option(3, min=1, help="Rounds, pipelines taking turns; each reports its median."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the result here as JSON."),
 ) -> None:
     """Samples/s of the streaming shard loader vs a per-clip-folder PIL DataLoader on the same clips."""
     from train.bench_loader import bench_loader
     bench_loader(shards, workers=workers, batches=batches, batch_size=batch_size, frames=frames,
-                 image_size=image_size, json_path=json_path)
+                 image_size=image_size, rounds=rounds, json_path=json_path)
 
 
 # ---- demo / report / predict ----

@@ -58,6 +58,7 @@ class TrainConfig:
     precision: str = "auto"          # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
     compile: bool = False
     resume: bool = False
+    stop_after: int = 0              # end this invocation after N epochs (time-limited jobs; --resume goes on)
 
     def __post_init__(self):
         _check(self.preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
@@ -70,8 +71,8 @@ class TrainConfig:
             self.rollingq()
         except ValueError as e:
             raise ConfigError(f"--rq-* options: {e}") from None
-        _check(self.workers >= 0 and self.frames >= 0 and self.max_steps_per_epoch >= 0,
-               "--workers, --frames and --max-steps-per-epoch must not be negative")
+        _check(min(self.workers, self.frames, self.max_steps_per_epoch, self.stop_after) >= 0,
+               "--workers, --frames, --max-steps-per-epoch and --stop-after must not be negative")
 
     @classmethod
     def from_options(cls, shards: str, preset: str = "ks", **options) -> "TrainConfig":

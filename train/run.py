@@ -22,7 +22,7 @@ from train.loop import Step, evaluate, statistics_pass, train_one_epoch
 
 # Options that only say where the data is and how to run; a resumed run takes them from the command
 # line, everything else from the run's own config (so it ends at the same weights).
-_RUNTIME_OPTIONS = ("shards", "workers", "device", "compile")
+_RUNTIME_OPTIONS = ("shards", "workers", "device", "compile", "stop_after")
 
 
 def run(cfg: TrainConfig) -> dict:
@@ -126,7 +126,8 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch)
 
     history = _read_history(metrics_path) if env.is_main else []
-    for epoch in range(start_epoch, cfg.epochs):
+    stop = min(cfg.epochs, start_epoch + cfg.stop_after) if cfg.stop_after else cfg.epochs
+    for epoch in range(start_epoch, stop):
         started = time.perf_counter()
         if controller is not None:
             controller.reset()

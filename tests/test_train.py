@@ -1,0 +1,156 @@
+"""`rq train` end to end on tiny shards: learning, metrics and TensorBoard every epoch, checkpoints,
+exact resume, RollingQ rotations, bf16 autocast on CPU, one-line usage errors."""
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import write_shards
+from train.checkpoint import load_checkpoint
+from train.config import TrainConfig
+from train.run import run
+
+TRAIN_FIELDS = {"samples", "loss", "acc", "acc_audio", "acc_visual", "macro_f1", "air", "share_audio", "share_visual",
+                "lr", "steps_per_rank", "samples_per_s", "data_wait_frac", "skipped_samples", "bad_tars"}
+TEST_FIELDS = {"samples", "loss", "acc", "acc_audio", "acc_visual", "macro_f1", "air", "share_audio", "share_visual",
+               "unique_samples", "skipped_samples", "bad_tars"}
+CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "rollingq", "rng", "epoch", "best_acc", "config", "classes",
+                   "spec_shape", "manifest_sha256"}
+
+
+@pytest.fixture(scope="module")
+def synth_shards(tmp_path_factory) -> Path:
+    """Real shards: `rq synth` clips (1 s, 64x48, class-specific tone and picture) through `rq preprocess`."""
+    from typer.testing import CliRunner
+    import cli
+    root = tmp_path_factory.mktemp("synth")
+    runner = CliRunner()
+    for args in (("synth", "--preset", "kinetics", "--out", root / "raw", "--clips", 30, "--classes", 3, "--seconds", 1,
+                  "--size", "64x48", "--audio-noise", 0, "--visual-noise", 0, "--workers", 2),
+                 ("preprocess", "kinetics", "--raw", root / "raw", "--out", root / "shards", "--audio-seconds", 1,
+                  "--frame-size", 64, "--workers", 2)):
+        result = runner.invoke(cli.app, [str(a) for a in args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    return root / "shards"
+
+
+@pytest.fixture(scope="module")
+def small_shards(tmp_path_factory) -> Path:
+    """Docs/shards.md-format shards of dictated sizes (tests/helpers.py), spectrogram 257 x 20."""
+    out = tmp_path_factory.mktemp("small") / "shards"
+    write_shards(out, {"train": [9, 7], "test": [5, 4]}, classes=3, n_frames=3, spec_shape=(257, 20), frames_per_clip=2)
+    return out
+
+
+def tiny(shards: Path, out: Path, **options) -> TrainConfig:
+    defaults = dict(out=str(out), workers=0, batch_size=4, epochs=2, seed=0, device="cpu")
+    return TrainConfig.from_options(str(shards), "tiny", **{**defaults, **options})
+
+
+def lines(run_dir: Path) -> list[dict]:
+    return [json.loads(s) for s in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_lowers_the_loss_and_logs_every_epoch(rq, synth_shards, tmp_path):
+    out = tmp_path / "run"
+    result = rq("train", "--shards", synth_shards, "--preset", "tiny", "--method", "mt", "--epochs", 3,
+                "--batch-size", 8, "--lr", 0.05, "--workers", 0, "--device", "cpu", "--out", out)
+    assert result.exit_code == 0, result.output
+    history = lines(out)
+    splits = json.loads((synth_shards / "manifest.json").read_text())["splits"]
+    steps = splits["train"]["samples"] // 8
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    for h in history:
+        assert set(h["train"]) == TRAIN_FIELDS and set(h["test"]) == TEST_FIELDS
+        assert h["train"]["steps_per_rank"] == [steps] and h["train"]["samples"] == 8 * steps
+        assert h["test"]["samples"] == h["test"]["unique_samples"] == splits["test"]["samples"]
+        assert len(h["train"]["air"]) == 1 and h["rollingq"][0]["rotated"] is False  # mt: measured, never rotated
+        assert 0 <= h["test"]["share_audio"][0] + h["test"]["share_visual"][0] <= 1 + 1e-6
+    assert history[-1]["train"]["loss"] < history[0]["train"]["loss"]
+    assert "rq train" in result.stdout and result.stdout.count("saved") == 3
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    config = json.loads((out / "config.json").read_text())
+    assert config["method"] == "mt" and config["frames"] == 3 and config["image_size"] == 64
+    best, last = load_checkpoint(out / "best.pt"), load_checkpoint(out / "last.pt")  # weights_only=True
+    assert set(last) == CHECKPOINT_KEYS and last["epoch"] == 2 and last["config"] == config
+    assert best["best_acc"] == max(h["test"]["acc"] for h in history)
+
+
+@pytest.fixture(scope="module")
+def rotated_run(small_shards, tmp_path_factory) -> tuple[TrainConfig, dict]:
+    """RollingQ with beta 0 (rotate at the first epoch end), trained 2 epochs without a break."""
+    cfg = tiny(small_shards, tmp_path_factory.mktemp("straight") / "run", rq_beta=0.0)
+    return cfg, run(cfg)
+
+
+def test_rotation_event_is_logged_and_checkpointed(rotated_run):
+    cfg, result = rotated_run
+    first, second = (h["rollingq"] for h in result["epochs"])
+    assert first[0]["rotated"] and first[0]["angle_deg"] > 0 and first[0]["rotations_done"] == 1
+    assert not second[0]["rotated"]  # --rq-max-rotations 1
+    state = load_checkpoint(Path(cfg.out) / "last.pt")["model"]
+    rotation = state["fusion.0.rotation"].double()
+    eye = torch.eye(len(rotation), dtype=torch.float64)
+    assert int(state["fusion.0.rotations_done"]) == 1
+    assert not torch.allclose(rotation, eye)
+    assert torch.allclose(rotation @ rotation.T, eye, atol=1e-5)
+
+
+def test_resume_reaches_the_same_weights_and_warns_on_changed_shards(rotated_run, small_shards, tmp_path, capsys):
+    straight, _ = rotated_run
+    cfg = replace(straight, out=str(tmp_path / "run"))
+    run(replace(cfg, stop_after=1))
+    assert [h["epoch"] for h in lines(tmp_path / "run")] == [0]
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
+    capsys.readouterr()
+    run(replace(cfg, resume=True, epochs=99))  # the saved config wins: still 2 epochs
+    assert "warning" not in capsys.readouterr().err
+    assert [h["epoch"] for h in lines(tmp_path / "run")] == [0, 1]
+    a, b = (load_checkpoint(Path(d) / "last.pt") for d in (straight.out, cfg.out))
+    assert a["model"].keys() == b["model"].keys()
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    for buf_a, buf_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(buf_a["momentum_buffer"], buf_b["momentum_buffer"])
+
+    changed = tmp_path / "changed"
+    write_shards(changed, {"train": [9, 8], "test": [5, 4]}, classes=3, n_frames=3, spec_shape=(257, 20),
+                 frames_per_clip=2)
+    run(replace(cfg, shards=str(changed), out=str(tmp_path / "copy"), resume=True))
+    err = capsys.readouterr().err
+    assert "warning" in err and "shards changed" in err and str(changed) in err
+
+
+def test_paper_statistics_pass_rotates_too(small_shards, tmp_path):
+    result = run(tiny(small_shards, tmp_path / "run", rq_beta=0.0, rq_stats="pass", epochs=1))
+    assert result["epochs"][0]["rollingq"][0]["rotated"]
+
+
+def test_bf16_autocast_path_runs_on_cpu(small_shards, tmp_path):
+    result = run(tiny(small_shards, tmp_path / "run", precision="bf16", epochs=1, max_steps_per_epoch=2,
+                      method="concat"))
+    train = result["epochs"][0]["train"]
+    assert train["steps_per_rank"] == [2] and train["loss"] > 0
+    assert train["air"] is None and train["share_audio"] is None  # concat has no fusion attention
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (("--preset", "huge"), 2, "--preset must be one of"),
+    (("--method", "late"), 2, "--method must be one of"),
+    (("--rq-stats", "sometimes"), 2, "--rq-* options"),
+    (("--resume",), 2, "no checkpoint to resume from"),
+])
+def test_usage_errors_are_one_line(rq, small_shards, tmp_path, args, code, message):
+    result = rq("train", "--shards", small_shards, "--out", tmp_path / "run", "--device", "cpu", *args)
+    assert result.exit_code == code
+    assert message in result.stderr and "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_shards_is_one_line(rq, tmp_path):
+    result = rq("train", "--shards", tmp_path / "nowhere", "--preset", "tiny")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and "nowhere" in result.stderr
