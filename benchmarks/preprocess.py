@@ -1,0 +1,213 @@
+"""Preprocessing benchmark (issue 2, "Speed and scale"): `rq preprocess kinetics` against the flow of
+earlier papers (benchmarks/reference_flow.py) and against the ffmpeg decode floor, on the same
+generated clips, with the same worker count, in one run.
+
+Phases, in order, each timed by the wall clock of what a user would run:
+  floor      per clip `ffmpeg -i clip -f null -` then `ffmpeg -i clip -vn -f null -` (one decoder thread,
+             as rq runs ffmpeg), N clips at a time: decoding what rq decodes, nothing else;
+  reference  `python benchmarks/reference_flow.py` (its own interpreter start and imports included);
+  rq full    `rq preprocess kinetics` into a fresh output + cache;
+  rq rerun   the same command again, nothing changed;
+  rq audio   the same with `--hop-length 160` (audio settings changed: no video may be decoded).
+Nothing is cleared between phases (the clips stay in the page cache for all of them, as for a user).
+`rq start-up` is timed too (interpreter + the imports of `rq preprocess`): a fixed cost of every rq
+run, shown so small-N reruns can be read; the targets are judged on the wall times regardless.
+
+    python benchmarks/preprocess.py [--clips 40] [--workers 2] [--json results.json]"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+from pipeline.console import err, fail, out as console, summary_table
+from pipeline.executor import map_unordered
+from pipeline.ffmpeg import ffmpeg_binary, ffmpeg_version
+
+RQ = [sys.executable, "-m", "cli"]
+REFERENCE = Path(__file__).with_name("reference_flow.py")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    clips: int = 40
+    workers: int = 2
+    seconds: float = 10.0
+    size: str = "640x360"
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    seconds: float
+    clips: int           # clips the phase handled without failure
+
+    @property
+    def clips_per_s(self) -> float:
+        return self.clips / self.seconds
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    value: float
+    bound: float
+    at_least: bool       # value >= bound (a speed-up) or value <= bound (a time share)
+
+    @property
+    def met(self) -> bool:
+        return self.value >= self.bound if self.at_least else self.value <= self.bound
+
+
+def _command(argv: list[str], log: Path) -> float:
+    """Run a command, its stdout (summary tables) kept in `log`, stderr (progress bars) shown; seconds."""
+    argv = [str(a) for a in argv]
+    start = time.perf_counter()
+    with log.open("w") as stdout:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=stdout)
+    took = time.perf_counter() - start
+    if done.returncode:
+        fail(f"`{' '.join(argv)}` exited {done.returncode}; its output is in {log}", code=1)
+    return took
+
+
+def _decode(clip: Path, binary: str) -> str | None:
+    """The decode floor of one clip: full decode, then audio-only decode. None, or ffmpeg's last line."""
+    for extra in ([], ["-vn"]):
+        done = subprocess.run([binary, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "1",
+                               "-i", f"file:{clip.absolute()}", *extra, "-f", "null", "-"],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if done.returncode:
+            return f"{clip.name}: {(done.stderr.strip().splitlines() or ['ffmpeg failed'])[-1]}"
+    return None
+
+
+def decode_floor(clips: list[Path], workers: int) -> Phase:
+    start = time.perf_counter()
+    failures = [r for r in map_unordered(partial(_decode, binary=ffmpeg_binary()), clips, workers,
+                                         desc="floor", unit="clip") if r]
+    for reason in failures:
+        err.print(f"decode floor: {reason}", markup=False)
+    return Phase("decode floor (ffmpeg -f null)", time.perf_counter() - start,
+                 len(clips) - len(failures))
+
+
+def _count_outputs(folder: Path, pattern: str) -> int:
+    return sum(1 for _ in folder.glob(pattern)) if folder.is_dir() else 0
+
+
+def run_phases(settings: BenchSettings, work: Path) -> tuple[list[Phase], Phase]:
+    """Generate the clips (untimed), then time every phase; returns (phases, rq start-up)."""
+    raw, logs = work / "raw", work / "logs"
+    logs.mkdir(parents=True)
+    err.print(f"generating {settings.clips} clips of {settings.seconds:g} s at {settings.size} (not timed)")
+    _command([*RQ, "synth", "--preset", "kinetics", "--out", raw, "--clips", settings.clips,
+              "--classes", min(4, settings.clips), "--seconds", settings.seconds, "--size", settings.size,
+              "--workers", settings.workers], logs / "synth.txt")
+    clips = sorted(raw.glob("*/*.mp4"))
+    if len(clips) != settings.clips:
+        fail(f"rq synth wrote {len(clips)} clips into {raw}, not {settings.clips}", code=1)
+    phases = [decode_floor(clips, settings.workers)]
+
+    reference_out = work / "reference"
+    took = _command([sys.executable, REFERENCE, "--raw", raw, "--out", reference_out,
+                     "--workers", settings.workers, "--audio-seconds", 10], logs / "reference.txt")
+    phases.append(Phase("reference flow (OpenCV + librosa)", took,
+                        _count_outputs(reference_out / "spec", "*.npy")))
+
+    rq_out = work / "rq"
+    preprocess = [*RQ, "preprocess", "kinetics", "--raw", raw, "--out", rq_out, "--workers", settings.workers]
+    for name, extra, log in (("rq full run", [], "rq-full.txt"),
+                             ("rq no-change rerun", [], "rq-rerun.txt"),
+                             ("rq --hop-length 160 rerun", ["--hop-length", 160], "rq-audio.txt")):
+        took = _command(preprocess + extra, logs / log)
+        manifest = json.loads((rq_out / "manifest.json").read_text())
+        phases.append(Phase(name, took, manifest["totals"]["samples"]))
+
+    took = _command([sys.executable, "-c", "import cli, pipeline.preprocess"], logs / "startup.txt")
+    return phases, Phase("rq start-up (python + imports)", took, 0)
+
+
+def targets(phases: list[Phase]) -> list[Target]:
+    floor, reference, full, rerun, audio = phases
+    return [Target("rq clips/s / reference clips/s", full.clips_per_s / reference.clips_per_s, 2.0, True),
+            Target("rq full run time / decode floor time", full.seconds / floor.seconds, 1.3, False),
+            Target("no-change rerun time / full run time", rerun.seconds / full.seconds, 0.02, False),
+            Target("--hop-length rerun time / full run time", audio.seconds / full.seconds, 0.35, False)]
+
+
+def machine() -> dict:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    return {"cpu": model, "nproc": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+            "ffmpeg": ffmpeg_version(), "platform": platform.platform()}
+
+
+def report(settings: BenchSettings, phases: list[Phase], startup: Phase, host: dict, load: dict) -> dict:
+    summary_table(f"Preprocessing benchmark: {settings.clips} clips of {settings.seconds:g} s at {settings.size}, "
+                  f"{settings.workers} workers", ["phase", "clips", "seconds", "clips/s"],
+                  [[p.name, p.clips, round(p.seconds, 2), round(p.clips_per_s, 2)] for p in phases]
+                  + [[startup.name, "", round(startup.seconds, 2), ""]])
+    checks = targets(phases)
+    summary_table("Targets (issue 2)", ["measure", "value", "target", "result"],
+                  [[t.name, round(t.value, 3), f"{'>=' if t.at_least else '<='} {t.bound:g}",
+                    "met" if t.met else "NOT MET"] for t in checks])
+    console.print(f"load average before / after: {load['before']} / {load['after']} "
+                  f"({host['nproc']} cores, {host['cpu']})")
+    return {"settings": asdict(settings), "machine": host, "load_average": load,
+            "phases": [asdict(p) | {"clips_per_s": p.clips_per_s} for p in phases],
+            "rq_startup_seconds": startup.seconds,
+            "targets": [asdict(t) | {"met": t.met} for t in checks],
+            "command": " ".join([Path(sys.argv[0]).name if sys.argv else "preprocess.py", *sys.argv[1:]])}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # usage errors: one line, exit 2
+        fail(f"{self.prog}: {message}")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = _Parser(prog="benchmarks/preprocess.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clips", type=int, default=BenchSettings.clips, help="Clips to generate (default 40).")
+    parser.add_argument("--workers", type=int, default=BenchSettings.workers,
+                        help="Worker processes of every phase (default 2).")
+    parser.add_argument("--seconds", type=float, default=BenchSettings.seconds, help="Clip length (default 10).")
+    parser.add_argument("--size", default=BenchSettings.size, help="Frame size WxH (default 640x360).")
+    parser.add_argument("--work", type=Path, help="Folder for clips and outputs, kept afterwards; must not exist "
+                        "or be empty [default: a temporary folder, removed at the end].")
+    parser.add_argument("--json", type=Path, help="Also write the results here as JSON.")
+    args = parser.parse_args(argv)
+    if args.clips < 1 or args.workers < 1 or args.seconds <= 0:
+        fail("--clips and --workers must be >= 1, --seconds > 0")
+    if args.work is not None and args.work.exists() and (not args.work.is_dir() or any(args.work.iterdir())):
+        fail(f"--work {args.work}: exists and is not an empty folder (every phase needs a fresh start)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    settings = BenchSettings(args.clips, args.workers, args.seconds, args.size)
+    work = args.work or Path(tempfile.mkdtemp(prefix="rq-bench-"))
+    load = {"before": [round(x, 2) for x in os.getloadavg()]}
+    try:
+        phases, startup = run_phases(settings, work)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    load["after"] = [round(x, 2) for x in os.getloadavg()]
+    result = report(settings, phases, startup, machine(), load)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
