@@ -5,7 +5,6 @@ that with `round=up` (a frame at 0.96 s maps to output slot 1, and of several fr
 slot the filter keeps the last one, i.e. the one at 1.00 s); `start_time=0` anchors the slots at the
 file's start, so a stream that starts late repeats its first frame instead of shifting every slot.
 tests/test_stages.py checks this on clips whose pixels encode their own timestamps."""
-import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -47,11 +46,6 @@ def frames_stage(path: Path, inputs: Mapping[str, Mapping[str, bytes]], settings
     digits = max(4, len(str(len(frames) - 1)))  # zero-padded: names sort in time order
     params = [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality]
     return {f"f{i:0{digits}d}.jpg": _jpeg(frame, params) for i, frame in enumerate(frames)}
-
-
-def expected_count(duration: float, fps: float = 1.0) -> int:
-    """Frames at t = 0, 1/fps, ... before `duration`: 10 for a 10 s clip at 1 fps."""
-    return max(1, math.ceil(duration * fps - 1e-6))
 
 
 def _jpeg(frame: np.ndarray, params: list[int]) -> bytes:

@@ -94,6 +94,6 @@ def layout_channels(layout: str) -> int:
         return _LAYOUT_CHANNELS[name]
     if m := re.fullmatch(r"(\d+) channels", name):
         return int(m.group(1))
-    if m := re.fullmatch(r"(\d+)\.(\d+)(?:\.\d+)?", name):
+    if re.fullmatch(r"\d+(\.\d+)+", name):  # '5.1' = 5 + 1, '5.1.4' = 10
         return sum(int(g) for g in name.split("."))
     return 2

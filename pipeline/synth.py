@@ -253,8 +253,9 @@ def render_clip(spec: ClipSpec, settings: SynthSettings, out: Path) -> None:
     # one encoder thread (parallelism is the pool's); bitexact: no encoder version strings in the files
     common = dict(threads=1, fflags="+bitexact", flags="+bitexact")
     if settings.preset == "kinetics":  # H.264/AAC stereo 44.1 kHz mp4, as Kinetics downloads
+        # pixel noise is incompressible: cap the rate near real Kinetics 360p files (about 1 Mbit/s)
         outputs = [ffmpeg.output(picture, sound, f"file:{temps[0]}", vcodec="libx264", preset="veryfast", crf=23,
-                                 acodec="aac", ac=2, **common, **{"b:a": "128k"})]
+                                 maxrate="1M", bufsize="2M", acodec="aac", ac=2, **common, **{"b:a": "128k"})]
     else:  # CREMA-D: flv1 video + mp3 in the flv; the separate wav is 16 kHz mono 16-bit
         outputs = [ffmpeg.output(picture, sound, f"file:{temps[0]}", vcodec="flv", acodec="libmp3lame",
                                  ac=1, **common, **{"q:v": 3}),
