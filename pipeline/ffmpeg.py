@@ -7,7 +7,11 @@ here with subprocess. The binary is looked up on every call (`$RQ_FFMPEG` first)
 import os
 import re
 import shutil
+import signal
 import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import ffmpeg
@@ -67,6 +71,39 @@ def run_ffmpeg(stream, *, stage: str, path: Path, timeout: float) -> bytes:
     """Run an ffmpeg-python output node; return its stdout. Failure or timeout -> ClipError(stage, reason)."""
     argv = stream.compile(cmd=ffmpeg_binary())
     return _execute([argv[0], *GLOBAL_ARGS, *argv[1:]], stage=stage, path=path, timeout=timeout).stdout
+
+
+def stream_ffmpeg(stream, *, stage: str, path: Path, timeout: float, record_size: int) -> Iterator[bytes]:
+    """Run an ffmpeg-python output node and yield its stdout in records of exactly `record_size` bytes
+    (e.g. one raw video frame) while ffmpeg is still decoding: memory stays at one record, and the
+    caller's work on a record overlaps ffmpeg's on the next. Errors as in `run_ffmpeg`."""
+    argv = stream.compile(cmd=ffmpeg_binary())
+    # stderr to a file, not a pipe: a chatty failing decoder could otherwise fill the pipe and stall.
+    with tempfile.TemporaryFile() as stderr:
+        try:
+            proc = subprocess.Popen([argv[0], *GLOBAL_ARGS, *argv[1:]], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=stderr)
+        except OSError as e:
+            raise FfmpegMissing(f"cannot run {argv[0]}: {e.strerror}") from None
+        expired = threading.Event()
+        deadline = threading.Timer(timeout, lambda: (expired.set(), proc.kill()))
+        deadline.start()
+        try:
+            while len(record := proc.stdout.read(record_size)) == record_size:
+                yield record
+            proc.wait()
+        finally:
+            deadline.cancel()
+            proc.kill()  # no-op when it has exited; stops it when the caller gave up early
+            proc.wait()
+            proc.stdout.close()
+        if expired.is_set():
+            raise ClipError(stage, f"ffmpeg timed out after {timeout:g} s")
+        if proc.returncode != 0:
+            stderr.seek(0)
+            raise ClipError(stage, _reason(stderr.read().decode("utf-8", "replace"), path))
+        if record:
+            raise ClipError(stage, f"ffmpeg output ended inside a record ({len(record)} of {record_size} bytes)")
 
 
 def read_header(path: Path, *, stage: str, timeout: float) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import probe
 from .errors import ClipError
-from .ffmpeg import input_file, run_ffmpeg
+from .ffmpeg import input_file, stream_ffmpeg
 from .settings import FrameSettings
 
 STAGE = "frames"
@@ -37,15 +37,15 @@ def frames_stage(path: Path, inputs: Mapping[str, Mapping[str, bytes]], settings
     picture = (input_file(path)["V:0"]  # V: a real video stream, never an attached cover picture
                .filter("fps", fps=settings.fps, round="up", start_time=0)
                .filter("scale", w, h, flags="area"))
-    raw = run_ffmpeg(picture.output("pipe:", format="rawvideo", pix_fmt="bgr24"), stage=STAGE, path=path,
-                     timeout=timeout)
-    frames = np.frombuffer(raw, np.uint8)
-    if frames.size == 0 or frames.size % (w * h * 3):
-        raise ClipError(STAGE, f"ffmpeg returned {frames.size} bytes, not whole {w}x{h} frames")
-    frames = frames.reshape(-1, h, w, 3)
-    digits = max(4, len(str(len(frames) - 1)))  # zero-padded: names sort in time order
+    frame_bytes = w * h * 3
     params = [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality]
-    return {f"f{i:0{digits}d}.jpg": _jpeg(frame, params) for i, frame in enumerate(frames)}
+    jpegs = [_jpeg(np.frombuffer(raw, np.uint8).reshape(h, w, 3), params)
+             for raw in stream_ffmpeg(picture.output("pipe:", format="rawvideo", pix_fmt="bgr24"), stage=STAGE,
+                                      path=path, timeout=timeout, record_size=frame_bytes)]
+    if not jpegs:
+        raise ClipError(STAGE, "ffmpeg decoded no video frame")
+    digits = max(4, len(str(len(jpegs) - 1)))  # zero-padded: names sort in time order
+    return {f"f{i:0{digits}d}.jpg": jpg for i, jpg in enumerate(jpegs)}
 
 
 def _jpeg(frame: np.ndarray, params: list[int]) -> bytes:
