@@ -5,6 +5,7 @@ torch DataLoader with the same workers, batch size, frame sampling and crops."""
 import json
 import os
 import platform
+import resource
 import shutil
 import tempfile
 import time
@@ -72,19 +73,31 @@ def extract_clip_folders(src: ShardSource, root: Path) -> int:
     return len(index)
 
 
-def _time(batches: Iterable[dict], n: int, desc: str) -> float:
-    """Seconds for `n` batches after a first one (worker start-up and buffer fill are not counted)."""
+def _time(batches: Iterable[dict], n: int, desc: str) -> tuple[float, float]:
+    """(wall seconds for `n` batches after a first one (start-up and buffer fill not counted),
+    CPU seconds of this process and its workers for all `n + 1` batches, start-up included).
+    CPU time is the steadier figure on a machine others are using too."""
+    cpu = _cpu_seconds()
     it = iter(batches)
     next(it)
     start = time.perf_counter()
     for _ in progress(range(n), desc=desc, unit="batch"):
         next(it)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    del it  # shuts the workers down and reaps them, so their CPU time is counted below
+    return wall, _cpu_seconds() - cpu
+
+
+def _cpu_seconds() -> float:
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                   resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def bench_loader(shards: str, *, workers: int = 2, batches: int = 20, batch_size: int = 64, frames: int = 3,
-                 image_size: int = 224, json_path: Path | None = None) -> dict:
-    """Time both pipelines in one run, print a summary table, optionally write the result as JSON."""
+                 image_size: int = 224, rounds: int = 3, json_path: Path | None = None) -> dict:
+    """Time both pipelines in one run, print a summary table, optionally write the result as JSON.
+    The pipelines take turns for `rounds` rounds and each reports its median round, so a burst of
+    load from something else on the machine does not land on one pipeline only."""
     from train.data import DataConfig, train_batches  # data.py re-exports this module's entry point
 
     try:
@@ -93,29 +106,40 @@ def bench_loader(shards: str, *, workers: int = 2, batches: int = 20, batch_size
         fail(str(e))
     cfg = DataConfig(batch_size=batch_size, frames=frames, image_size=image_size, workers=workers)
     root = Path(tempfile.mkdtemp(prefix="rq-clip-folders-"))
+    ours, theirs = [], []
     try:
         # Extracting first also brings the shards into the page cache: both pipelines read warm files.
         clips = extract_clip_folders(src, root)
-        ours = _time(train_batches(src, cfg, epoch=0, rank=0, world=1, steps=batches + 1), batches, "rq loader")
         reference = ClipFolders(root, frames, image_size)
-        sampler = RandomSampler(reference, num_samples=(batches + 1) * batch_size)
-        loader = DataLoader(reference, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                            pin_memory=cfg.pin_memory)
-        theirs = _time(loader, batches, "clip folders")
+        for r in range(rounds):
+            ours.append(_time(train_batches(src, cfg, epoch=r, rank=0, world=1, steps=batches + 1), batches,
+                              f"rq loader {r + 1}/{rounds}"))
+            sampler = RandomSampler(reference, num_samples=(batches + 1) * batch_size)
+            loader = DataLoader(reference, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                                pin_memory=cfg.pin_memory)
+            theirs.append(_time(loader, batches, f"clip folders {r + 1}/{rounds}"))
     except DataError as e:
         fail(str(e))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     samples = batches * batch_size
+    ours_s, theirs_s = (float(np.median([wall for wall, _ in runs])) for runs in (ours, theirs))
+    ours_cpu, theirs_cpu = (float(np.median([cpu for _, cpu in runs])) / ((batches + 1) * batch_size)
+                            for runs in (ours, theirs))
     result = {"shards": shards, "clips": clips, "workers": workers, "batches": batches, "batch_size": batch_size,
-              "frames": frames, "image_size": image_size, "spec_shape": list(src.spec_shape),
-              "rq_samples_per_s": samples / ours, "reference_samples_per_s": samples / theirs,
-              "speedup": theirs / ours, "cpus": os.cpu_count(), "machine": platform.platform(),
+              "frames": frames, "image_size": image_size, "spec_shape": list(src.spec_shape), "rounds": rounds,
+              "rq_samples_per_s": samples / ours_s, "reference_samples_per_s": samples / theirs_s,
+              "speedup": theirs_s / ours_s, "rq_cpu_ms_per_sample": 1e3 * ours_cpu,
+              "reference_cpu_ms_per_sample": 1e3 * theirs_cpu, "cpu_speedup": theirs_cpu / ours_cpu,
+              "rq_rounds": ours, "reference_rounds": theirs, "cpus": os.cpu_count(), "machine": platform.platform(),
               "processor": platform.processor() or platform.machine()}
-    summary_table("rq bench loader (training input pipeline alone)", ["pipeline", "samples/s", "seconds"], [
-        ("rq shards (WebDataset, cv2, uint8)", result["rq_samples_per_s"], ours),
-        ("reference: clip folders (PIL, float in workers)", result["reference_samples_per_s"], theirs),
-        ("speed-up", f"{result['speedup']:.2f}x", ""),
+    summary_table(f"rq bench loader: training input alone, {clips} clips, {workers} workers, "
+                  f"median of {rounds} rounds of {batches} batches",
+                  ["pipeline", "samples/s", "seconds/round", "CPU ms/sample"], [
+        ("rq shards (WebDataset, cv2, uint8)", result["rq_samples_per_s"], ours_s, 1e3 * ours_cpu),
+        ("reference: clip folders (PIL, float in workers)", result["reference_samples_per_s"], theirs_s,
+         1e3 * theirs_cpu),
+        ("speed-up", f"{result['speedup']:.2f}x", "", f"{result['cpu_speedup']:.2f}x"),
     ])
     if json_path is not None:
         Path(json_path).write_text(json.dumps(result, indent=1) + "\n")

@@ -220,7 +220,7 @@ def _decode(sample: dict, cfg: DataConfig, spec_shape: tuple[int, int], n_classe
     label = int(sample["cls"])
     if not 0 <= label < n_classes:
         raise ValueError(f"label {label} outside 0..{n_classes - 1}")
-    spec = np.load(io.BytesIO(sample["spec.npy"]), allow_pickle=False)
+    spec = _npy(sample["spec.npy"])
     if spec.shape != spec_shape:
         raise ValueError(f"spectrogram shape {spec.shape}, expected {spec_shape}")
     picks = [names[i] for i in pick_frames(len(names), cfg.frames, rng)]
@@ -237,6 +237,17 @@ def _decode(sample: dict, cfg: DataConfig, spec_shape: tuple[int, int], n_classe
         except ValueError as exn:
             raise ValueError(f"{name}: {exn}") from None
     return frames, spec, label, sample["__key__"]
+
+
+def _npy(data: bytes) -> np.ndarray:
+    """An .npy file's array as a view of its bytes: np.load on a BytesIO copies it in chunks, ~10x slower."""
+    header = io.BytesIO(data[:4096])
+    version = np.lib.format.read_magic(header)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(header)
+    if fortran or dtype.hasobject:
+        raise ValueError("spectrogram .npy must be a C-ordered numeric array")
+    return np.frombuffer(data, dtype, count=math.prod(shape), offset=header.tell()).reshape(shape)
 
 
 def _batches(clips, cfg: DataConfig, n_batches: int | None, log: list[Skip]) -> Iterator[dict]:
