@@ -22,7 +22,8 @@ def summary_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[ob
     """Print a table to stdout and return it (so callers can also save it as text)."""
     table = Table(title=title, title_justify="left")
     for i, name in enumerate(columns):
-        table.add_column(name, justify="left" if i == 0 else "right")
+        # fold, not ellipsis: paths and failure reasons must stay readable in narrow terminals
+        table.add_column(name, justify="left" if i == 0 else "right", overflow="fold")
     for row in rows:
         table.add_row(*(_fmt(v) for v in row))
     out.print(table)

@@ -12,3 +12,7 @@ class ClipError(Exception):
 
 class NoAudioStream(ClipError):
     """The container has no audio stream (kept as silence only with --missing-audio silence)."""
+
+
+class ClipTimeout(ClipError):
+    """An ffmpeg call ran past --timeout. Not cached as a failure: a rerun with more time may succeed."""

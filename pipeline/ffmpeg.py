@@ -16,7 +16,7 @@ from pathlib import Path
 
 import ffmpeg
 
-from .errors import ClipError
+from .errors import ClipError, ClipTimeout
 
 # Quiet, never reads the terminal, one thread for filters (parallelism comes from workers, not ffmpeg).
 GLOBAL_ARGS = ("-nostdin", "-hide_banner", "-loglevel", "error", "-filter_complex_threads", "1")
@@ -98,7 +98,7 @@ def stream_ffmpeg(stream, *, stage: str, path: Path, timeout: float, record_size
             proc.wait()
             proc.stdout.close()
         if expired.is_set():
-            raise ClipError(stage, f"ffmpeg timed out after {timeout:g} s")
+            raise ClipTimeout(stage, f"ffmpeg timed out after {timeout:g} s")
         if proc.returncode != 0:
             stderr.seek(0)
             raise ClipError(stage, _reason(stderr.read().decode("utf-8", "replace"), path))
@@ -122,7 +122,7 @@ def _execute(argv: list[str], *, stage: str, path: Path, timeout: float,
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise ClipError(stage, f"ffmpeg timed out after {timeout:g} s") from None
+        raise ClipTimeout(stage, f"ffmpeg timed out after {timeout:g} s") from None
     except OSError as e:
         raise FfmpegMissing(f"cannot run {argv[0]}: {e.strerror}") from None
     if check and done.returncode != 0:

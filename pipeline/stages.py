@@ -12,7 +12,7 @@ from pathlib import Path
 from . import audio, frames, probe, spectrogram
 from .cache import Cache, Head, stage_key
 from .clips import Clip, fingerprint
-from .errors import ClipError
+from .errors import ClipError, ClipTimeout
 from .settings import AudioDecodeSettings, FrameSettings, SpectrogramSettings, canonical
 
 
@@ -150,7 +150,7 @@ def run_clip(clip: Clip, job: Job) -> ClipResult:
             members = st.fn(node.path, inputs, job.settings.get(st.name), job.timeout)
         except ClipError as e:
             states[node.id] = ("failed", time.perf_counter() - start)
-            if not _transient(e):
+            if not isinstance(e, ClipTimeout):   # a timeout on a busy machine may pass next time
                 cache.put_error(st.name, keys[node.id], e.reason)
             raise
         except Exception as e:  # a bug, not a bad clip: recorded (not cached) so the run still finishes
@@ -170,7 +170,3 @@ def run_clip(clip: Clip, job: Job) -> ClipResult:
     shard_heads = {st.name: heads[st.name] for st in STAGES if st.in_shard}
     return ClipResult(clip, states, keys, shard_heads, probe=info)
 
-
-def _transient(error: ClipError) -> bool:
-    """Failures a rerun may not repeat (a timeout on a busy machine) are not cached."""
-    return "timed out" in error.reason
