@@ -1,10 +1,13 @@
 """`rq eval`: a checkpoint's metrics on a split, the noise sweep of the paper's Table 3 and the
 noisy-fraction Pearson test of its Table 2; writes eval.json and PNG plots.
 
-Noise ("Gaussian noise on the normalised input"): for a sample x of the perturbed modality, as the
-model reads it (log-spectrogram [1, F, T] as stored; frames [k, 3, H, W] after ImageNet mean/std),
-    x' = x + level · σ_x · ε,   ε ~ N(0, 1) elementwise,   σ_x = std of all of x's elements,
-so a level is noise-to-signal in units of the sample's own spread, whatever the modality's scale.
+Noise ("Gaussian noise on the normalised input"): for the perturbed modality's input x as the model
+reads it (log-spectrogram [1, F, T] as stored; frames [k, 3, H, W] after ImageNet mean/std),
+    x' = x + level · σ · ε,   ε ~ N(0, 1) elementwise,
+    σ = the standard deviation of that modality's input over the whole split (all samples, all
+        elements), measured during the clean pass.
+That is N(0, level²) noise on the input standardised to unit variance, whatever the modality's scale;
+a silent (constant) clip still gets noise.
 
 Pearson (Table 2): over the samples of the split, a seeded random `--noisy-fraction` of them get the
 noise above at `--noisy-level` on `--noise-modality`; r is the Pearson correlation between
@@ -27,7 +30,7 @@ from pipeline.console import err, out, summary_table  # noqa: E402
 from train.checkpoint import load_checkpoint  # noqa: E402
 from train.config import ConfigError, TrainConfig, cli_errors  # noqa: E402
 from train.data import DataConfig, eval_batches, open_source  # noqa: E402
-from train.distributed import init_distributed, shutdown  # noqa: E402
+from train.distributed import all_reduce_sum, init_distributed, shutdown  # noqa: E402
 from train.loop import Step, evaluate  # noqa: E402
 from train.metrics import pearson  # noqa: E402
 from train.run import build_model  # noqa: E402
@@ -69,15 +72,32 @@ def parse_levels(text: str) -> tuple[float, ...]:
         raise ConfigError(f"--noise-levels must be comma-separated numbers, got {text!r}") from None
 
 
-def add_noise(batch: dict, modality: str, level: float, generator: torch.Generator,
+def add_noise(batch: dict, modality: str, level: float, sigma: float, generator: torch.Generator,
               mask: torch.Tensor | None = None) -> dict:
     """The module docstring's noise on one modality of a batch on the device; `mask` [B] picks samples."""
     x = batch[_INPUT[modality]]
-    sigma = x.flatten(1).std(dim=1).view(-1, *[1] * (x.dim() - 1))
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) * (level * sigma)
     if mask is not None:
         noise = noise * mask.view(-1, *[1] * (x.dim() - 1)).to(x.dtype)
     return {**batch, _INPUT[modality]: x + noise}
+
+
+class InputSpread:
+    """Sum, sum of squares and count of each modality's input over a pass: their standard deviation.
+    Used as the clean pass's `perturb` hook (it returns the batch unchanged)."""
+
+    def __init__(self, device: torch.device):
+        self.moments = {m: torch.zeros(3, dtype=torch.float64, device=device) for m in _INPUT}
+
+    def __call__(self, batch: dict) -> dict:
+        for m, field in _INPUT.items():
+            x = batch[field].double()
+            self.moments[m] += torch.stack([x.sum(), (x * x).sum(), torch.tensor(x.numel(), device=x.device)])
+        return batch
+
+    def std(self, modality: str, env) -> float:
+        s, sq, n = all_reduce_sum(self.moments[modality], env).tolist()
+        return max(sq / n - (s / n) ** 2, 0.0) ** 0.5 if n else 0.0
 
 
 def is_noisy(key: str, fraction: float, seed: int) -> bool:
@@ -131,18 +151,20 @@ def _eval(ec: EvalConfig, env) -> dict:
     def generator(i: int) -> torch.Generator:
         return torch.Generator(env.device).manual_seed(ec.seed * 1_000_003 + 7919 * i + env.rank)
 
-    clean, _, _ = measure(f"{ec.split} clean")
+    spread = InputSpread(env.device)
+    clean, _, _ = measure(f"{ec.split} clean", spread)
+    sigma = spread.std(ec.noise_modality, env) if ec.noise_modality else 0.0
     result = {"ckpt": str(ckpt), "shards": ec.shards, "split": ec.split, "method": cfg.method,
               "manifest_sha256": src.manifest_sha256, "trained_on_manifest_sha256": state["manifest_sha256"],
               "clean": clean, "noise": None, "pearson": None}
     if ec.noise_modality:
-        sweep = {"modality": ec.noise_modality, "levels": list(ec.noise_levels),
-                 "definition": "x + level * std(x) * N(0, 1), std over each sample's normalised input"}
+        sweep = {"modality": ec.noise_modality, "levels": list(ec.noise_levels), "input_std": sigma,
+                 "definition": "x + level * input_std * N(0, 1); input_std over the split's normalised input"}
         rows = []
         for i, level in enumerate(ec.noise_levels):
             g = generator(i)
             s, _, _ = measure(f"{ec.noise_modality} noise {level:g}",
-                              lambda b, g=g, level=level: add_noise(b, ec.noise_modality, level, g))
+                              lambda b, g=g, level=level: add_noise(b, ec.noise_modality, level, sigma, g))
             rows.append(s)
         for name in ("acc", "acc_audio", "acc_visual", "macro_f1"):
             sweep[name] = [s[name] for s in rows]
@@ -150,18 +172,18 @@ def _eval(ec: EvalConfig, env) -> dict:
             sweep[name] = [s[name][-1] if s[name] else None for s in rows]  # last fusion layer
         result["noise"] = sweep
     if ec.noisy_fraction:
-        result["pearson"] = _pearson_test(ec, env, measure, generator(len(ec.noise_levels)))
+        result["pearson"] = _pearson_test(ec, env, measure, sigma, generator(len(ec.noise_levels)))
     if env.is_main:
         _write(ec, ckpt, result)
     return result
 
 
-def _pearson_test(ec: EvalConfig, env, measure, g: torch.Generator) -> dict:
+def _pearson_test(ec: EvalConfig, env, measure, sigma: float, g: torch.Generator) -> dict:
     m = ec.noise_modality
 
     def perturb(b):
         mask = torch.tensor([is_noisy(k, ec.noisy_fraction, ec.seed) for k in b["key"]], device=env.device)
-        return add_noise(b, m, ec.noisy_level, g, mask)
+        return add_noise(b, m, ec.noisy_level, sigma, g, mask)
 
     summary, t, keys = measure(f"{m} noise on {ec.noisy_fraction:g} of samples", perturb)
     res = {"modality": m, "fraction": ec.noisy_fraction, "level": ec.noisy_level, "samples": len(keys),
