@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -46,7 +47,8 @@ class BenchSettings:
 @dataclass(frozen=True)
 class Phase:
     name: str
-    seconds: float
+    seconds: float       # wall clock
+    cpu_seconds: float   # user + system time of every process of the phase: less sensitive to other load
     clips: int           # clips the phase handled without failure
 
     @property
@@ -66,16 +68,31 @@ class Target:
         return self.value >= self.bound if self.at_least else self.value <= self.bound
 
 
-def _command(argv: list[str], log: Path) -> float:
-    """Run a command, its stdout (summary tables) kept in `log`, stderr (progress bars) shown; seconds."""
+class Clock:
+    """Wall and CPU time of what runs between start and stop: this process and every waited-for
+    descendant (pool workers are joined, ffmpeg processes waited for, so their time is counted)."""
+
+    def __enter__(self) -> "Clock":
+        self.wall, self.cpu = time.perf_counter(), self._cpu()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, self._cpu() - self.cpu
+
+    @staticmethod
+    def _cpu() -> float:
+        return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                     resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def _command(argv: list[str], log: Path) -> Clock:
+    """Run a command, its stdout (summary tables) kept in `log`, stderr (progress bars) shown; its times."""
     argv = [str(a) for a in argv]
-    start = time.perf_counter()
-    with log.open("w") as stdout:
+    with Clock() as clock, log.open("w") as stdout:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=stdout)
-    took = time.perf_counter() - start
     if done.returncode:
         fail(f"`{' '.join(argv)}` exited {done.returncode}; its output is in {log}", code=1)
-    return took
+    return clock
 
 
 def _decode(clip: Path, binary: str) -> str | None:
@@ -90,13 +107,12 @@ def _decode(clip: Path, binary: str) -> str | None:
 
 
 def decode_floor(clips: list[Path], workers: int) -> Phase:
-    start = time.perf_counter()
-    failures = [r for r in map_unordered(partial(_decode, binary=ffmpeg_binary()), clips, workers,
-                                         desc="floor", unit="clip") if r]
+    with Clock() as clock:
+        failures = [r for r in map_unordered(partial(_decode, binary=ffmpeg_binary()), clips, workers,
+                                             desc="floor", unit="clip") if r]
     for reason in failures:
         err.print(f"decode floor: {reason}", markup=False)
-    return Phase("decode floor (ffmpeg -f null)", time.perf_counter() - start,
-                 len(clips) - len(failures))
+    return Phase("decode floor (ffmpeg -f null)", clock.wall, clock.cpu, len(clips) - len(failures))
 
 
 def _count_outputs(folder: Path, pattern: str) -> int:
@@ -117,9 +133,9 @@ def run_phases(settings: BenchSettings, work: Path) -> tuple[list[Phase], Phase]
     phases = [decode_floor(clips, settings.workers)]
 
     reference_out = work / "reference"
-    took = _command([sys.executable, REFERENCE, "--raw", raw, "--out", reference_out,
+    clock = _command([sys.executable, REFERENCE, "--raw", raw, "--out", reference_out,
                      "--workers", settings.workers, "--audio-seconds", 10], logs / "reference.txt")
-    phases.append(Phase("reference flow (OpenCV + librosa)", took,
+    phases.append(Phase("reference flow (OpenCV + librosa)", clock.wall, clock.cpu,
                         _count_outputs(reference_out / "spec", "*.npy")))
 
     rq_out = work / "rq"
@@ -127,12 +143,12 @@ def run_phases(settings: BenchSettings, work: Path) -> tuple[list[Phase], Phase]
     for name, extra, log in (("rq full run", [], "rq-full.txt"),
                              ("rq no-change rerun", [], "rq-rerun.txt"),
                              ("rq --hop-length 160 rerun", ["--hop-length", 160], "rq-audio.txt")):
-        took = _command(preprocess + extra, logs / log)
+        clock = _command(preprocess + extra, logs / log)
         manifest = json.loads((rq_out / "manifest.json").read_text())
-        phases.append(Phase(name, took, manifest["totals"]["samples"]))
+        phases.append(Phase(name, clock.wall, clock.cpu, manifest["totals"]["samples"]))
 
-    took = _command([sys.executable, "-c", "import cli, pipeline.preprocess"], logs / "startup.txt")
-    return phases, Phase("rq start-up (python + imports)", took, 0)
+    clock = _command([sys.executable, "-c", "import cli, pipeline.preprocess"], logs / "startup.txt")
+    return phases, Phase("rq start-up (python + imports)", clock.wall, clock.cpu, 0)
 
 
 def targets(phases: list[Phase]) -> list[Target]:
@@ -153,9 +169,9 @@ def machine() -> dict:
 
 def report(settings: BenchSettings, phases: list[Phase], startup: Phase, host: dict, load: dict) -> dict:
     summary_table(f"Preprocessing benchmark: {settings.clips} clips of {settings.seconds:g} s at {settings.size}, "
-                  f"{settings.workers} workers", ["phase", "clips", "seconds", "clips/s"],
-                  [[p.name, p.clips, round(p.seconds, 2), round(p.clips_per_s, 2)] for p in phases]
-                  + [[startup.name, "", round(startup.seconds, 2), ""]])
+                  f"{settings.workers} workers", ["phase", "clips", "seconds", "clips/s", "CPU s"],
+                  [[p.name, p.clips, round(p.seconds, 2), round(p.clips_per_s, 2), round(p.cpu_seconds, 1)]
+                   for p in phases] + [[startup.name, "", round(startup.seconds, 2), "", round(startup.cpu_seconds, 1)]])
     checks = targets(phases)
     summary_table("Targets (issue 2)", ["measure", "value", "target", "result"],
                   [[t.name, round(t.value, 3), f"{'>=' if t.at_least else '<='} {t.bound:g}",
@@ -164,7 +180,7 @@ def report(settings: BenchSettings, phases: list[Phase], startup: Phase, host: d
                   f"({host['nproc']} cores, {host['cpu']})")
     return {"settings": asdict(settings), "machine": host, "load_average": load,
             "phases": [asdict(p) | {"clips_per_s": p.clips_per_s} for p in phases],
-            "rq_startup_seconds": startup.seconds,
+            "rq_startup": {"seconds": startup.seconds, "cpu_seconds": startup.cpu_seconds},
             "targets": [asdict(t) | {"met": t.met} for t in checks],
             "command": " ".join([Path(sys.argv[0]).name if sys.argv else "preprocess.py", *sys.argv[1:]])}
 
