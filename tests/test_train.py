@@ -142,9 +142,10 @@ def test_bf16_autocast_path_runs_on_cpu(small_shards, tmp_path):
     (("--method", "late"), 2, "--method must be one of"),
     (("--rq-stats", "sometimes"), 2, "--rq-* options"),
     (("--resume",), 2, "no checkpoint to resume from"),
+    (("--device", "gpu7"), 2, "--device must be"),
 ])
 def test_usage_errors_are_one_line(rq, small_shards, tmp_path, args, code, message):
-    result = rq("train", "--shards", small_shards, "--out", tmp_path / "run", "--device", "cpu", *args)
+    result = rq("train", "--shards", small_shards, "--out", tmp_path / "run", "--device", "cpu", *args)  # last wins
     assert result.exit_code == code
     assert message in result.stderr and "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1
@@ -154,3 +155,14 @@ def test_missing_shards_is_one_line(rq, tmp_path):
     result = rq("train", "--shards", tmp_path / "nowhere", "--preset", "tiny")
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1 and "nowhere" in result.stderr
+
+
+def test_bench_train_times_both_methods(rq, tmp_path):
+    result = rq("bench", "train", "--preset", "tiny", "--steps", 4, "--batch-size", 2, "--spec-frames", 32,
+                "--device", "cpu", "--json", tmp_path / "bench.json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert set(report["methods"]) == {"mt", "rollingq"} and report["spec_shape"] == [257, 32]
+    assert all(m["samples_per_s"] > 0 for m in report["methods"].values())
+    assert report["samples_per_s"] == report["methods"]["rollingq"]["samples_per_s"]
+    assert isinstance(report["rollingq_overhead"], float) and "overhead" in result.stdout

@@ -6,6 +6,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from train.config import ConfigError
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -38,12 +40,13 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """"auto" picks this process's GPU when there is one, else the CPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return torch.device("cuda", local_rank)
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} asked for, but torch sees no CUDA device")
-    return device
+        raise ConfigError(f"--device {name}: torch sees no CUDA device")
+    return torch.device("cuda", local_rank) if name == "cuda" else device
 
 
 def init_distributed(device: str = "auto") -> DistEnv:

@@ -261,3 +261,7 @@ def _summary(history: list[dict]) -> None:
     summary_table("rq train (test split; AIR and attention: last fusion layer)",
                   ["epoch", "loss", "acc train/test", "probe A/V", "F1", "AIR", "attn A/V", "rot", "samples/s", "wait"],
                   rows)
+    skipped = sum(h["train"]["skipped_samples"] + (h["test"] or {}).get("skipped_samples", 0) for h in history)
+    if skipped:
+        out.print(f"{skipped} bad samples were skipped by the loader (named in the warnings above; "
+                  "per epoch in metrics.jsonl)")
