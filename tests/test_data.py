@@ -3,6 +3,7 @@ import io
 import json
 import math
 import shutil
+import subprocess
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -220,3 +221,37 @@ def test_bench_loader_end_to_end(shards, tmp_path):
     assert "speed-up" in result.output
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["clips"] == 23 and saved["rq_samples_per_s"] > 0 and saved["reference_samples_per_s"] > 0
+
+
+@pytest.fixture(scope="module")
+def preprocessed(tmp_path_factory) -> Path:
+    """Shards from the real product: `rq synth` clips (2 s, 64x48) through `rq preprocess kinetics`."""
+    root = tmp_path_factory.mktemp("real")
+    for argv in (["rq", "synth", "--preset", "kinetics", "--out", str(root / "raw"), "--clips", "8", "--classes", "2",
+                  "--seconds", "2", "--size", "64x48"],
+                 ["rq", "preprocess", "kinetics", "--raw", str(root / "raw"), "--out", str(root / "shards"),
+                  "--audio-seconds", "2", "--frame-size", "32", "--shard-size", "0.1", "--workers", "2"]):
+        done = subprocess.run(argv, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+    return root / "shards"
+
+
+def test_reads_shards_written_by_rq_preprocess(preprocessed):
+    src = open_source(str(preprocessed))
+    assert src.spec_shape == (257, 1 + (2 * 16000 - 512) // 159) and src.frames_per_clip == 3
+    n_train = src.splits["train"][1]
+    shard_keys = {split: [s["__key__"] for url in src.splits[split][0] for s in url_samples(url)]
+                  for split in ("train", "test")}
+    assert len(shard_keys["train"]) == n_train and len(src.splits["train"][0]) >= 2
+    config = cfg(batch_size=2, workers=2)
+    steps = math.ceil(n_train / (config.batch_size * 2))
+    seen = []
+    for rank in range(2):
+        got = list(train_batches(src, config, epoch=0, rank=rank, world=2, steps=steps))
+        assert len(got) == steps
+        assert got[0]["frames"].shape == (2, 3, 3, 32, 32) and got[0]["spec"].shape == (2, 1, *src.spec_shape)
+        assert all(0 <= label < len(src.classes) for b in got for label in b["label"].tolist())
+        seen += [k for b in got for k in b["key"]]
+    assert set(seen) == set(shard_keys["train"])
+    keys = [k for rank in range(2) for b in eval_batches(src, config, rank=rank, world=2) for k in b["key"]]
+    assert sorted(keys) == sorted(shard_keys["test"])
