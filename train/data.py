@@ -10,13 +10,12 @@ data); rank r, worker w reads its own contiguous span of it, sized so that every
 exactly `steps` batches whatever the shard sizes, and together the spans cover the data before any
 sample repeats. Evaluation: every sample exactly once across ranks.
 """
-import io
 import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 from itertools import chain, count, islice
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -25,13 +24,13 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.console import err
-from train.augment import FULL, MEAN, STD, decode_frame, jpeg_size, pick_frames, random_crop_box
-from train.source import FRAME_MEMBER, DataError, ShardSource, open_source
+from train.augment import MEAN, STD
+from train.clip import decode_clip
+from train.source import DataError, ShardSource, open_source
 from train.tarstream import TarError, url_samples
 
 __all__ = ["ShardSource", "open_source", "DataConfig", "DataError", "LoaderStats", "Batches",
            "train_batches", "eval_batches", "to_device", "shard_order", "bench_loader"]
-
 
 
 class Skip(NamedTuple):
@@ -163,14 +162,14 @@ class _Epoch(IterableDataset):
             samples = chain(shuffle(_read(urls, _span(sizes, order, start, stop), log)),
                             # Read only when bad samples left the span short; one more pass at most.
                             _read(urls, _span(sizes, order, stop, stop + sum(sizes)), log))
-            crop = rng
+            augment = rng
         else:
             n_batches = None
             # Worker w reads shards w, w+W, ...; of shard k this rank keeps samples j with (k+j) % world == rank.
             samples = _read(urls, ((k, (self.rank - k) % self.world, None, self.world)
                                    for k in range(worker, len(urls), workers)), log)
-            crop = None
-        clips = _decoded(samples, cfg, self.src.spec_shape, len(self.src.classes), crop, log)
+            augment = None
+        clips = _decoded(samples, cfg, self.src.spec_shape, len(self.src.classes), augment, log)
         yield from _batches(clips, cfg, n_batches, log)
 
 
@@ -201,53 +200,13 @@ def _read(urls: Sequence[str], pieces, log: list[Skip]) -> Iterator[dict]:
 
 def _decoded(samples, cfg: DataConfig, spec_shape: tuple[int, int], n_classes: int,
              rng: np.random.Generator | None, log: list[Skip]) -> Iterator[tuple]:
-    """(frames k x S x S x 3 uint8, spec, label, key) per good sample; bad ones recorded and skipped."""
+    """`decode_clip` of each sample; bad ones recorded and skipped."""
     for sample in samples:
         try:
-            yield _decode(sample, cfg, spec_shape, n_classes, rng)
+            yield decode_clip(sample, frames=cfg.frames, image_size=cfg.image_size, spec_shape=spec_shape,
+                              n_classes=n_classes, rng=rng, crop_scale=cfg.crop_scale)
         except Exception as exn:  # any undecodable member: record it with shard and key, go on
             log.append(Skip(sample["__url__"], sample["__key__"], _one_line(exn)))
-
-
-def _decode(sample: dict, cfg: DataConfig, spec_shape: tuple[int, int], n_classes: int,
-            rng: np.random.Generator | None) -> tuple:
-    names = sorted(name for name in sample if FRAME_MEMBER.fullmatch(name))
-    for member in ("cls", "spec.npy"):
-        if member not in sample:
-            raise ValueError(f"no {member} member")
-    if not names:
-        raise ValueError("no frames")
-    label = int(sample["cls"])
-    if not 0 <= label < n_classes:
-        raise ValueError(f"label {label} outside 0..{n_classes - 1}")
-    spec = _npy(sample["spec.npy"])
-    if spec.shape != spec_shape:
-        raise ValueError(f"spectrogram shape {spec.shape}, expected {spec_shape}")
-    picks = [names[i] for i in pick_frames(len(names), cfg.frames, rng)]
-    box, flip = FULL, False
-    if rng is not None:
-        size = jpeg_size(sample[picks[0]])
-        if size is None:
-            raise ValueError(f"{picks[0]}: not a JPEG")
-        box, flip = random_crop_box(*size, rng, scale=cfg.crop_scale), bool(rng.integers(2))
-    frames = np.empty((cfg.frames, cfg.image_size, cfg.image_size, 3), np.uint8)
-    for name, out in zip(picks, frames):
-        try:
-            decode_frame(sample[name], box, cfg.image_size, flip, out)
-        except ValueError as exn:
-            raise ValueError(f"{name}: {exn}") from None
-    return frames, spec, label, sample["__key__"]
-
-
-def _npy(data: bytes) -> np.ndarray:
-    """An .npy file's array as a view of its bytes: np.load on a BytesIO copies it in chunks, ~10x slower."""
-    header = io.BytesIO(data[:4096])
-    version = np.lib.format.read_magic(header)
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read_header(header)
-    if fortran or dtype.hasobject:
-        raise ValueError("spectrogram .npy must be a C-ordered numeric array")
-    return np.frombuffer(data, dtype, count=math.prod(shape), offset=header.tell()).reshape(shape)
 
 
 def _batches(clips, cfg: DataConfig, n_batches: int | None, log: list[Skip]) -> Iterator[dict]:
