@@ -8,6 +8,7 @@ import tarfile
 from collections import Counter
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -96,6 +97,16 @@ def test_crop_and_flip_on_uint8():
         area, aspect = (bottom - top) * (right - left), (right - left) * 64 / ((bottom - top) * 48)
         assert 0 <= top < bottom <= 1 and 0 <= left < right <= 1
         assert 0.06 < area <= 1 and 0.7 < aspect < 1.4
+
+
+def test_reduced_decode_matches_full_decode():
+    """A 256x320 frame resized to 32 is decoded at 1/8 scale by libjpeg: same picture, far less work."""
+    jpeg = frame_jpeg(3, 256, 320, texture=True)
+    out = np.empty((32, 32, 3), np.uint8)
+    decode_frame(jpeg, (0.0, 0.0, 1.0, 1.0), 32, False, out)
+    full = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    want = cv2.cvtColor(cv2.resize(full, (32, 32), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    assert np.abs(out.astype(int) - want).mean() < 4
 
 
 def test_decode_frame_rejects_garbage():
