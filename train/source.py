@@ -51,8 +51,9 @@ def open_source(location: str, *, classes: Sequence[str] | None = None, frames_p
     """A shards folder (reads its manifest.json), or shard URLs: brace patterns joined by `::`, local
     paths or `pipe:` commands, e.g. `pipe:aws s3 cp s3://b/train-{000000..000009}.tar -`. A URL's split
     is the `train-`/`test-` prefix of its shard name. If the first URL is a local file with a
-    manifest.json beside it, counts and classes come from there; otherwise `classes` and
-    `frames_per_clip` are required and `samples` (per split) is needed to train."""
+    manifest.json beside it, counts and classes come from there (the keyword arguments are then
+    unused); otherwise `classes` and `frames_per_clip` are required, and `samples` (per split) is
+    needed to train: shard sizes are then taken as even."""
     if "::" not in location and not location.startswith("pipe:") and Path(location).is_dir():
         folder = Path(location)
         if not (folder / "manifest.json").is_file():
