@@ -19,7 +19,8 @@ def test_two_gloo_ranks_on_uneven_shards(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            shutil.which("rq"), "train", "--shards", str(shards), "--preset", "tiny", "--method", "rollingq",
-           "--rq-beta", "0", "--epochs", "2", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--out", str(out)]
+           "--rq-beta", "0", "--epochs", "2", "--batch-size", "4", "--workers", "0", "--device", "cpu",
+           "--out", str(out)]
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     # Own process group, so a hang (the bug this test is for) is killed whole and reported.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

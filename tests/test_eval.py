@@ -115,7 +115,8 @@ def test_metrics_on_known_predictions():
     pred = torch.tensor([0, 1, 1, 1, 0, 2])
     assert accuracy(pred, label) == pytest.approx(4 / 6)
     # per class F1: class 0 P=1/2 R=1/2 -> 0.5; class 1 P=2/3 R=1 -> 0.8; class 2 P=1 R=1/2 -> 2/3
-    assert macro_f1(pred, label, num_classes=4) == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)  # class 3 absent: not averaged
+    # class 3 occurs in neither labels nor predictions: it is not averaged in
+    assert macro_f1(pred, label, num_classes=4) == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
     x, y = np.array([0.1, 0.4, 0.35, 0.8, 0.7]), np.array([0, 0, 1, 1, 1])
     r, p = pearson(x, y)
     assert r == pytest.approx(np.corrcoef(x, y)[0, 1]) and 0 < p < 1

@@ -63,7 +63,8 @@ class TrainConfig:
     def __post_init__(self):
         _check(self.preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         _check(self.method in METHODS, f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        _check(self.precision in ("auto", "bf16", "fp32"), f"--precision must be auto, bf16 or fp32, got {self.precision!r}")
+        _check(self.precision in ("auto", "bf16", "fp32"),
+               f"--precision must be auto, bf16 or fp32, got {self.precision!r}")
         for name in ("epochs", "batch_size"):
             _check(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be at least 1")
         _check(self.lr > 0, "--lr must be positive")

@@ -19,6 +19,7 @@ the share on the perturbed modality itself is reported too (`r_perturbed_share`,
 from dataclasses import dataclass
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import matplotlib
@@ -196,7 +197,8 @@ def _pearson_test(ec: EvalConfig, env, measure, sigma: float, g: torch.Generator
         return res
     r, p = pearson(t[f"share_{_OTHER[m]}"][:, -1].tolist(), noisy)
     r2, p2 = pearson(t[f"share_{m}"][:, -1].tolist(), noisy)
-    res.update({k: None if v != v else v for k, v in dict(r=r, p=p, r_perturbed_share=r2, p_perturbed_share=p2).items()})
+    numbers = dict(r=r, p=p, r_perturbed_share=r2, p_perturbed_share=p2)
+    res.update({k: None if math.isnan(v) else v for k, v in numbers.items()})  # JSON has no NaN
     return res
 
 
@@ -227,7 +229,8 @@ def _write(ec: EvalConfig, ckpt: Path, result: dict) -> None:
 def _plot(sweep: dict, out_dir: Path) -> None:
     levels, m = sweep["levels"], sweep["modality"]
     for name, series, ylabel in (
-        ("accuracy_vs_noise.png", {"fused": "acc", "audio probe": "acc_audio", "visual probe": "acc_visual"}, "accuracy"),
+        ("accuracy_vs_noise.png", {"fused": "acc", "audio probe": "acc_audio", "visual probe": "acc_visual"},
+         "accuracy"),
         ("attention_vs_noise.png", {"on audio": "share_audio", "on visual": "share_visual"}, "CLS attention share"),
     ):
         fig, ax = plt.subplots(figsize=(5, 3.5))

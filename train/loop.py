@@ -92,7 +92,8 @@ def train_one_epoch(step: Step, optimizer: torch.optim.Optimizer, batches: Batch
 
 @torch.no_grad()
 def evaluate(step: Step, batches: Batches, *, num_classes: int, samples: int | None = None,
-             desc: str = "test", perturb: Callable[[Batch], Batch] | None = None) -> tuple[dict, dict[str, torch.Tensor], list[str]]:
+             desc: str = "test", perturb: Callable[[Batch], Batch] | None = None
+             ) -> tuple[dict, dict[str, torch.Tensor], list[str]]:
     """Metrics over every sample of `batches` (each process its own share; gathered so every sample
     counts once). `perturb` changes a batch on the device before the forward pass (noise tests).
     Returns the summary, the per-sample outcomes and their keys."""

@@ -10,8 +10,8 @@ from rollingq.rotation import imbalance_terms
 from train.distributed import DistEnv, all_gather_objects
 
 def sample_outcomes(out, labels: torch.Tensor, loss: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """One batch's per-sample outcomes, left on the device (no sync per step). `out` is a rollingq ModelOutput; `loss` the
-    per-sample training loss. Attention shares and AIR are [B, fusion layers]."""
+    """One batch's per-sample outcomes, left on the device (no sync per step). `out` is a rollingq
+    ModelOutput; `loss` the per-sample training loss. Attention shares and AIR are [B, fusion layers]."""
     rec = {"label": labels, "pred": out.logits.argmax(1)}
     if loss is not None:
         rec["loss"] = loss

@@ -254,7 +254,8 @@ def _summary(history: list[dict]) -> None:
     rows = []
     for h in history:
         tr, te = h["train"], h["test"] or {}
-        rows.append([h["epoch"], tr["loss"], pair(tr["acc"], te.get("acc")), pair(te.get("acc_audio"), te.get("acc_visual")),
+        rows.append([h["epoch"], tr["loss"], pair(tr["acc"], te.get("acc")),
+                     pair(te.get("acc_audio"), te.get("acc_visual")),
                      te.get("macro_f1"), last_layer(te.get("air")),
                      pair(last_layer(te.get("share_audio")), last_layer(te.get("share_visual"))),
                      sum(e["rotated"] for e in h["rollingq"]), tr["samples_per_s"], tr["data_wait_frac"]])
