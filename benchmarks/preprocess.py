@@ -59,9 +59,10 @@ class Phase:
 @dataclass(frozen=True)
 class Target:
     name: str
-    value: float
+    value: float         # on wall-clock times: what the target is judged on
     bound: float
     at_least: bool       # value >= bound (a speed-up) or value <= bound (a time share)
+    cpu_value: float     # the same ratio on CPU times, for reading a run on a busy machine
 
     @property
     def met(self) -> bool:
@@ -153,10 +154,16 @@ def run_phases(settings: BenchSettings, work: Path) -> tuple[list[Phase], Phase]
 
 def targets(phases: list[Phase]) -> list[Target]:
     floor, reference, full, rerun, audio = phases
-    return [Target("rq clips/s / reference clips/s", full.clips_per_s / reference.clips_per_s, 2.0, True),
-            Target("rq full run time / decode floor time", full.seconds / floor.seconds, 1.3, False),
-            Target("no-change rerun time / full run time", rerun.seconds / full.seconds, 0.02, False),
-            Target("--hop-length rerun time / full run time", audio.seconds / full.seconds, 0.35, False)]
+
+    def speed_up(time: str) -> float:  # ratio of clips/s = inverse ratio of time per clip
+        return (getattr(reference, time) / max(reference.clips, 1)) / (getattr(full, time) / max(full.clips, 1))
+
+    shares = (("rq full run time / decode floor time", full, floor, 1.3),
+              ("no-change rerun time / full run time", rerun, full, 0.02),
+              ("--hop-length rerun time / full run time", audio, full, 0.35))
+    return [Target("rq clips/s / reference clips/s", speed_up("seconds"), 2.0, True, speed_up("cpu_seconds")),
+            *(Target(name, a.seconds / b.seconds, bound, False, a.cpu_seconds / b.cpu_seconds)
+              for name, a, b, bound in shares)]
 
 
 def machine() -> dict:
@@ -173,9 +180,10 @@ def report(settings: BenchSettings, phases: list[Phase], startup: Phase, host: d
                   [[p.name, p.clips, round(p.seconds, 2), round(p.clips_per_s, 2), round(p.cpu_seconds, 1)]
                    for p in phases] + [[startup.name, "", round(startup.seconds, 2), "", round(startup.cpu_seconds, 1)]])
     checks = targets(phases)
-    summary_table("Targets (issue 2)", ["measure", "value", "target", "result"],
+    summary_table("Targets (issue 2), judged on wall-clock times", ["measure", "value", "target", "result",
+                                                                   "on CPU times"],
                   [[t.name, round(t.value, 3), f"{'>=' if t.at_least else '<='} {t.bound:g}",
-                    "met" if t.met else "NOT MET"] for t in checks])
+                    "met" if t.met else "NOT MET", round(t.cpu_value, 3)] for t in checks])
     console.print(f"load average before / after: {load['before']} / {load['after']} "
                   f"({host['nproc']} cores, {host['cpu']})")
     return {"settings": asdict(settings), "machine": host, "load_average": load,

@@ -1,5 +1,6 @@
 """Smoke test of benchmarks/preprocess.py: the whole benchmark on 2 tiny generated clips (no speed
 assertion; the speed figures live in benchmarks/README.md), and its usage errors."""
+import importlib.util
 import io
 import json
 import subprocess
@@ -8,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "preprocess.py"
 PHASES = 5
@@ -53,10 +55,15 @@ def test_benchmark_runs_every_phase_on_two_clips(tmp_path):
         assert np.load(io.BytesIO(tar.extractfile(member).read())).shape == (257, 1 + (160000 - 512) // 160)
 
 
-def test_usage_errors_are_one_line_exit_2(tmp_path):
+def test_usage_errors_are_one_line_exit_2(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("preprocess_benchmark", BENCHMARK)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").write_text("x")
-    for args in (["--clips", "0"], ["--clips", "many"], ["--work", tmp_path / "busy"]):
-        done = _run(*args)
-        assert done.returncode == 2, (args, done.stderr)
-        assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error:")
+    for args in (["--clips", "0"], ["--clips", "many"], ["--work", str(tmp_path / "busy")]):
+        with pytest.raises(SystemExit) as exit_:
+            benchmark.main(args)
+        stderr = capsys.readouterr().err
+        assert exit_.value.code == 2, (args, stderr)
+        assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("error:")
