@@ -143,6 +143,8 @@ def test_bf16_autocast_path_runs_on_cpu(small_shards, tmp_path):
     (("--rq-stats", "sometimes"), 2, "--rq-* options"),
     (("--resume",), 2, "no checkpoint to resume from"),
     (("--device", "gpu7"), 2, "--device must be"),
+    (("--image-size", 50), 2, "must be a multiple of patch"),
+    (("--pretrained", "vit.safetensors"), 2, "vit.safetensors: no such checkpoint file"),
 ])
 def test_usage_errors_are_one_line(rq, small_shards, tmp_path, args, code, message):
     result = rq("train", "--shards", small_shards, "--out", tmp_path / "run", "--device", "cpu", *args)  # last wins

@@ -79,9 +79,12 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
 
     _seed_everything(cfg.seed)
     num_classes = len(src.classes)
-    model = build_model(cfg, num_classes, src.spec_shape)
-    if cfg.pretrained and resumed is None:
-        load_pretrained(model, cfg.pretrained)
+    try:
+        model = build_model(cfg, num_classes, src.spec_shape)
+        if cfg.pretrained and resumed is None:
+            load_pretrained(model, cfg.pretrained)
+    except ValueError as e:  # a model the options cannot build, or an unusable --pretrained file
+        raise ConfigError(str(e)) from None
     model.to(env.device)
     # The controller measures AIR on any fused model (mt too) and rotates only a rollingq model.
     controller = RollingQ(model, cfg.rollingq()) if len(model.fusion) else None
