@@ -1,5 +1,18 @@
 """`rq train`: build the run from a TrainConfig, train epoch by epoch, evaluate, log, checkpoint.
-Importable: `run(TrainConfig(...))` trains in-process (the tests do), under torchrun too."""
+Importable: `run(TrainConfig(...))` trains in-process (the tests do), under torchrun too.
+
+The run folder:
+  config.json     the resolved TrainConfig
+  metrics.jsonl   one line per epoch: {"epoch", "train": {...}, "test": {...} or null, "rollingq": [...],
+                  "epoch_s"}. train/test: samples, loss, acc, acc_audio, acc_visual, macro_f1, and per
+                  fusion layer air, share_audio, share_visual (CLS attention mass on each modality's
+                  tokens; null without fusion attention), skipped_samples, bad_tars; train also lr,
+                  steps_per_rank, samples_per_s, data_wait_frac; test also unique_samples.
+                  rollingq: one decision per fusion layer {layer, epoch, air, alpha, rotated, angle_deg,
+                  rotations_done} (mt models too: measured, never rotated).
+  tb/             the same numbers for TensorBoard
+  last.pt, best.pt  checkpoints (train/checkpoint.py), best = highest test accuracy
+"""
 from dataclasses import replace
 import json
 import math
