@@ -273,6 +273,51 @@ def bench_loader_cmd(
 
 
 # ---- demo / report / predict ----
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("demo"), "--out", help="Folder for everything the demo makes: raw/ (generated "
+                             "clips), shards/, runs/mt, runs/rollingq, report/. A rerun reuses what did not change."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Parallel clips in synth and preprocess "
+                                          "[default: all cores].", show_default=False),
+) -> None:
+    """The whole product on generated data (a few minutes on a 2-core CPU): rq synth -> rq preprocess kinetics ->
+    rq train (Vanilla MT and RollingQ, tiny preset, same seed) -> rq eval (audio-noise sweep, Pearson test) ->
+    rq report. Prints the final table and where the report is."""
+    from train.demo import cli_demo
+    cli_demo(out, workers)
+
+
+@app.command("report")
+def report_cmd(
+    run_dirs: list[Path] = typer.Argument(None, help="Run folders of rq train (config.json, metrics.jsonl; "
+                                          "eval/eval.json of rq eval when present).", show_default=False),
+    out: Path = typer.Option(Path("report"), "--out", help="Folder for report.md and the PNGs it embeds."),
+    eval_paths: list[Path] = typer.Option([], "--eval", help="eval.json of the i-th run, in run order, when rq "
+                                          "eval wrote it elsewhere than RUN_DIR/eval/eval.json (repeatable)."),
+) -> None:
+    """Compare runs side by side on one Markdown page: accuracy (fused, audio probe, visual probe), AIR per epoch
+    with rotations, attention shares, accuracy and attention vs audio noise, Pearson test, training speed."""
+    from train.report import cli_report
+    cli_report(run_dirs or [], out, eval_paths)
+
+
+@app.command("predict")
+def predict_cmd(
+    videos: list[Path] = typer.Argument(None, help="Raw video files (any container ffmpeg reads).",
+                                        show_default=False),
+    ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="last.pt or best.pt of rq train (required).",
+                                        show_default=False),
+    top: int = typer.Option(5, "--top", help="Classes shown per video, most probable first."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (predictions and errors) instead of a table."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds one ffmpeg call may take per video."),
+) -> None:
+    """Top classes and the fused CLS attention share on audio vs visual for raw videos, through the same
+    per-clip frame and spectrogram code as rq preprocess (settings of the checkpoint's shards). A bad video is
+    one line on stderr; exit 0 if any video got a prediction, 1 if none did, 2 on usage errors."""
+    from train.predict import cli_predict
+    cli_predict(ckpt, videos or [], top, as_json, device, timeout)
+
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -1,0 +1,199 @@
+"""`rq demo`: the whole product on generated data, in-process, each stage reused when nothing it
+depends on changed (and the screen says which were reused, and why the others ran):
+
+  raw/      rq synth, kinetics layout: audio the easy, dominant modality, the picture informative
+            but slower to learn. Reused when raw/synth.json records the same settings and every clip.
+  shards/   rq preprocess kinetics: its own per-(clip, stage) cache; a rerun shows its cached counts.
+  runs/mt, runs/rollingq
+            rq train, tiny preset, same seed, Vanilla MT and RollingQ. Reused when config.json holds
+            the same config and last.pt finished every epoch on the same shards; resumed when it
+            stopped early; retrained (saying why) otherwise.
+  runs/*/eval/eval.json
+            rq eval of last.pt: audio-noise sweep + noisy-half Pearson test. Reused when newer than
+            last.pt and made with the same settings on the same shards.
+  report/   rq report of both runs (always redrawn: it takes a second).
+
+The generator's knobs are tuned once, for both methods alike, so that the premise of the paper
+holds on the generated data; the report states whatever the numbers are."""
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from pipeline.console import fail, out as console, summary_table
+from pipeline.preprocess import preprocess
+from pipeline.synth import SynthSettings, cli_synth, parse_size
+from train.checkpoint import load_checkpoint
+from train.config import TrainConfig, cli_errors
+from train.evaluate import EvalConfig, run_eval
+from train.report import ReportError, show, write_report
+from train.run import run as train_run
+
+METHODS = ("mt", "rollingq")
+# What does not change the result of a training run (where the data is, how it is run): not compared.
+_RUNTIME = {"shards", "out", "workers", "device", "compile", "resume"}
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    # the generated dataset (rq synth --preset kinetics): audio reliable and clean, the picture
+    # right less often and noisier, so the audio path wins early and the fusion query leans to it
+    clips: int = 240
+    classes: int = 6
+    seconds: float = 4.0
+    size: str = "96x64"
+    fps: float = 5.0
+    audio_informative: float = 0.95
+    visual_informative: float = 0.8
+    audio_noise: float = 0.2
+    visual_noise: float = 0.3
+    # preprocessing: small frames, audio as long as the clips (257 x 400 spectrograms)
+    frame_size: int = 64
+    # training (tiny preset) and evaluation
+    epochs: int = 6
+    max_steps_per_epoch: int = 0
+    seed: int = 0
+    noise_levels: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    noisy_fraction: float = 0.5
+    loader_workers: int = 1          # one loader process beside the training process: 2 cores
+
+    def synth(self) -> SynthSettings:
+        return SynthSettings(preset="kinetics", clips=self.clips, classes=self.classes, seconds=self.seconds,
+                             seed=self.seed, size=parse_size(self.size), fps=self.fps,
+                             audio_informative=self.audio_informative, visual_informative=self.visual_informative,
+                             audio_noise=self.audio_noise, visual_noise=self.visual_noise).resolved()
+
+
+@dataclass
+class StageLog:
+    """What each demo stage did, for the closing table."""
+    rows: list[list]
+
+    def add(self, stage: str, action: str, why: str, started: float) -> None:
+        self.rows.append([stage, action, why, round(time.perf_counter() - started, 1)])
+        console.print(f"[demo] {stage}: {action} ({why})", markup=False)
+
+
+def run_demo(out: Path, settings: DemoSettings = DemoSettings(), workers: int | None = None) -> dict:
+    """Run (or reuse) every stage into `out`; returns {"report": Report, "stages": rows, "seconds": total}."""
+    started = time.perf_counter()
+    out = Path(out).absolute()
+    if out.exists() and not out.is_dir():
+        fail(f"{out}: --out is a file, not a folder")
+    raw, shards, runs, report_dir = out / "raw", out / "shards", out / "runs", out / "report"
+    log = StageLog([])
+    _synth(raw, settings, workers, log)
+    _preprocess(raw, shards, settings, workers, log)
+    sha = hashlib.sha256((shards / "manifest.json").read_bytes()).hexdigest()
+    frames = json.loads((shards / "manifest.json").read_text())["frames_per_clip"]
+    for method in METHODS:
+        retrained = _train(runs / method, shards, method, frames, sha, settings, log)
+        _eval(runs / method, shards, sha, settings, retrained, log)
+    t = time.perf_counter()
+    try:
+        report = write_report([runs / m for m in METHODS], report_dir)
+    except ReportError as e:
+        fail(str(e), code=1)
+    log.add("report", "written", str(report.path), t)
+    total = time.perf_counter() - started
+    summary_table(f"rq demo: stages ({total:.0f} s in all)", ["stage", "action", "why", "seconds"], log.rows)
+    show(report)
+    return {"report": report, "stages": log.rows, "seconds": total}
+
+
+def _synth(raw: Path, settings: DemoSettings, workers: int | None, log: StageLog) -> None:
+    t = time.perf_counter()
+    wanted = json.loads(json.dumps(asdict(settings.synth())))  # as synth.json stores it (tuples -> lists)
+    listing = raw / "synth.json"
+    why = "no earlier dataset"
+    if listing.is_file():
+        earlier = json.loads(listing.read_text(encoding="utf-8"))
+        changed = [k for k in wanted if earlier.get("settings", {}).get(k) != wanted[k]]
+        missing = [c["video"] for c in earlier.get("clips", []) if not (raw / c["video"]).is_file()]
+        if not changed and not missing and len(earlier.get("clips", [])) == settings.clips:
+            return log.add("synth", "reused", f"{raw} has all {settings.clips} clips with the same settings "
+                           f"(synth.json)", t)
+        why = (f"settings changed: {', '.join(changed)}" if changed else
+               f"{len(missing)} clip(s) missing" if missing else "an earlier run left clips out")
+    options = {f.name: getattr(settings.synth(), f.name) for f in fields(SynthSettings)}
+    options.update(out=raw, size=settings.size, workers=workers, force=listing.is_file())
+    try:
+        cli_synth(options)
+    except SystemExit as e:
+        if e.code != 1 or not listing.is_file():
+            raise
+        why += "; some clips failed (listed above), the demo goes on without them"
+    log.add("synth", "generated", why, t)
+
+
+def _preprocess(raw: Path, shards: Path, settings: DemoSettings, workers: int | None, log: StageLog) -> None:
+    t = time.perf_counter()
+    manifest = shards / "manifest.json"
+    before = manifest.read_bytes() if manifest.is_file() else None
+    preprocess("kinetics", raw=raw, out=shards, frame_size=settings.frame_size, audio_seconds=settings.seconds,
+               workers=workers, seed=settings.seed)
+    same = before is not None and manifest.read_bytes() == before
+    log.add("preprocess", "reused" if same else "ran",
+            "cached stages, shards and manifest unchanged (table above)" if same else
+            "stage counts in the table above", t)
+
+
+def _train(run_dir: Path, shards: Path, method: str, frames: int, sha: str, settings: DemoSettings,
+           log: StageLog) -> bool:
+    """Train (or reuse, or resume) one run; True when weights were (re)computed."""
+    t = time.perf_counter()
+    cfg = TrainConfig.from_options(str(shards), "tiny", method=method, out=str(run_dir), seed=settings.seed,
+                                   epochs=settings.epochs, frames=frames, workers=settings.loader_workers,
+                                   max_steps_per_epoch=settings.max_steps_per_epoch)
+    action, why = _train_plan(cfg, run_dir, sha)
+    if action == "reuse":
+        log.add(f"train {method}", "reused", why, t)
+        return False
+    with cli_errors():
+        train_run(replace(cfg, resume=action == "resume"))
+    log.add(f"train {method}", "resumed" if action == "resume" else "trained", why, t)
+    return True
+
+
+def _train_plan(cfg: TrainConfig, run_dir: Path, sha: str) -> tuple[str, str]:
+    """("reuse" | "resume" | "train", why)."""
+    saved_path, last = run_dir / "config.json", run_dir / "last.pt"
+    if not saved_path.is_file() or not last.is_file():
+        return "train", "no earlier run"
+    saved, wanted = json.loads(saved_path.read_text()), cfg.to_dict()
+    changed = [k for k in wanted if k not in _RUNTIME and saved.get(k) != wanted[k]]
+    if changed:
+        return "train", "config changed: " + ", ".join(f"{k} {saved.get(k)} -> {wanted[k]}" for k in changed)
+    state = load_checkpoint(last)
+    if state.get("manifest_sha256") != sha:
+        return "train", "the shards changed since it was trained"
+    done = state["epoch"] + 1
+    if done < cfg.epochs:
+        return "resume", f"the earlier run stopped after {done} of {cfg.epochs} epochs"
+    return "reuse", f"{run_dir} finished {done} epochs with the same config on the same shards"
+
+
+def _eval(run_dir: Path, shards: Path, sha: str, settings: DemoSettings, retrained: bool, log: StageLog) -> None:
+    t = time.perf_counter()
+    ckpt, result = run_dir / "last.pt", run_dir / "eval" / "eval.json"
+    ec = EvalConfig(ckpt=str(ckpt), shards=str(shards), noise_modality="audio", noise_levels=settings.noise_levels,
+                    noisy_fraction=settings.noisy_fraction, out=str(result.parent), workers=settings.loader_workers,
+                    seed=settings.seed)
+    method = run_dir.name
+    if not retrained and result.is_file() and result.stat().st_mtime >= ckpt.stat().st_mtime:
+        earlier = json.loads(result.read_text())
+        same = (earlier.get("ckpt") == ec.ckpt and earlier.get("manifest_sha256") == sha
+                and (earlier.get("noise") or {}).get("levels") == list(ec.noise_levels)
+                and (earlier.get("pearson") or {}).get("fraction") == ec.noisy_fraction)
+        if same:
+            return log.add(f"eval {method}", "reused", f"{result} is newer than last.pt, same settings", t)
+    with cli_errors():
+        run_eval(ec)
+    log.add(f"eval {method}", "ran", "new checkpoint" if retrained else "no matching eval.json", t)
+
+
+def cli_demo(out: Path, workers: int | None) -> None:
+    if workers is not None and workers < 1:
+        fail(f"--workers must be at least 1, not {workers}")
+    run_demo(out, workers=workers)

@@ -1,0 +1,307 @@
+"""`rq report`: runs of `rq train` (+ their `rq eval`) side by side on one Markdown page with the PNGs
+it embeds. A run folder holds config.json and metrics.jsonl (one line per epoch); its eval.json is
+where `rq eval` writes it by default, `<run>/eval/eval.json`, unless given explicitly.
+
+Numbers are reported as measured; the verdict sentence compares RollingQ with Vanilla MT whichever
+way it comes out."""
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.console import err, fail, out as console, summary_table
+from train import plots
+
+REPORT = "report.md"
+
+
+class ReportError(Exception):
+    """A run folder that cannot be read: one line naming the file and the reason."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    name: str
+    path: Path
+    config: dict
+    epochs: list[dict]               # metrics.jsonl, one dict per epoch
+    evaluation: dict | None          # eval.json, when the run was evaluated
+    eval_path: Path | None
+
+    @property
+    def method(self) -> str:
+        return self.config.get("method", "?")
+
+    def rotations(self) -> list[tuple[int, float | None]]:
+        """(epoch, AIR that triggered it) of every RollingQ rotation, any fusion layer."""
+        return [(e["epoch"], e.get("air")) for line in self.epochs for e in line.get("rollingq") or [] if e.get("rotated")]
+
+    def clean(self) -> tuple[dict, str]:
+        """The headline test metrics and where they come from: the evaluated checkpoint, else the last epoch."""
+        if self.evaluation and self.evaluation.get("clean"):
+            return self.evaluation["clean"], f"rq eval of {Path(self.evaluation.get('ckpt', '?')).name}"
+        return self.epochs[-1].get("test") or {}, f"epoch {self.epochs[-1]['epoch']} test pass"
+
+
+def load_run(path: Path, eval_path: Path | None = None) -> RunRecord:
+    """Read one run folder; ReportError when its config or metrics are missing or malformed."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ReportError(f"{path}: no such run folder")
+    config = _json(path / "config.json")
+    metrics = path / "metrics.jsonl"
+    if not metrics.is_file():
+        raise ReportError(f"{metrics}: missing (not a folder written by rq train?)")
+    epochs = []
+    for number, text in enumerate(metrics.read_text(encoding="utf-8").splitlines(), 1):
+        if text.strip():
+            try:
+                line = json.loads(text)
+            except ValueError as e:
+                raise ReportError(f"{metrics}:{number}: not JSON ({e})") from None
+            if not isinstance(line, dict) or "epoch" not in line:
+                raise ReportError(f"{metrics}:{number}: not a metrics line (no 'epoch')")
+            epochs.append(line)
+    if not epochs:
+        raise ReportError(f"{metrics}: no epoch finished yet")
+    explicit = eval_path is not None
+    eval_path = Path(eval_path) if explicit else path / "eval" / "eval.json"
+    evaluation = _json(eval_path) if explicit or eval_path.is_file() else None
+    return RunRecord(path.name, path, config, epochs, evaluation, eval_path if evaluation else None)
+
+
+def _json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"{path}: missing") from None
+    except (OSError, ValueError) as e:
+        raise ReportError(f"{path}: unreadable ({e})") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: not a JSON object")
+    return data
+
+
+def load_runs(run_dirs: Sequence[Path], eval_paths: Sequence[Path] = ()) -> tuple[list[RunRecord], list[str]]:
+    """The readable runs (names made unique) and one line per run that was skipped."""
+    runs, skipped = [], []
+    for i, run_dir in enumerate(run_dirs):
+        try:
+            runs.append(load_run(run_dir, eval_paths[i] if i < len(eval_paths) else None))
+        except ReportError as e:
+            skipped.append(str(e))
+    names = [r.name for r in runs]
+    return [r if names.count(r.name) == 1 else _renamed(r) for r in runs], skipped
+
+
+def _renamed(run: RunRecord) -> RunRecord:
+    return RunRecord(f"{run.path.parent.name}/{run.name}", run.path, run.config, run.epochs, run.evaluation,
+                     run.eval_path)
+
+
+@dataclass(frozen=True)
+class Report:
+    path: Path
+    columns: list[str]
+    rows: list[list]                 # the headline table, one row per run (what `rq demo` prints)
+    verdict: list[str]
+    skipped: list[str]
+
+
+def write_report(run_dirs: Sequence[Path], out: Path, eval_paths: Sequence[Path] = ()) -> Report:
+    """Load the runs, draw the figures into `out`, write `out/report.md`. ReportError when no run is readable."""
+    runs, skipped = load_runs(run_dirs, eval_paths)
+    if not runs:
+        raise ReportError("no readable run: " + "; ".join(skipped))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = {
+        "accuracy": plots.accuracy_per_epoch(runs, out / "accuracy.png"),
+        "air": plots.air_per_epoch(runs, out / "air.png"),
+        "attention": plots.attention_per_epoch(runs, out / "attention.png"),
+        "noise": plots.noise_sweep(runs, out / "noise.png"),
+        "pearson": plots.pearson(runs, out / "pearson.png"),
+        "speed": plots.speed_per_epoch(runs, out / "speed.png"),
+    }
+    columns, rows = headline(runs)
+    verdict = compare(runs)
+    (out / REPORT).write_text(_markdown(runs, figures, columns, rows, verdict, skipped), encoding="utf-8")
+    return Report(out / REPORT, columns, rows, verdict, skipped)
+
+
+def cli_report(run_dirs: list[Path], out: Path, eval_paths: list[Path]) -> None:
+    """`rq report`: usage errors exit 2; an unreadable run is one line on stderr and left out."""
+    if not run_dirs:
+        fail("rq report needs at least one RUN_DIR (a folder written by rq train)")
+    if len(eval_paths) > len(run_dirs):
+        fail(f"{len(eval_paths)} --eval files for {len(run_dirs)} runs: give at most one per run, in run order")
+    try:
+        report = write_report(run_dirs, out, eval_paths)
+    except ReportError as e:
+        fail(str(e), code=1)
+    show(report)
+
+
+def show(report: Report) -> None:
+    for line in report.skipped:
+        err.print(f"skipped run: {line}", markup=False)
+    summary_table("rq report (test split)", report.columns, report.rows)
+    for sentence in report.verdict:
+        console.print(sentence, markup=False)
+    console.print(f"report: {report.path}", markup=False)
+
+
+# ---- the numbers ----
+
+def _noise_end(run: RunRecord) -> tuple[float | None, float | None]:
+    """(highest noise level, fused accuracy there) of the run's noise sweep."""
+    sweep = (run.evaluation or {}).get("noise")
+    if not sweep or not sweep.get("levels"):
+        return None, None
+    return sweep["levels"][-1], sweep["acc"][-1]
+
+
+def _pearson_r(run: RunRecord) -> float | None:
+    return ((run.evaluation or {}).get("pearson") or {}).get("r")
+
+
+def headline(runs: Sequence[RunRecord]) -> tuple[list[str], list[list]]:
+    level = next((lv for lv, _ in map(_noise_end, runs) if lv is not None), None)
+    columns = ["run", "method", "epochs", "fused", "audio probe", "visual probe",
+               f"fused, audio noise {level:g}" if level is not None else "fused, noisy", "Pearson r", "rot.",
+               "train s"]
+    rows = []
+    for run in runs:
+        clean, _ = run.clean()
+        rows.append([run.name, run.method, len(run.epochs), _num(clean.get("acc")), _num(clean.get("acc_audio")),
+                     _num(clean.get("acc_visual")), _num(_noise_end(run)[1]), _num(_pearson_r(run)),
+                     len(run.rotations()), round(sum(line.get("epoch_s") or 0 for line in run.epochs), 1)])
+    return columns, rows
+
+
+def compare(runs: Sequence[RunRecord]) -> list[str]:
+    """Plain sentences: does RollingQ beat Vanilla MT here (first run of each method), as measured."""
+    mt = next((r for r in runs if r.method == "mt"), None)
+    rq = next((r for r in runs if r.method == "rollingq"), None)
+    if mt is None or rq is None:
+        best = max(runs, key=lambda r: r.clean()[0].get("acc") or -1)
+        return [f"Highest fused test accuracy: {best.name} ({_num(best.clean()[0].get('acc'))}). "
+                "No Vanilla MT / RollingQ pair to compare."]
+    sentences = [_versus("fused test accuracy", rq.clean()[0].get("acc"), mt.clean()[0].get("acc"), rq, mt, points=True)]
+    level, rq_noisy = _noise_end(rq)
+    _, mt_noisy = _noise_end(mt)
+    if rq_noisy is not None and mt_noisy is not None:
+        sentences.append(_versus(f"accuracy with audio noise {level:g}", rq_noisy, mt_noisy, rq, mt, points=True))
+    if _pearson_r(rq) is not None and _pearson_r(mt) is not None:
+        sentences.append(_versus("Pearson r of attention vs noisy input", _pearson_r(rq), _pearson_r(mt), rq, mt,
+                                 points=False)[:-1] + "; the paper on Kinetics-Sounds: 0.44 for Vanilla MT, 0.78 with RollingQ.")
+    n = rq.clean()[0].get("samples")
+    if n:
+        sentences.append(f"The test split has {n} samples: one sample is {100 / n:.1f} accuracy points.")
+    return sentences
+
+
+def _versus(what: str, a: float | None, b: float | None, rq: RunRecord, mt: RunRecord, points: bool) -> str:
+    if a is None or b is None:
+        return f"{what}: not measured for both runs."
+    diff = (a - b) * (100 if points else 1)
+    unit = " points" if points else ""
+    if abs(diff) < 1e-9:
+        return f"RollingQ ({rq.name}) ties with Vanilla MT ({mt.name}) on {what}: {a:.3f} vs {b:.3f}."
+    word = "beats" if diff > 0 else "does NOT beat"
+    return f"RollingQ ({rq.name}) {word} Vanilla MT ({mt.name}) on {what}: {a:.3f} vs {b:.3f} ({diff:+.{1 if points else 2}f}{unit})."
+
+
+def _num(v) -> float | None:
+    return None if v is None else round(float(v), 3)
+
+
+# ---- the page ----
+
+def _cell(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v).replace("|", "\\|")
+
+
+def _table(columns: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+            *("| " + " | ".join(_cell(v) for v in row) + " |" for row in rows), ""]
+
+
+def _markdown(runs: Sequence[RunRecord], figures: dict[str, Path | None], columns: list[str], rows: list[list],
+              verdict: list[str], skipped: list[str]) -> str:
+    lines = ["# rq report: " + " vs ".join(f"`{r.name}`" for r in runs), "", *verdict, ""]
+    if skipped:
+        lines += ["Runs left out (unreadable):", "", *(f"- {s}" for s in skipped), ""]
+    lines += ["## Runs", ""] + _table(
+        ["run", "folder", "method", "preset", "epochs", "seed", "shards", "evaluated"],
+        [[r.name, str(r.path), r.method, r.config.get("preset"), len(r.epochs), r.config.get("seed"),
+          r.config.get("shards"), str(r.eval_path) if r.eval_path else "not evaluated"] for r in runs])
+    lines += ["## Accuracy (test split)", "",
+              "Fused = the classifier on the fused CLS token; the probes are linear classifiers on each "
+              "encoder's detached CLS token, i.e. how much each encoder learned on its own.", ""]
+    lines += _table(["run", "fused", "audio probe", "visual probe", "macro-F1", "best epoch (fused)", "source"],
+                    [[r.name, *(_num(r.clean()[0].get(k)) for k in ("acc", "acc_audio", "acc_visual", "macro_f1")),
+                      _best(r), r.clean()[1]] for r in runs])
+    lines += ["![test accuracy per epoch](accuracy.png)", ""]
+    lines += ["## Attention imbalance and rotations", "",
+              "AIR = E[cos(q, k̂_a) − cos(q, k̂_v)] of the fused CLS query; > 0 means the query leans to audio. "
+              "Stars mark the epochs at whose end RollingQ rotated the query.", ""]
+    lines += _table(["run", "epoch", "AIR (train)", "rotated", "angle (deg)"],
+                    [[r.name, e["epoch"], _num(e.get("air")), "yes" if e.get("rotated") else "no", _num(e.get("angle_deg"))]
+                     for r in runs for line in r.epochs for e in line.get("rollingq") or []
+                     if e.get("rotated") or line is r.epochs[-1]])
+    lines += ["![AIR per epoch](air.png)", "", "![attention share per epoch](attention.png)", ""]
+    lines += _noise_section(runs, figures)
+    lines += ["## Training speed", ""] + _table(
+        ["run", "mean samples/s", "train time (s)", "data wait (share of step time)"],
+        [[r.name, _mean([(line.get("train") or {}).get("samples_per_s") for line in r.epochs]),
+          round(sum(line.get("epoch_s") or 0 for line in r.epochs), 1),
+          _mean([(line.get("train") or {}).get("data_wait_frac") for line in r.epochs])] for r in runs])
+    lines += ["![training speed](speed.png)", "", "## Summary", ""] + _table(columns, rows)
+    return "\n".join(lines)
+
+
+def _noise_section(runs: Sequence[RunRecord], figures: dict[str, Path | None]) -> list[str]:
+    lines = ["## Noise robustness (paper Tables 2 and 3)", ""]
+    swept = [r for r in runs if (r.evaluation or {}).get("noise")]
+    if not swept:
+        return lines + ["No run has a noise sweep (`rq eval --noise-modality audio ...`).", ""]
+    sweep = swept[0].evaluation["noise"]
+    lines += [f"Noise: {sweep.get('definition', '')}, on {sweep['modality']}.", ""]
+    lines += _table(["run", "measure", *(f"level {lv:g}" for lv in sweep["levels"])],
+                    [[r.name, label, *(_num(v) for v in r.evaluation["noise"][key])]
+                     for r in swept for label, key in (("fused acc", "acc"), (f"attention on {sweep['modality']}",
+                                                                             f"share_{sweep['modality']}"))])
+    lines += ["![accuracy and attention vs noise](noise.png)", ""]
+    tested = [r for r in runs if (r.evaluation or {}).get("pearson")]
+    if tested:
+        p = tested[0].evaluation["pearson"]
+        lines += [f"Pearson test: {p['fraction']:g} of the test samples get {p['modality']} noise at level "
+                  f"{p['level']:g}; {p.get('convention', '')}.", ""]
+        lines += _table(["run", "noisy / samples", "r", "p", "r (share on the noisy modality)", "acc"],
+                        [[r.name, f"{q['noisy_samples']} / {q['samples']}", _num(q.get("r")), _sci(q.get("p")),
+                          _num(q.get("r_perturbed_share")), _num(q.get("acc"))]
+                         for r in tested for q in [r.evaluation["pearson"]]])
+        lines += ["![Pearson r per run](pearson.png)", ""]
+    return lines
+
+
+def _best(run: RunRecord) -> str:
+    scored = [(line["test"]["acc"], line["epoch"]) for line in run.epochs if (line.get("test") or {}).get("acc") is not None]
+    if not scored:
+        return "–"
+    acc, epoch = max(scored)
+    return f"{acc:.3f} (epoch {epoch})"
+
+
+def _mean(values: Sequence) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(sum(values) / len(values), 3) if values else None
+
+
+def _sci(v) -> str:
+    return "–" if v is None else f"{v:.2g}"
