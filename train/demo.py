@@ -3,7 +3,8 @@ depends on changed (and the screen says which were reused, and why the others ra
 
   raw/      rq synth, kinetics layout: audio the easy, dominant modality, the picture informative
             but slower to learn. Reused when raw/synth.json records the same settings and every clip.
-  shards/   rq preprocess kinetics: its own per-(clip, stage) cache; a rerun shows its cached counts.
+  shards/   rq preprocess kinetics (of the generated classes, classes.txt): its own per-(clip, stage)
+            cache; a rerun shows its cached counts.
   runs/mt, runs/rollingq
             rq train, tiny preset, same seed, Vanilla MT and RollingQ. Reused when config.json holds
             the same config and last.pt finished every epoch on the same shards; resumed when it
@@ -131,8 +132,14 @@ def _preprocess(raw: Path, shards: Path, settings: DemoSettings, workers: int | 
     t = time.perf_counter()
     manifest = shards / "manifest.json"
     before = manifest.read_bytes() if manifest.is_file() else None
-    preprocess("kinetics", raw=raw, out=shards, frame_size=settings.frame_size, audio_seconds=settings.seconds,
-               workers=workers, seed=settings.seed)
+    # Only the generated classes, so the classifier has as many outputs as the data has classes
+    # (the recipe's default list is all 31 Kinetics-Sounds classes).
+    classes = shards.parent / "classes.txt"
+    names = "".join(f"{c}\n" for c in json.loads((raw / "synth.json").read_text(encoding="utf-8"))["classes"])
+    if not classes.is_file() or classes.read_text(encoding="utf-8") != names:
+        classes.write_text(names, encoding="utf-8")
+    preprocess("kinetics", raw=raw, out=shards, classes=classes, frame_size=settings.frame_size,
+               audio_seconds=settings.seconds, workers=workers, seed=settings.seed)
     same = before is not None and manifest.read_bytes() == before
     log.add("preprocess", "reused" if same else "ran",
             "cached stages, shards and manifest unchanged (table above)" if same else

@@ -13,6 +13,7 @@ Exit status: 0 when at least one video got a prediction, 1 when none did (each b
 line on stderr), 2 for usage errors (no videos, an unreadable checkpoint or settings)."""
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,7 @@ def load_predictor(ckpt: Path, device: str = "auto") -> Predictor:
     except FileNotFoundError:
         raise PredictError(f"{ckpt}: no such checkpoint") from None
     except Exception as e:  # torch raises many types for a file that is not a checkpoint
-        raise PredictError(f"{ckpt}: not a checkpoint of rq train ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+        raise PredictError(f"{ckpt}: not a checkpoint of rq train ({type(e).__name__}: {' '.join(str(e).split())[:80]}...)") from None
     for key in ("config", "classes", "spec_shape", "model"):
         if key not in state:
             raise PredictError(f"{ckpt}: not a checkpoint of rq train (no {key!r})")
@@ -129,12 +130,13 @@ def predict(ckpt: Path, videos: list[Path], top: int = 5, device: str = "auto",
     """(predictions, errors) for `videos`; a bad video is an error entry and a line on stderr."""
     predictor = load_predictor(ckpt, device)
     results, errors = [], []
-    for video in progress(videos, desc="predict", unit="video"):
+    bar = progress(videos, desc="predict", unit="video")
+    for video in bar:
         try:
             results.append(predictor.predict(Path(video), top, timeout))
         except ClipError as e:
             errors.append({"video": str(video), "stage": e.stage, "reason": e.reason})
-            err.print(f"error: {video}: {e.stage}: {e.reason}", markup=False)
+            bar.write(f"error: {video}: {e.stage}: {e.reason}", file=sys.stderr)  # above the bar, own line
     return results, errors
 
 
