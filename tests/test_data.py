@@ -155,6 +155,17 @@ def test_equal_steps_per_rank_and_whole_epoch_coverage(shards, workers):
     assert sum(many.values()) == 92 and min(many.values()) >= 3 and max(many.values()) <= 5
 
 
+@pytest.mark.timeout(60)
+def test_workers_start_after_cv2_used_its_threads(shards):
+    """cv2's thread pool running in the trainer's process must not hang the forked workers."""
+    cv2.setNumThreads(2)
+    big = np.zeros((1500, 1500, 3), np.uint8)
+    for _ in range(3):
+        cv2.resize(big, (700, 700), interpolation=cv2.INTER_AREA)
+    src = open_source(str(shards[0]))
+    assert len(list(train_batches(src, cfg(workers=2), epoch=0, rank=0, world=1, steps=2))) == 2
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_eval_sees_every_sample_exactly_once(shards, workers):
     src = open_source(str(shards[0]))

@@ -9,7 +9,7 @@ import resource
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -73,10 +73,16 @@ def extract_clip_folders(src: ShardSource, root: Path) -> int:
     return len(index)
 
 
-def _time(batches: Iterable[dict], n: int, desc: str) -> tuple[float, float]:
-    """(wall seconds for `n` batches after a first one (start-up and buffer fill not counted),
-    CPU seconds of this process and its workers for all `n + 1` batches, start-up included).
-    CPU time is the steadier figure on a machine others are using too."""
+def _measure(make: Callable[[int], Iterable[dict]], n: int, desc: str) -> tuple[float, float]:
+    """(wall seconds for `n` batches after a first one, CPU seconds of this process and its workers
+    for those `n` batches). Start-up is left out of both: the wall clock starts at the first batch;
+    the CPU time of a 1-batch run is subtracted from that of the (n + 1)-batch run. CPU time is the
+    steadier figure where other jobs share the machine."""
+    wall, cpu = _run(make(n + 1), n, desc)
+    return wall, cpu - _run(make(1), 0, desc)[1]
+
+
+def _run(batches: Iterable[dict], n: int, desc: str) -> tuple[float, float]:
     cpu = _cpu_seconds()
     it = iter(batches)
     next(it)
@@ -96,8 +102,8 @@ def _cpu_seconds() -> float:
 def bench_loader(shards: str, *, workers: int = 2, batches: int = 20, batch_size: int = 64, frames: int = 3,
                  image_size: int = 224, rounds: int = 3, json_path: Path | None = None) -> dict:
     """Time both pipelines in one run, print a summary table, optionally write the result as JSON.
-    The pipelines take turns for `rounds` rounds and each reports its median round, so a burst of
-    load from something else on the machine does not land on one pipeline only."""
+    The pipelines take turns for `rounds` rounds; the speed-ups are the median of the rounds' ratios,
+    so a burst of load from other jobs on the machine does not land on one pipeline only."""
     from train.data import DataConfig, train_batches  # data.py re-exports this module's entry point
 
     try:
@@ -111,35 +117,38 @@ def bench_loader(shards: str, *, workers: int = 2, batches: int = 20, batch_size
         # Extracting first also brings the shards into the page cache: both pipelines read warm files.
         clips = extract_clip_folders(src, root)
         reference = ClipFolders(root, frames, image_size)
+
+        def reference_batches(k: int) -> DataLoader:
+            sampler = RandomSampler(reference, num_samples=k * batch_size)
+            return DataLoader(reference, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                              pin_memory=cfg.pin_memory)
+
         for r in range(rounds):
-            ours.append(_time(train_batches(src, cfg, epoch=r, rank=0, world=1, steps=batches + 1), batches,
-                              f"rq loader {r + 1}/{rounds}"))
-            sampler = RandomSampler(reference, num_samples=(batches + 1) * batch_size)
-            loader = DataLoader(reference, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                                pin_memory=cfg.pin_memory)
-            theirs.append(_time(loader, batches, f"clip folders {r + 1}/{rounds}"))
+            ours.append(_measure(lambda k: train_batches(src, cfg, epoch=r, rank=0, world=1, steps=k), batches,
+                                 f"rq loader {r + 1}/{rounds}"))
+            theirs.append(_measure(reference_batches, batches, f"clip folders {r + 1}/{rounds}"))
     except DataError as e:
         fail(str(e))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     samples = batches * batch_size
-    ours_s, theirs_s = (float(np.median([wall for wall, _ in runs])) for runs in (ours, theirs))
-    ours_cpu, theirs_cpu = (float(np.median([cpu for _, cpu in runs])) / ((batches + 1) * batch_size)
-                            for runs in (ours, theirs))
+    (ours_wall, ours_cpu), (theirs_wall, theirs_cpu) = (np.median(runs, axis=0) for runs in (ours, theirs))
     result = {"shards": shards, "clips": clips, "workers": workers, "batches": batches, "batch_size": batch_size,
               "frames": frames, "image_size": image_size, "spec_shape": list(src.spec_shape), "rounds": rounds,
-              "rq_samples_per_s": samples / ours_s, "reference_samples_per_s": samples / theirs_s,
-              "speedup": theirs_s / ours_s, "rq_cpu_ms_per_sample": 1e3 * ours_cpu,
-              "reference_cpu_ms_per_sample": 1e3 * theirs_cpu, "cpu_speedup": theirs_cpu / ours_cpu,
-              "rq_rounds": ours, "reference_rounds": theirs, "cpus": os.cpu_count(), "machine": platform.platform(),
-              "processor": platform.processor() or platform.machine()}
+              "rq_samples_per_s": samples / ours_wall, "reference_samples_per_s": samples / theirs_wall,
+              "speedup": float(np.median([t[0] / o[0] for o, t in zip(ours, theirs)])),
+              "rq_cpu_ms_per_sample": 1e3 * ours_cpu / samples,
+              "reference_cpu_ms_per_sample": 1e3 * theirs_cpu / samples,
+              "cpu_speedup": float(np.median([t[1] / o[1] for o, t in zip(ours, theirs)])),
+              "rq_rounds_wall_cpu": ours, "reference_rounds_wall_cpu": theirs, "cpus": os.cpu_count(),
+              "machine": platform.platform(), "processor": platform.processor() or platform.machine()}
     summary_table(f"rq bench loader: training input alone, {clips} clips, {workers} workers, "
-                  f"median of {rounds} rounds of {batches} batches",
-                  ["pipeline", "samples/s", "seconds/round", "CPU ms/sample (with start-up)"], [
-        ("rq shards (WebDataset, cv2, uint8)", result["rq_samples_per_s"], ours_s, 1e3 * ours_cpu),
-        ("reference: clip folders (PIL, float in workers)", result["reference_samples_per_s"], theirs_s,
-         1e3 * theirs_cpu),
-        ("speed-up", f"{result['speedup']:.2f}x", "", f"{result['cpu_speedup']:.2f}x"),
+                  f"medians of {rounds} rounds of {batches} batches",
+                  ["pipeline", "samples/s", "CPU ms/sample"], [
+        ("rq shards (WebDataset, cv2, uint8)", result["rq_samples_per_s"], result["rq_cpu_ms_per_sample"]),
+        ("reference: clip folders (PIL, float in workers)", result["reference_samples_per_s"],
+         result["reference_cpu_ms_per_sample"]),
+        ("speed-up", f"{result['speedup']:.2f}x", f"{result['cpu_speedup']:.2f}x"),
     ])
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)

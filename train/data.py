@@ -118,6 +118,10 @@ class Batches:
 
     def __iter__(self) -> Iterator[dict]:
         self.stats = LoaderStats()
+        if self.cfg.workers > 0:
+            # Before forking: a worker inherits cv2's thread pool in a state it can neither use nor
+            # reconfigure (it hangs), and each worker is meant to use one core anyway.
+            cv2.setNumThreads(0)
         loader = DataLoader(self.dataset, batch_size=None, num_workers=self.cfg.workers,
                             pin_memory=self.cfg.pin_memory, persistent_workers=False)
         for item in loader:
@@ -146,8 +150,6 @@ class _Epoch(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        if info is not None:
-            cv2.setNumThreads(1)  # one core per worker; cv2's own threads would fight the others
         cfg, urls, log = self.cfg, self.src.split(self.split)[0], []
         rng = np.random.default_rng([cfg.seed, self.epoch, self.rank, worker, 1])
         if self.steps is not None:
