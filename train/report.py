@@ -166,16 +166,17 @@ def _pearson_r(run: RunRecord) -> float | None:
 
 
 def headline(runs: Sequence[RunRecord]) -> tuple[list[str], list[list]]:
+    """One row per run: clean accuracies, accuracy at the highest noise level, Pearson r, rotations."""
     level = next((lv for lv, _ in map(_noise_end, runs) if lv is not None), None)
-    columns = ["run", "method", "epochs", "fused", "audio probe", "visual probe",
-               f"fused, audio noise {level:g}" if level is not None else "fused, noisy", "Pearson r", "rot.",
-               "train s"]
+    named = all(run.name == run.method for run in runs)  # a method column would only repeat the names
+    columns = ["run" if named else "run (method)", "fused", "audio probe", "visual probe",
+               f"fused, audio noise {level:g}" if level is not None else "fused, noisy", "Pearson r", "rotations"]
     rows = []
     for run in runs:
         clean, _ = run.clean()
-        rows.append([run.name, run.method, len(run.epochs), _num(clean.get("acc")), _num(clean.get("acc_audio")),
-                     _num(clean.get("acc_visual")), _num(_noise_end(run)[1]), _num(_pearson_r(run)),
-                     len(run.rotations()), round(sum(line.get("epoch_s") or 0 for line in run.epochs), 1)])
+        rows.append([run.name if named else f"{run.name} ({run.method})", _num(clean.get("acc")),
+                     _num(clean.get("acc_audio")), _num(clean.get("acc_visual")), _num(_noise_end(run)[1]),
+                     _num(_pearson_r(run)), len(run.rotations())])
     return columns, rows
 
 
@@ -193,8 +194,10 @@ def compare(runs: Sequence[RunRecord]) -> list[str]:
     if rq_noisy is not None and mt_noisy is not None:
         sentences.append(_versus(f"accuracy with audio noise {level:g}", rq_noisy, mt_noisy, rq, mt, points=True))
     if _pearson_r(rq) is not None and _pearson_r(mt) is not None:
+        p_values = [(r.evaluation["pearson"].get("p")) for r in (rq, mt)]
         sentences.append(_versus("Pearson r of attention vs noisy input", _pearson_r(rq), _pearson_r(mt), rq, mt,
-                                 points=False)[:-1] + "; the paper on Kinetics-Sounds: 0.44 for Vanilla MT, 0.78 with RollingQ.")
+                                 points=False)[:-1] + f", p = {_sci(p_values[0])} vs {_sci(p_values[1])}; the paper "
+                         "on Kinetics-Sounds: 0.44 for Vanilla MT, 0.78 with RollingQ.")
     n = rq.clean()[0].get("samples")
     if n:
         sentences.append(f"The test split has {n} samples: one sample is {100 / n:.1f} accuracy points.")
