@@ -236,7 +236,7 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
 
 def _markdown(runs: Sequence[RunRecord], figures: dict[str, Path | None], columns: list[str], rows: list[list],
               verdict: list[str], skipped: list[str]) -> str:
-    lines = ["# rq report: " + " vs ".join(f"`{r.name}`" for r in runs), "", *verdict, ""]
+    lines = ["# rq report: " + " vs ".join(f"`{r.name}`" for r in runs), "", *(f"- {v}" for v in verdict), ""]
     if skipped:
         lines += ["Runs left out (unreadable):", "", *(f"- {s}" for s in skipped), ""]
     lines += ["## Runs", ""] + _table(
