@@ -102,7 +102,8 @@ def test_predict_errors(rq, trained, tmp_path):
     result = rq("predict", trained["good"][0])
     assert result.exit_code == 2 and "--ckpt" in result.stderr
     result = rq("predict", "--ckpt", bad, trained["good"][0])
-    assert result.exit_code == 2 and "not a checkpoint" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert result.exit_code == 2 and "not a checkpoint" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
     result = rq("predict", "--ckpt", trained["ckpt"], trained["good"][0], "--top", "0")
     assert result.exit_code == 2 and "--top" in result.stderr
 

@@ -33,7 +33,7 @@ from train.run import run as train_run
 
 METHODS = ("mt", "rollingq")
 # What does not change the result of a training run (where the data is, how it is run): not compared.
-_RUNTIME = {"shards", "out", "workers", "device", "compile", "resume"}
+_RUNTIME = {"shards", "out", "workers", "device", "compile", "resume", "stop_after"}
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,8 @@ def load_predictor(ckpt: Path, device: str = "auto") -> Predictor:
     except FileNotFoundError:
         raise PredictError(f"{ckpt}: no such checkpoint") from None
     except Exception as e:  # torch raises many types for a file that is not a checkpoint
-        raise PredictError(f"{ckpt}: not a checkpoint of rq train ({type(e).__name__}: {' '.join(str(e).split())[:80]}...)") from None
+        reason = " ".join(str(e).split())[:80]
+        raise PredictError(f"{ckpt}: not a checkpoint of rq train ({type(e).__name__}: {reason}...)") from None
     for key in ("config", "classes", "spec_shape", "model"):
         if key not in state:
             raise PredictError(f"{ckpt}: not a checkpoint of rq train (no {key!r})")

@@ -34,7 +34,8 @@ class RunRecord:
 
     def rotations(self) -> list[tuple[int, float | None]]:
         """(epoch, AIR that triggered it) of every RollingQ rotation, any fusion layer."""
-        return [(e["epoch"], e.get("air")) for line in self.epochs for e in line.get("rollingq") or [] if e.get("rotated")]
+        return [(e["epoch"], e.get("air")) for line in self.epochs for e in line.get("rollingq") or []
+                if e.get("rotated")]
 
     def clean(self) -> tuple[dict, str]:
         """The headline test metrics and where they come from: the evaluated checkpoint, else the last epoch."""
@@ -188,7 +189,8 @@ def compare(runs: Sequence[RunRecord]) -> list[str]:
         best = max(runs, key=lambda r: r.clean()[0].get("acc") or -1)
         return [f"Highest fused test accuracy: {best.name} ({_num(best.clean()[0].get('acc'))}). "
                 "No Vanilla MT / RollingQ pair to compare."]
-    sentences = [_versus("fused test accuracy", rq.clean()[0].get("acc"), mt.clean()[0].get("acc"), rq, mt, points=True)]
+    sentences = [_versus("fused test accuracy", rq.clean()[0].get("acc"), mt.clean()[0].get("acc"), rq, mt,
+                         points=True)]
     level, rq_noisy = _noise_end(rq)
     _, mt_noisy = _noise_end(mt)
     if rq_noisy is not None and mt_noisy is not None:
@@ -212,7 +214,8 @@ def _versus(what: str, a: float | None, b: float | None, rq: RunRecord, mt: RunR
     if abs(diff) < 1e-9:
         return f"RollingQ ({rq.name}) ties with Vanilla MT ({mt.name}) on {what}: {a:.3f} vs {b:.3f}."
     word = "beats" if diff > 0 else "does NOT beat"
-    return f"RollingQ ({rq.name}) {word} Vanilla MT ({mt.name}) on {what}: {a:.3f} vs {b:.3f} ({diff:+.{1 if points else 2}f}{unit})."
+    return (f"RollingQ ({rq.name}) {word} Vanilla MT ({mt.name}) on {what}: {a:.3f} vs {b:.3f} "
+            f"({diff:+.{1 if points else 2}f}{unit}).")
 
 
 def _num(v) -> float | None:
@@ -254,7 +257,8 @@ def _markdown(runs: Sequence[RunRecord], figures: dict[str, Path | None], column
               "AIR = E[cos(q, k̂_a) − cos(q, k̂_v)] of the fused CLS query; > 0 means the query leans to audio. "
               "Stars mark the epochs at whose end RollingQ rotated the query.", ""]
     lines += _table(["run", "epoch", "AIR (train)", "rotated", "angle (deg)"],
-                    [[r.name, e["epoch"], _num(e.get("air")), "yes" if e.get("rotated") else "no", _num(e.get("angle_deg"))]
+                    [[r.name, e["epoch"], _num(e.get("air")), "yes" if e.get("rotated") else "no",
+                      _num(e.get("angle_deg"))]
                      for r in runs for line in r.epochs for e in line.get("rollingq") or []
                      if e.get("rotated") or line is r.epochs[-1]])
     lines += ["![AIR per epoch](air.png)", "", "![attention share per epoch](attention.png)", ""]
@@ -294,7 +298,8 @@ def _noise_section(runs: Sequence[RunRecord], figures: dict[str, Path | None]) -
 
 
 def _best(run: RunRecord) -> str:
-    scored = [(line["test"]["acc"], line["epoch"]) for line in run.epochs if (line.get("test") or {}).get("acc") is not None]
+    scored = [(line["test"]["acc"], line["epoch"]) for line in run.epochs
+              if (line.get("test") or {}).get("acc") is not None]
     if not scored:
         return "–"
     acc, epoch = max(scored)
