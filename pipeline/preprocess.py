@@ -135,13 +135,19 @@ def _check(opts: Options) -> tuple[Path, Path]:
 def _run(found: Discovery, job: Job, cache: Cache, workers: int) -> list[ClipResult]:
     cache.root.mkdir(parents=True, exist_ok=True)
     cache.clean()
+    # Settled clips (all cached, or known to fail) only read a few cache headers: doing that here costs
+    # less than shipping them to worker processes, and a no-change rerun then starts no pool at all.
+    settled = {clip.clip_id for clip in found.clips if plan_clip(clip, job, cache).settled}
+    batches = [([c for c in found.clips if c.clip_id in settled], 1, "cached clips"),
+               ([c for c in found.clips if c.clip_id not in settled], workers, "clips")]
     results = []
     try:
-        for result in map_unordered(partial(run_clip, job=job), found.clips, workers, desc="clips", unit="clip"):
-            if result.failure:
-                tqdm.write(f"skipped {result.clip.rel_source}: {result.failure[0]}: {result.failure[1]}",
-                           file=sys.stderr)
-            results.append(result)
+        for clips, n, desc in batches:
+            for result in map_unordered(partial(run_clip, job=job), clips, n, desc=desc, unit="clip") if clips else ():
+                if result.failure:
+                    tqdm.write(f"skipped {result.clip.rel_source}: {result.failure[0]}: {result.failure[1]}",
+                               file=sys.stderr)
+                results.append(result)
     except FfmpegMissing as e:
         fail(str(e))
     return sorted(results, key=lambda r: r.clip.clip_id)

@@ -106,6 +106,11 @@ class Plan:
     heads: dict[str, Head]                   # node id -> cached entry (forced nodes left out)
     failure: tuple[str, str] | None = None   # a cached failure, or an unreadable input file
 
+    @property
+    def settled(self) -> bool:
+        """Nothing to compute: every stage is cached, or the clip is known to fail."""
+        return self.failure is not None or len(self.heads) == len(self.nodes)
+
 
 def plan_clip(clip: Clip, job: Job, cache: Cache) -> Plan:
     nodes = clip_nodes(clip)
