@@ -199,9 +199,10 @@ def _cremad_names(rng, settings: SynthSettings, labels: list[int]) -> list[tuple
 # ---- the signals ----
 
 def class_tone(c: int) -> tuple[float, float]:
-    """(pitch Hz, beat Hz) of class c: pitches 180 Hz apart from 220 Hz (below 6 kHz for 31 classes,
-    well inside 16 kHz audio), beats of 1-5 Hz."""
-    return 220.0 + 180.0 * c, 1.0 + c % 5
+    """(pitch Hz, beat Hz) of class c. Pitches step through 250-7250 Hz by the golden ratio, so the
+    first K classes are spread over the whole band whatever K is (neighbouring pitches would share a
+    row of 16x16 spectrogram patches and be hard to tell apart); beats of 1-5 Hz."""
+    return 250.0 + 7000.0 * ((c * 0.618034) % 1.0), 1.0 + c % 5
 
 
 def class_picture(c: int) -> dict:
