@@ -169,16 +169,17 @@ def train_cmd(
     shards: str = typer.Option(..., help="Shards folder written by `rq preprocess` (reads its manifest.json), "
                                 "or shard URL patterns joined by '::'."),
     preset: str = typer.Option("ks", help="ks | cremad (the paper's model and settings) | tiny (small model, "
-                               "64 px frames, batch 16, 4 epochs, lr 1e-2: CPU runs, tests, the demo)."),
+                               "64 px frames, batch 16, 4 epochs, AdamW lr 1e-3: CPU runs, tests, the demo)."),
     method: Optional[str] = typer.Option(None, help="rollingq (default) | mt (Vanilla MT) | concat | "
                                          "unimodal-audio | unimodal-visual."),
     out: Optional[Path] = typer.Option(None, help="Run folder [default: a new runs/<time>-<method>]."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last.pt (same final weights as "
                                 "an uninterrupted run); its config.json wins over other options."),
+    optimizer: Optional[str] = typer.Option(None, help="sgd (the paper) | adamw [preset: sgd; tiny adamw]."),
     epochs: Optional[int] = typer.Option(None, help="Epochs [preset: 30; tiny 4]."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate of SGD [preset: 1e-3; tiny 1e-2]."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate [preset: 1e-3]."),
     batch_size: Optional[int] = typer.Option(None, help="Batch per process [preset: 64; tiny 16]."),
-    momentum: Optional[float] = typer.Option(None, help="SGD momentum [0.9]."),
+    momentum: Optional[float] = typer.Option(None, help="SGD momentum [0.9]; not used by adamw."),
     weight_decay: Optional[float] = typer.Option(None, help="SGD weight decay [1e-4]."),
     warmup_epochs: Optional[float] = typer.Option(None, help="Linear warm-up before the cosine decay, in epochs "
                                                   "[preset: 2.5; tiny 0.5]."),

@@ -113,8 +113,10 @@ def test_resume_reaches_the_same_weights_and_warns_on_changed_shards(rotated_run
     assert a["model"].keys() == b["model"].keys()
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
-    for buf_a, buf_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
-        assert torch.equal(buf_a["momentum_buffer"], buf_b["momentum_buffer"])
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    for param, state_a in a["optimizer"]["state"].items():
+        for name, value in state_a.items():   # momentum buffers (SGD), moments and step (AdamW)
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(b["optimizer"]["state"][param][name])), name
 
     changed = tmp_path / "changed"
     write_shards(changed, {"train": [9, 8], "test": [5, 4]}, classes=3, n_frames=3, spec_shape=(257, 20),

@@ -101,7 +101,9 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
     model.to(env.device)
     # The controller measures AIR on any fused model (mt too) and rotates only a rollingq model.
     controller = RollingQ(model, cfg.rollingq()) if len(model.fusion) else None
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = (torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+                 if cfg.optimizer == "sgd" else
+                 torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay))
 
     n_train = src.split("train")[1]
     global_batch = cfg.batch_size * env.world
