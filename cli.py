@@ -49,6 +49,9 @@ def synth_cmd(
                                       "0-1 (the tone's amplitude is 0.5)."),
     visual_noise: float = typer.Option(0.1, "--visual-noise", help="Strength of temporal pixel noise added to "
                                        "the picture, 0-1 (1 = ffmpeg noise filter at 100)."),
+    visual_cue: str = typer.Option("colour", "--visual-cue", help="colour: the box's colour, shape and motion "
+                                   "tell the class; motion: its colour is random per clip, only shape and "
+                                   "direction tell it (slower for a model to learn)."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="kinetics: share of each class's clips "
                                        "written to val/ (cremad has no split in its raw layout)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Clips rendered in parallel, one ffmpeg each "

@@ -46,6 +46,10 @@ class SynthSettings:
     visual_informative: float = 0.6
     audio_noise: float = 0.1
     visual_noise: float = 0.1
+    # "colour": the box's colour, shape and motion all tell the class (a tiny model reads the colour in a
+    # few steps); "motion": the colour is drawn at random per clip, so only shape and direction of motion
+    # tell it: informative, but slower to learn than the class's tone.
+    visual_cue: str = "colour"
     val_fraction: float = 0.2       # kinetics: share of each class in val/
 
     def resolved(self) -> "SynthSettings":
@@ -66,6 +70,8 @@ class SynthSettings:
             raise ValueError(f"--seconds must be in 0.1..600, not {s.seconds}")
         if min(s.size) < 16 or any(v % 2 for v in s.size):
             raise ValueError(f"--size must be even numbers of at least 16 pixels, not {s.size[0]}x{s.size[1]}")
+        if s.visual_cue not in ("colour", "motion"):
+            raise ValueError(f"--visual-cue must be colour or motion, not {s.visual_cue!r}")
         for name in ("audio_informative", "visual_informative", "audio_noise", "visual_noise", "val_fraction"):
             if not 0 <= getattr(s, name) <= 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be in 0..1, not {getattr(s, name)}")
@@ -216,6 +222,7 @@ def class_picture(c: int) -> dict:
 def _video(spec: ClipSpec, settings: SynthSettings):
     w, h = settings.size
     look = class_picture(spec.visual_class)
+    colour = look["color"] if settings.visual_cue == "colour" else class_picture(spec.noise_seed % 31)["color"]
     bw, bh = (max(2, round(w * look["shape"][0])), max(2, round(h * look["shape"][1])))
     # one pass along the path per 4 s, starting at a per-clip phase
     along = f"mod({spec.phase}+t/4,1)"
@@ -223,7 +230,7 @@ def _video(spec: ClipSpec, settings: SynthSettings):
             "down": ("(W-w)/2", f"(H-h)*{along}"), "up": ("(W-w)/2", f"(H-h)*(1-{along})")}[look["direction"]]
     timing = f"r={settings.fps}:d={spec.seconds}"
     background = ffmpeg.input(f"color=c=0x404040:s={w}x{h}:{timing}", f="lavfi")
-    box = ffmpeg.input(f"color=c={look['color']}:s={bw}x{bh}:{timing}", f="lavfi")
+    box = ffmpeg.input(f"color=c={colour}:s={bw}x{bh}:{timing}", f="lavfi")
     picture = ffmpeg.overlay(background, box, x=x, y=y, eof_action="pass")
     if settings.visual_noise > 0:
         picture = picture.filter("noise", alls=round(settings.visual_noise * 100), allf="t",
