@@ -93,6 +93,14 @@ def test_each_class_has_its_own_sound_and_picture(kinetics):
         assert np.abs(box_color(video) - expected_bgr).max() < 30, clip["video"]
 
 
+def test_motion_cue_draws_the_box_colour_at_random(rq, tmp_path):
+    listing = synth(rq, tmp_path / "raw", "--preset", "kinetics", "--clips", 8, "--classes", 1,
+                    "--visual-informative", 1, "--visual-noise", 0, "--visual-cue", "motion")
+    colours = [box_color(tmp_path / "raw" / clip["video"]) for clip in listing["clips"]]
+    # one class, so the "colour" cue would give 8 boxes of one colour; "motion" varies it per clip
+    assert max(np.abs(c - colours[0]).max() for c in colours) > 60
+
+
 def test_uninformative_audio_carries_another_class(rq, tmp_path):
     listing = synth(rq, tmp_path / "raw", "--preset", "kinetics", "--clips", 4, "--classes", 2,
                     "--audio-informative", 0, "--audio-noise", 0)
