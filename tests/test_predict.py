@@ -119,3 +119,17 @@ def test_predict_without_the_shards_manifest(rq, trained, tmp_path):
     result = rq("predict", "--ckpt", moved, trained["good"][0])
     assert result.exit_code == 2 and "preprocessing settings" in result.stderr
     assert torch.load(moved, weights_only=True)["classes"] == ["high", "low"]
+
+
+def test_predict_needs_no_shards_when_the_checkpoint_carries_its_settings(rq, trained, tmp_path):
+    """rq train stores the shards' preprocessing config in the checkpoint: predict works with the shards gone."""
+    from train.checkpoint import load_checkpoint, save_checkpoint
+    state = load_checkpoint(trained["ckpt"])
+    manifest = json.loads((Path(state["config"]["shards"]) / "manifest.json").read_text())
+    assert state["preprocess"] == manifest["config"]
+    state["config"]["shards"] = str(tmp_path / "gone")
+    moved = tmp_path / "moved.pt"
+    save_checkpoint(state, moved)
+    result = rq("predict", "--ckpt", moved, trained["good"][0], "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["predictions"][0]["top"]

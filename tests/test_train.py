@@ -18,7 +18,7 @@ TRAIN_FIELDS = {"samples", "loss", "acc", "acc_audio", "acc_visual", "macro_f1",
 TEST_FIELDS = {"samples", "loss", "acc", "acc_audio", "acc_visual", "macro_f1", "air", "share_audio", "share_visual",
                "unique_samples", "skipped_samples", "bad_tars"}
 CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "rollingq", "rng", "epoch", "best_acc", "config", "classes",
-                   "spec_shape", "manifest_sha256"}
+                   "spec_shape", "manifest_sha256", "preprocess"}
 
 
 @pytest.fixture(scope="module")

@@ -169,7 +169,9 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": schedule,
                      "rollingq": controller.state_dict() if controller is not None else {}, "rng": rngs,
                      "epoch": epoch, "best_acc": best_acc, "config": cfg.to_dict(), "classes": list(src.classes),
-                     "spec_shape": list(src.spec_shape), "manifest_sha256": src.manifest_sha256}
+                     "spec_shape": list(src.spec_shape), "manifest_sha256": src.manifest_sha256,
+                     # how the shards were made, so `rq predict` can treat raw videos the same way without them
+                     "preprocess": src.preprocess or None}
             save_checkpoint(state, run_dir / "last.pt")
             out.print(f"saved {run_dir / 'last.pt'}" + (" and best.pt" if is_best else ""))
             if is_best:

@@ -29,6 +29,7 @@ class ShardSource:
     splits: dict[str, tuple[list[str], int | None]]      # split -> (shard URLs, samples or None if unknown)
     manifest_sha256: str | None
     sizes: dict[str, list[int]] = field(default_factory=dict, repr=False)  # samples per shard, from the manifest
+    preprocess: dict = field(default_factory=dict, repr=False)  # the manifest's config: how the shards were made
 
     def shard_sizes(self, split: str) -> list[int]:
         """Samples per shard of `split`: the manifest's counts, else the split's total spread evenly
@@ -62,7 +63,7 @@ def open_source(location: str, *, classes: Sequence[str] | None = None, frames_p
         splits = {name: [str(folder / s["name"]) for s in info["shards"]]
                   for name, info in manifest["splits"].items() if info["shards"]}
         return _with_spec_shape(manifest["classes"], manifest["frames_per_clip"], splits, sha,
-                                _manifest_sizes(manifest))
+                                _manifest_sizes(manifest), preprocess=manifest.get("config", {}))
     urls = [url for part in location.split("::") for url in braceexpand.braceexpand(part.strip())]
     splits: dict[str, list[str]] = {}
     for url in urls:
@@ -78,7 +79,8 @@ def open_source(location: str, *, classes: Sequence[str] | None = None, frames_p
         if missing:
             raise DataError(f"{missing[0]}: not listed in {beside}")
         sizes = {split: [known[Path(u).name] for u in us] for split, us in splits.items()}
-        return _with_spec_shape(manifest["classes"], manifest["frames_per_clip"], splits, sha, sizes)
+        return _with_spec_shape(manifest["classes"], manifest["frames_per_clip"], splits, sha, sizes,
+                                preprocess=manifest.get("config", {}))
     if classes is None or frames_per_clip is None:
         raise DataError(f"{urls[0]}: no manifest.json beside the shards; pass classes and frames_per_clip")
     samples = samples or {}
@@ -102,7 +104,8 @@ def _manifest_sizes(manifest: dict) -> dict[str, list[int]]:
 
 
 def _with_spec_shape(classes: list[str], frames_per_clip: int, splits: dict[str, list[str]], sha: str | None,
-                     sizes: dict[str, list[int]], totals: dict[str, int | None] | None = None) -> ShardSource:
+                     sizes: dict[str, list[int]], totals: dict[str, int | None] | None = None,
+                     preprocess: dict | None = None) -> ShardSource:
     if not splits:
         raise DataError("no shards found")
     if totals is None:
@@ -110,7 +113,8 @@ def _with_spec_shape(classes: list[str], frames_per_clip: int, splits: dict[str,
     return ShardSource(classes=list(classes), frames_per_clip=int(frames_per_clip),
                        spec_shape=_peek_spec_shape(splits), manifest_sha256=sha,
                        splits={split: (urls, totals[split]) for split, urls in splits.items()},
-                       sizes={split: sizes[split] for split in splits if split in sizes})
+                       sizes={split: sizes[split] for split in splits if split in sizes},
+                       preprocess=preprocess or {})
 
 
 def _peek_spec_shape(splits: dict[str, list[str]]) -> tuple[int, int]:
