@@ -33,6 +33,14 @@ class Head:
     error: str | None = None
 
 
+class DamagedEntry(Exception):
+    """A cache entry that no longer holds what its header promised (disk error, a stray edit)."""
+
+    def __init__(self, clip_id: str, stage: str, key: str):
+        self.clip_id, self.stage, self.key = clip_id, stage, key
+        super().__init__(f"damaged cache entry of {clip_id} ({stage})")
+
+
 class Cache:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -74,6 +82,9 @@ class Cache:
             members[name] = blob
             pos += size
         return members if magic == MAGIC and pos == len(data) else None
+
+    def remove(self, stage: str, key: str) -> None:
+        self.path(stage, key).unlink(missing_ok=True)
 
     def put(self, stage: str, key: str, members: dict[str, bytes]) -> Head:
         head = Head(tuple((n, len(b), hashlib.sha256(b).hexdigest()) for n, b in sorted(members.items())))

@@ -14,5 +14,9 @@ class NoAudioStream(ClipError):
     """The container has no audio stream (kept as silence only with --missing-audio silence)."""
 
 
-class ClipTimeout(ClipError):
-    """An ffmpeg call ran past --timeout. Not cached as a failure: a rerun with more time may succeed."""
+class TransientClipError(ClipError):
+    """A failure a rerun may not repeat (ffmpeg killed by a signal, e.g. the OOM killer): never cached."""
+
+
+class ClipTimeout(TransientClipError):
+    """An ffmpeg call ran past --timeout: a rerun on a less busy machine may succeed."""

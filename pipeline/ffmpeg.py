@@ -16,7 +16,7 @@ from pathlib import Path
 
 import ffmpeg
 
-from .errors import ClipError, ClipTimeout
+from .errors import ClipError, ClipTimeout, TransientClipError
 
 # Quiet, never reads the terminal, one thread for filters (parallelism comes from workers, not ffmpeg).
 GLOBAL_ARGS = ("-nostdin", "-hide_banner", "-loglevel", "error", "-filter_complex_threads", "1")
@@ -99,6 +99,7 @@ def stream_ffmpeg(stream, *, stage: str, path: Path, timeout: float, record_size
             proc.stdout.close()
         if expired.is_set():
             raise ClipTimeout(stage, f"ffmpeg timed out after {timeout:g} s")
+        _raise_if_killed(proc.returncode, stage)
         if proc.returncode != 0:
             stderr.seek(0)
             raise ClipError(stage, _reason(stderr.read().decode("utf-8", "replace"), path))
@@ -125,9 +126,16 @@ def _execute(argv: list[str], *, stage: str, path: Path, timeout: float,
         raise ClipTimeout(stage, f"ffmpeg timed out after {timeout:g} s") from None
     except OSError as e:
         raise FfmpegMissing(f"cannot run {argv[0]}: {e.strerror}") from None
+    _raise_if_killed(done.returncode, stage)
     if check and done.returncode != 0:
         raise ClipError(stage, _reason(done.stderr.decode("utf-8", "replace"), path))
     return done
+
+
+def _raise_if_killed(returncode: int, stage: str) -> None:
+    """A negative return code is a signal from outside (OOM killer, a stray kill), not a bad clip."""
+    if returncode < 0:
+        raise TransientClipError(stage, f"ffmpeg killed by signal {-returncode}")
 
 
 def _reason(stderr: str, path: Path) -> str:

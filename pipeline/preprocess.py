@@ -11,18 +11,19 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .atomic import remove_stale_temporaries
-from .cache import Cache
+from .cache import Cache, DamagedEntry
 from .clips import Discovery
 from .console import err, fail, out as console, summary_table
 from .executor import map_unordered
 from .ffmpeg import FfmpegMissing, ffmpeg_location
-from .manifest import CLIPS, FAILURES, build_manifest, read_manifest, write_jsonl, write_manifest
+from .manifest import CLIPS, FAILURES, MANIFEST, build_manifest, read_manifest, write_jsonl, write_manifest
 from .recipes import RECIPES, LayoutError, RecipeOptions
 from .settings import AudioDecodeSettings, FrameSettings, SpectrogramSettings
-from .shards import make_sample, shuffled, write_split
+from .shards import make_sample, shuffled, split_content, write_split
 from .stages import STAGE_NAMES, STAGES, ClipResult, Job, plan_clip, run_clip
 
 SPLITS = ("train", "test")
+_REPAIRS = 3   # passes that may each find and recompute damaged cache entries
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,12 @@ def preprocess(recipe: str, **options) -> None:
                 "spectrogram": SpectrogramSettings(
                     audio_seconds=opts.audio_seconds if opts.audio_seconds is not None else module.AUDIO_SECONDS,
                     audio_pad=opts.audio_pad, n_fft=opts.n_fft, win_length=opts.n_fft, hop_length=opts.hop_length)}
+    n_fft_seconds = settings["spectrogram"].n_fft / opts.sample_rate
+    if settings["spectrogram"].audio_seconds < n_fft_seconds:
+        fail(f"--audio-seconds {settings['spectrogram'].audio_seconds:g} is shorter than one STFT window "
+             f"({settings['spectrogram'].n_fft} samples = {n_fft_seconds:g} s at {opts.sample_rate} Hz)")
+    if recipe == "folder" and (out == raw or raw in out.parents):
+        fail(f"--out {out} is inside --raw {raw}: the folder recipe would take it for a class folder")
     recipe_options = RecipeOptions(opts.classes, opts.split_list, opts.split, opts.test_fraction, opts.seed)
     try:
         found = module.discover(raw, recipe_options)
@@ -80,15 +87,23 @@ def preprocess(recipe: str, **options) -> None:
     except FfmpegMissing as e:
         fail(str(e))
     start = time.perf_counter()
-    results = _run(found, job, cache, opts.workers or len(os.sched_getaffinity(0)))
-    ok = [r for r in results if r.failure is None]
-    samples = [make_sample(r, settings) for r in ok]
     shard_bytes = int(opts.shard_size * 1e6)
-    previous = (read_manifest(out) or {}).get("splits", {})
     remove_stale_temporaries(out)
-    outcomes = {split: write_split(out, split, shuffled([s for s, r in zip(samples, ok) if r.clip.split == split],
-                                                        opts.seed), shard_bytes, cache, previous.get(split))
-                for split in SPLITS}
+    for attempt in range(_REPAIRS + 1):
+        results = _run(found, job, cache, opts.workers or len(os.sched_getaffinity(0)))
+        ok = [r for r in results if r.failure is None]
+        by_split = {split: shuffled([make_sample(r, settings) for r in ok if r.clip.split == split], opts.seed)
+                    for split in SPLITS}
+        try:
+            outcomes = _write_shards(out, by_split, shard_bytes, cache)
+            break
+        except DamagedEntry as e:
+            # The entry's header said "cached" but its bytes fail their hashes: drop it, and the next
+            # pass recomputes that clip (every other clip is settled from the cache in milliseconds).
+            cache.remove(e.stage, e.key)
+            err.print(f"warning: {e}: removed, recomputing", markup=False)
+    else:
+        fail(f"cache entries under {cache.root} keep failing their checks; is the disk healthy?", code=1)
     skipped = len(results) - len(ok)
     config = {name: asdict(s) for name, s in settings.items() if s is not None} | {
         "shard_size_mb": opts.shard_size, "seed": opts.seed, "stage_versions": {s.name: s.version for s in STAGES},
@@ -104,6 +119,19 @@ def preprocess(recipe: str, **options) -> None:
              f"--max-failure-rate {opts.max_failure_rate:g}; the reasons are in {out / FAILURES}", code=1)
 
 
+def _write_shards(out: Path, by_split: dict[str, list], shard_bytes: int, cache: Cache) -> dict:
+    previous = (read_manifest(out) or {}).get("splits", {})
+    if any(previous.get(split, {}).get("content") != split_content(samples, shard_bytes)
+           for split, samples in by_split.items()):
+        # Shards are about to change: a kill before the new manifest lands must not leave the old one
+        # vouching for them (a rerun would keep reordered shards of the same size as "unchanged").
+        (out / MANIFEST).unlink(missing_ok=True)
+        previous = {split: entry for split, entry in previous.items()
+                    if entry.get("content") == split_content(by_split.get(split, []), shard_bytes)}
+    return {split: write_split(out, split, samples, shard_bytes, cache, previous.get(split))
+            for split, samples in by_split.items()}
+
+
 def _check(opts: Options) -> tuple[Path, Path]:
     """Usage errors, one line each, before any work."""
     if opts.raw is None:
@@ -112,6 +140,11 @@ def _check(opts: Options) -> tuple[Path, Path]:
         fail(f"--raw {opts.raw}: no such folder")
     if opts.out is None:
         fail("--out DIR is required: the folder for shards, manifest and cache")
+    for name, path in (("--out", opts.out), ("--cache", opts.cache)):
+        if path is not None and path.exists() and not path.is_dir():
+            fail(f"{name} {path}: is a file, not a folder")
+    if opts.classes is not None and not opts.classes.is_file():
+        fail(f"--classes {opts.classes}: no such file")
     checks = [(opts.frame_size >= 0, "--frame-size must be >= 0"),
               (1 <= opts.jpeg_quality <= 100, "--jpeg-quality must be in 1..100"),
               (opts.sample_rate > 0, "--sample-rate must be > 0"),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import atomic_file
-from .cache import Cache
+from .cache import Cache, DamagedEntry
 from .stages import STAGES, ClipResult
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -184,11 +184,11 @@ def _member_bytes(sample: Sample, cache: Cache):
             yield m, m.inline
             continue
         if (m.stage, m.cache_key) not in entries:
-            got = cache.read(m.stage, m.cache_key)
-            if got is None:
-                raise RuntimeError(f"cache entry of {sample.clip_id} ({m.stage}) vanished while writing shards")
+            got = cache.read(m.stage, m.cache_key)   # None: missing, or its bytes fail their hashes
+            if got is None or m.suffix not in got:
+                raise DamagedEntry(sample.clip_id, m.stage, m.cache_key)
             entries[m.stage, m.cache_key] = got
         data = entries[m.stage, m.cache_key][m.suffix]
         if hashlib.sha256(data).hexdigest() != m.sha256:
-            raise RuntimeError(f"cache entry of {sample.clip_id} ({m.stage}) changed while writing shards")
+            raise DamagedEntry(sample.clip_id, m.stage, m.cache_key)
         yield m, data

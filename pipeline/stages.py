@@ -12,7 +12,8 @@ from pathlib import Path
 from . import audio, frames, probe, spectrogram
 from .cache import Cache, Head, stage_key
 from .clips import Clip, fingerprint
-from .errors import ClipError, ClipTimeout
+from .errors import ClipError, TransientClipError
+from .ffmpeg import FfmpegMissing
 from .settings import AudioDecodeSettings, FrameSettings, SpectrogramSettings, canonical
 
 
@@ -155,8 +156,10 @@ def run_clip(clip: Clip, job: Job) -> ClipResult:
             members = st.fn(node.path, inputs, job.settings.get(st.name), job.timeout)
         except ClipError as e:
             states[node.id] = ("failed", time.perf_counter() - start)
-            if not isinstance(e, ClipTimeout):   # a timeout on a busy machine may pass next time
+            if not isinstance(e, TransientClipError):   # a timeout or a kill may pass next time
                 cache.put_error(st.name, keys[node.id], e.reason)
+            raise
+        except FfmpegMissing:   # a set-up problem: stops the run with one line, no clip is blamed
             raise
         except Exception as e:  # a bug, not a bad clip: recorded (not cached) so the run still finishes
             states[node.id] = ("failed", time.perf_counter() - start)

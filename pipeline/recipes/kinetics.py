@@ -19,7 +19,10 @@ def discover(raw: Path, options: RecipeOptions) -> Discovery:
     if not any((raw / folder).is_dir() for folder in FOLDERS.values()):
         raise LayoutError(f"{raw}: not a Kinetics download (no train/ or val/ folder)")
     classes = tuple(read_class_list(options.classes))
-    files = {split: _videos(raw / folder) for split, folder in FOLDERS.items()}
+    files, duplicates = {}, []
+    for split, folder in FOLDERS.items():
+        files[split], dups = _videos(raw / folder)
+        duplicates += dups
     listed = _from_split_lists(options) if options.split_lists else _from_annotations(raw)
     clips, rejected, other = [], [], 0
     for split, entries in listed.items():
@@ -34,6 +37,8 @@ def discover(raw: Path, options: RecipeOptions) -> Discovery:
                 clips.append(make_clip(raw, name, path, split, index, classes))
     rejected += [Rejected(p.relative_to(raw).as_posix(), "not in the annotations")
                  for left in files.values() for p in left.values()]
+    rejected += [Rejected(p.relative_to(raw).as_posix(), f"same name as {kept.relative_to(raw).as_posix()}, "
+                          "which is used") for p, kept in duplicates]
     return Discovery(tuple(clips), classes, tuple(sorted(rejected, key=lambda r: r.source)), other)
 
 
@@ -41,12 +46,18 @@ def _other(split: str) -> str:
     return "test" if split == "train" else "train"
 
 
-def _videos(folder: Path) -> dict[str, Path]:
-    """name (file stem) -> path of every video under `folder`, class sub-folders included."""
-    if not folder.is_dir():
-        return {}
-    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
-    return {p.stem: p for p in reversed(found)}
+def _videos(folder: Path) -> tuple[dict[str, Path], list[tuple[Path, Path]]]:
+    """name (file stem) -> path of every video under `folder`, class sub-folders included; and the
+    (path, kept path) of every further file with a name already taken (the first in sorted order wins)."""
+    by_name: dict[str, Path] = {}
+    duplicates = []
+    if folder.is_dir():
+        for p in sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()):
+            if p.stem in by_name:
+                duplicates.append((p, by_name[p.stem]))
+            else:
+                by_name[p.stem] = p
+    return by_name, duplicates
 
 
 def _from_annotations(raw: Path) -> dict[str, dict[str, str]]:
