@@ -56,7 +56,9 @@ class FusionAttention(nn.Module):
         q, k, v = self.qkv(self.norm(x)).chunk(3, dim=-1)
         q_cls = q[:, 0]
         if self.rotation is not None:
-            q_cls = q_cls @ self.rotation.to(q_cls.dtype).T   # rows: (R·q)ᵀ = qᵀ·Rᵀ
+            # rows: (R·q)ᵀ = qᵀ·Rᵀ, in fp32 even under bf16 autocast (a bf16 R is orthogonal only to ~1e-2)
+            with torch.autocast(q_cls.device.type, enabled=False):
+                q_cls = (q_cls.float() @ self.rotation.float().T).to(q_cls.dtype)
         kh = k.view(b, n, h, d // h).transpose(1, 2)
         vh = v.view(b, n, h, d // h).transpose(1, 2)
         scores = (q_cls.view(b, h, 1, d // h) @ kh.transpose(-2, -1)) * (d // h) ** -0.5

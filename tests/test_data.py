@@ -277,3 +277,15 @@ def test_reads_shards_written_by_rq_preprocess(preprocessed):
     assert set(seen) == set(shard_keys["train"])
     keys = [k for rank in range(2) for b in eval_batches(src, config, rank=rank, world=2) for k in b["key"]]
     assert sorted(keys) == sorted(shard_keys["test"])
+
+
+def test_the_samples_left_over_change_from_epoch_to_epoch(tmp_path):
+    """One shard of 18 samples, batch 4: 2 samples sit out each epoch, and not the same 2 every time."""
+    layout = write_shards(tmp_path / "one", {"train": [18]}, classes=2)
+    src = open_source(str(tmp_path / "one"))
+    left_out = []
+    for epoch in range(4):
+        seen = {k for b in train_batches(src, cfg(), epoch=epoch, rank=0, world=1, steps=4) for k in b["key"]}
+        assert len(seen) == 16
+        left_out.append(frozenset(set(layout["keys"]["train"]) - seen))
+    assert len(set(left_out)) > 1

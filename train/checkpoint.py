@@ -7,6 +7,10 @@ import random
 import numpy as np
 import torch
 
+from train.config import ConfigError
+
+REQUIRED = ("model", "config", "classes", "spec_shape")
+
 
 def rng_state() -> dict:
     """The state of every random generator a training step may draw from."""
@@ -42,3 +46,28 @@ def save_checkpoint(state: dict, path: Path) -> None:
 def load_checkpoint(path: Path) -> dict:
     """A checkpoint's contents on the CPU; tensors and plain python values only."""
     return torch.load(Path(path), map_location="cpu", weights_only=True)
+
+
+def read_run_checkpoint(path: Path) -> dict:
+    """A checkpoint written by `rq train`, or a one-line ConfigError saying why the file is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such checkpoint")
+    try:
+        state = load_checkpoint(path)
+    except Exception as e:  # torch raises many types for a file that is not a checkpoint
+        reason = " ".join(str(e).split())[:80]
+        raise ConfigError(f"{path}: not a checkpoint of rq train ({type(e).__name__}: {reason}...)") from None
+    missing = [key for key in REQUIRED if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ConfigError(f"{path}: not a checkpoint of rq train (no {missing[0]!r})")
+    return state
+
+
+def check_fits(state: dict, path: Path, classes, spec_shape, shards: str) -> None:
+    """The model in `state` can read these shards: same classes, same spectrogram shape."""
+    if list(classes) != list(state["classes"]):
+        raise ConfigError(f"{shards}: its classes differ from those {path} was trained on")
+    if tuple(spec_shape) != tuple(state["spec_shape"]):
+        raise ConfigError(f"{shards}: spectrograms are {spec_shape[0]}x{spec_shape[1]}, {path} was trained on "
+                          f"{state['spec_shape'][0]}x{state['spec_shape'][1]}")

@@ -156,10 +156,14 @@ class _Epoch(IterableDataset):
             # Batch i of this rank comes from worker i % workers (the DataLoader's round robin).
             n_batches = len(range(worker, self.steps, workers))
             before = sum(len(range(w, self.steps, workers)) for w in range(worker))
-            start = (self.rank * self.steps + before) * cfg.batch_size
-            stop = start + n_batches * cfg.batch_size
             sizes = self.src.shard_sizes(self.split)
-            order = lambda cycle: shard_order(len(urls), cfg.seed, self.epoch, cycle)  # noqa: E731
+            # Each epoch starts where the last one stopped in the endless stream, so the samples left
+            # over by `steps` full batches are not the same ones every epoch (with one shard they were).
+            offset = self.epoch * self.steps * self.world * cfg.batch_size % sum(sizes)
+            start = offset + (self.rank * self.steps + before) * cfg.batch_size
+            stop = start + n_batches * cfg.batch_size
+            # Passes 0 and 1 walk the same order, so an epoch starting mid-pass still sees every sample.
+            order = lambda cycle: shard_order(len(urls), cfg.seed, self.epoch, max(0, cycle - 1))  # noqa: E731
             shuffle = wds.shuffle(cfg.shuffle_buffer, rng=random.Random(int(rng.integers(2**63))))
             samples = chain(shuffle(_read(urls, _span(sizes, order, start, stop), log)),
                             # Read only when bad samples left the span short; one more pass at most.
@@ -257,7 +261,7 @@ def _drain(log: list[Skip]) -> list[Skip]:
 
 
 def _one_line(exn: Exception) -> str:
-    text = str(exn.args[0]) if exn.args else ""
+    text = str(exn)   # not args[0]: for an OSError that is the bare errno
     return " ".join(f"{type(exn).__name__}: {text}".split())
 
 

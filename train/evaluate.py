@@ -28,9 +28,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from pipeline.console import err, out, summary_table  # noqa: E402
-from train.checkpoint import load_checkpoint  # noqa: E402
+from train.checkpoint import check_fits, read_run_checkpoint  # noqa: E402
 from train.config import ConfigError, TrainConfig, cli_errors  # noqa: E402
-from train.data import DataConfig, eval_batches, open_source  # noqa: E402
+from train.data import DataConfig, DataError, eval_batches, open_source  # noqa: E402
 from train.distributed import all_reduce_sum, init_distributed, shutdown  # noqa: E402
 from train.loop import Step, evaluate  # noqa: E402
 from train.metrics import pearson  # noqa: E402
@@ -124,13 +124,10 @@ def run_eval(ec: EvalConfig) -> dict:
 
 def _eval(ec: EvalConfig, env) -> dict:
     ckpt = Path(ec.ckpt)
-    if not ckpt.is_file():
-        raise ConfigError(f"{ckpt}: no such checkpoint")
-    state = load_checkpoint(ckpt)
+    state = read_run_checkpoint(ckpt)
     cfg = TrainConfig.from_dict(state["config"])
     src = open_source(ec.shards)
-    if list(src.classes) != list(state["classes"]):
-        raise ConfigError(f"{ec.shards}: its classes differ from those {ckpt} was trained on")
+    check_fits(state, ckpt, src.classes, src.spec_shape, ec.shards)
     if ec.split not in src.splits:
         raise ConfigError(f"{ec.shards}: no split {ec.split!r} (have {', '.join(src.splits)})")
     if env.is_main and src.manifest_sha256 != state["manifest_sha256"]:
@@ -139,7 +136,7 @@ def _eval(ec: EvalConfig, env) -> dict:
     model = build_model(cfg, len(src.classes), tuple(state["spec_shape"]))
     model.load_state_dict(state["model"])
     model.to(env.device)
-    step = Step(model, env, bf16=env.device.type == "cuda")
+    step = Step(model, env, bf16=cfg.precision == "bf16" or (cfg.precision == "auto" and env.device.type == "cuda"))
     data_cfg = DataConfig(batch_size=cfg.batch_size, frames=cfg.frames, image_size=cfg.image_size,
                           workers=ec.workers, shuffle_buffer=0, seed=ec.seed, pin_memory=env.device.type == "cuda")
     n = src.splits[ec.split][1]
@@ -154,6 +151,8 @@ def _eval(ec: EvalConfig, env) -> dict:
 
     spread = InputSpread(env.device)
     clean, _, _ = measure(f"{ec.split} clean", spread)
+    if not clean["samples"]:
+        raise DataError(f"{ec.shards}: no readable sample in the {ec.split} split (the skipped ones are listed above)")
     sigma = spread.std(ec.noise_modality, env) if ec.noise_modality else 0.0
     result = {"ckpt": str(ckpt), "shards": ec.shards, "split": ec.split, "method": cfg.method,
               "manifest_sha256": src.manifest_sha256, "trained_on_manifest_sha256": state["manifest_sha256"],
@@ -238,7 +237,7 @@ def _plot(sweep: dict, out_dir: Path) -> None:
             ys = sweep[key]
             if any(y is not None for y in ys):
                 ax.plot(levels, [float("nan") if y is None else y for y in ys], marker="o", label=label)
-        ax.set_xlabel(f"Gaussian noise level on {m} (× per-sample std)")
+        ax.set_xlabel(f"Gaussian noise level on {m} (× split std)")
         ax.set_ylabel(ylabel)
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)

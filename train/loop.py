@@ -23,6 +23,11 @@ class Step:
     env: DistEnv
     bf16: bool
 
+    def no_sync(self) -> "Step":
+        """The same step without DDP's wrapper, for no-grad passes: DDP's forward broadcasts buffers (a
+        collective), so a rank with fewer or no evaluation batches would leave the others waiting."""
+        return Step(getattr(self.model, "module", self.model), self.env, self.bf16)
+
     def forward(self, batch: Batch):
         # bf16 autocast needs no loss scaling (same exponent range as fp32), unlike fp16.
         ctx = torch.autocast(self.env.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
@@ -97,6 +102,7 @@ def evaluate(step: Step, batches: Batches, *, num_classes: int, samples: int | N
     """Metrics over every sample of `batches` (each process its own share; gathered so every sample
     counts once). `perturb` changes a batch on the device before the forward pass (noise tests).
     Returns the summary, the per-sample outcomes and their keys."""
+    step = step.no_sync()
     env = step.env
     step.model.eval()
     outcomes = Outcomes()
@@ -122,6 +128,7 @@ def evaluate(step: Step, batches: Batches, *, num_classes: int, samples: int | N
 @torch.no_grad()
 def statistics_pass(step: Step, batches: Iterable[Batch], observe: Callable, *, samples: int, desc: str) -> None:
     """RollingQ's extra forward pass over the training stream (the paper's estimate of E[k̂_a], E[k̂_v], E[q])."""
+    step = step.no_sync()
     step.model.eval()
     bar = _bar(step.env, samples, desc)
     for batch in batches:

@@ -24,7 +24,7 @@ from pipeline.console import err, fail, out as console, progress, summary_table
 from pipeline.errors import ClipError
 from pipeline.ffmpeg import FfmpegMissing
 from pipeline.stages import STAGES
-from train.checkpoint import load_checkpoint
+from train.checkpoint import read_run_checkpoint
 from train.clip import decode_clip
 from train.config import ConfigError, TrainConfig
 from train.data import to_device
@@ -82,15 +82,9 @@ class Predictor:
 def load_predictor(ckpt: Path, device: str = "auto") -> Predictor:
     """The model of a checkpoint and the preprocessing settings of its training shards."""
     try:
-        state = load_checkpoint(ckpt)
-    except FileNotFoundError:
-        raise PredictError(f"{ckpt}: no such checkpoint") from None
-    except Exception as e:  # torch raises many types for a file that is not a checkpoint
-        reason = " ".join(str(e).split())[:80]
-        raise PredictError(f"{ckpt}: not a checkpoint of rq train ({type(e).__name__}: {reason}...)") from None
-    for key in ("config", "classes", "spec_shape", "model"):
-        if key not in state:
-            raise PredictError(f"{ckpt}: not a checkpoint of rq train (no {key!r})")
+        state = read_run_checkpoint(ckpt)
+    except ConfigError as e:
+        raise PredictError(str(e)) from None
     cfg = TrainConfig.from_dict(state["config"])
     preprocess = state.get("preprocess") or _manifest_config(ckpt, cfg.shards, state.get("manifest_sha256"))
     settings = {}

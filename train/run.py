@@ -27,7 +27,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from pipeline.console import err, out, summary_table
 from rollingq import MultimodalTransformer, RollingQ, load_pretrained, preset_config
-from train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from train.checkpoint import check_fits, read_run_checkpoint, rng_state, save_checkpoint, set_rng_state
 from train.config import ConfigError, TrainConfig, cli_errors
 from train.data import DataConfig, eval_batches, open_source, train_batches
 from train.distributed import DistEnv, all_gather_objects, all_reduce_sum, barrier, init_distributed, shutdown
@@ -189,7 +189,8 @@ def _load_resume(cfg: TrainConfig, src) -> dict:
     path = Path(cfg.out) / "last.pt"
     if not path.is_file():
         raise ConfigError(f"{path}: no checkpoint to resume from")
-    state = load_checkpoint(path)
+    state = read_run_checkpoint(path)
+    check_fits(state, path, src.classes, src.spec_shape, cfg.shards)
     if state["manifest_sha256"] != src.manifest_sha256:
         err.print(f"warning: {cfg.shards}: the shards changed since {path} was written "
                   f"(manifest sha256 {state['manifest_sha256'][:12]} -> {src.manifest_sha256[:12]}); "

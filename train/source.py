@@ -55,7 +55,10 @@ def open_source(location: str, *, classes: Sequence[str] | None = None, frames_p
     manifest.json beside it, counts and classes come from there (the keyword arguments are then
     unused); otherwise `classes` and `frames_per_clip` are required, and `samples` (per split) is
     needed to train: shard sizes are then taken as even."""
-    if "::" not in location and not location.startswith("pipe:") and Path(location).is_dir():
+    plain_path = "::" not in location and "{" not in location and not location.startswith("pipe:")
+    if plain_path and not Path(location).exists():
+        raise DataError(f"{location}: no such folder")
+    if plain_path and Path(location).is_dir():
         folder = Path(location)
         if not (folder / "manifest.json").is_file():
             raise DataError(f"{folder}: no manifest.json (not a folder written by rq preprocess)")
