@@ -171,6 +171,8 @@ def preprocess_folder(
 def train_cmd(
     shards: str = typer.Option(..., help="Shards folder written by `rq preprocess` (reads its manifest.json), "
                                 "or shard URL patterns joined by '::'."),
+    manifest: Optional[str] = typer.Option(None, help="A local copy of the shards' manifest.json, for URL "
+                                           "patterns with none beside them (e.g. pipe: commands)."),
     preset: str = typer.Option("ks", help="ks | cremad (the paper's model and settings) | tiny (small model, "
                                "64 px frames, batch 16, 4 epochs, AdamW lr 1e-3: CPU runs, tests, the demo)."),
     method: Optional[str] = typer.Option(None, help="rollingq (default) | mt (Vanilla MT) | concat | "
@@ -220,10 +222,12 @@ def train_cmd(
 def eval_cmd(
     ckpt: Path = typer.Option(..., help="Checkpoint (last.pt / best.pt) of `rq train`."),
     shards: str = typer.Option(..., help="Shards folder (or URL patterns) with the split to evaluate."),
+    manifest: Optional[str] = typer.Option(None, help="A local copy of the shards' manifest.json, for URL "
+                                           "patterns with none beside them (e.g. pipe: commands)."),
     split: str = typer.Option("test", help="Split to evaluate."),
     noise_modality: Optional[str] = typer.Option(None, help="audio | visual: run the noise sweep on this modality."),
-    noise_levels: str = typer.Option("0,0.25,0.5,0.75,1", help="Noise levels: x + level * std(x) * N(0,1) on "
-                                     "each sample's normalised input."),
+    noise_levels: str = typer.Option("0,0.25,0.5,0.75,1", help="Noise levels: x + level * σ * N(0,1) on the "
+                                     "normalised input, σ its standard deviation over the split."),
     noisy_fraction: float = typer.Option(0.0, help="Pearson test: perturb this seeded random fraction of samples "
                                          "(e.g. 0.5) and correlate attention with 'is noisy'; 0 = off."),
     noisy_level: float = typer.Option(1.0, help="Noise level of the Pearson test's perturbed samples."),

@@ -35,3 +35,18 @@ def test_wrong_checkpoints_and_shards_are_one_line_errors(rq, tmp_path):
     one_line(rq("eval", "--ckpt", ckpt, "--shards", other), 2, "spectrograms are 257x40")
     one_line(rq("train", "--shards", other, "--out", tmp_path / "run", "--resume", *TINY), 2, "spectrograms are 257x40")
     one_line(rq("train", "--shards", tmp_path / "nowhere", *TINY), 1, "no such folder")
+
+
+def test_pipe_urls_train_and_evaluate_with_a_local_manifest(rq, tmp_path):
+    """Shards behind a command (as from an object store) plus a local copy of their manifest."""
+    shards = tmp_path / "shards"
+    write_shards(shards, {"train": [5, 7], "test": [4]}, classes=2, spec_shape=(257, 20))
+    urls = f"pipe:cat {shards}/train-{{000000..000001}}.tar::pipe:cat {shards}/test-000000.tar"
+    one_line(rq("train", "--shards", urls, "--out", tmp_path / "run", *TINY), 1, "no manifest.json beside")
+    result = rq("train", "--shards", urls, "--manifest", shards / "manifest.json", "--out", tmp_path / "run", *TINY)
+    assert result.exit_code == 0, result.stderr
+    evaluated = rq("eval", "--ckpt", tmp_path / "run" / "last.pt", "--shards", urls,
+                   "--manifest", shards / "manifest.json", "--workers", "0")
+    assert evaluated.exit_code == 0, evaluated.stderr
+    report = (tmp_path / "run" / "eval" / "eval.json").read_text()
+    assert '"samples": 4' in report

@@ -26,7 +26,8 @@ _PRESET_DEFAULTS: dict[str, dict] = {
 
 @dataclass(frozen=True)
 class TrainConfig:
-    shards: str                      # shard folder with manifest.json
+    shards: str                      # shard folder with manifest.json, or shard URL patterns
+    manifest: str = ""               # local manifest.json for URL patterns with none beside them (pipe:)
     out: str = ""                    # run folder; "" = a new runs/<time>-<method>
     preset: str = "ks"
     method: str = "rollingq"

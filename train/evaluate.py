@@ -44,6 +44,7 @@ _OTHER = {"audio": "visual", "visual": "audio"}
 class EvalConfig:
     ckpt: str
     shards: str
+    manifest: str = ""                       # local manifest.json for URL patterns with none beside them
     split: str = "test"
     noise_modality: str = ""                 # "" = no noise tests
     noise_levels: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -126,7 +127,7 @@ def _eval(ec: EvalConfig, env) -> dict:
     ckpt = Path(ec.ckpt)
     state = read_run_checkpoint(ckpt)
     cfg = TrainConfig.from_dict(state["config"])
-    src = open_source(ec.shards)
+    src = open_source(ec.shards, manifest=ec.manifest or None)
     check_fits(state, ckpt, src.classes, src.spec_shape, ec.shards)
     if ec.split not in src.splits:
         raise ConfigError(f"{ec.shards}: no split {ec.split!r} (have {', '.join(src.splits)})")

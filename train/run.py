@@ -35,7 +35,7 @@ from train.loop import Step, evaluate, statistics_pass, train_one_epoch
 
 # Options that only say where the data is and how to run; a resumed run takes them from the command
 # line, everything else from the run's own config (so it ends at the same weights).
-_RUNTIME_OPTIONS = ("shards", "workers", "device", "compile", "stop_after")
+_RUNTIME_OPTIONS = ("shards", "manifest", "workers", "device", "compile", "stop_after")
 
 
 def run(cfg: TrainConfig) -> dict:
@@ -77,7 +77,7 @@ def lr_schedule(cfg: TrainConfig, steps_per_epoch: int):
 
 
 def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
-    src = open_source(cfg.shards)
+    src = open_source(cfg.shards, manifest=cfg.manifest or None)
     resumed = _load_resume(cfg, src) if cfg.resume else None
     if resumed is not None:
         cfg = TrainConfig.from_dict({**resumed["config"], **{k: getattr(cfg, k) for k in _RUNTIME_OPTIONS},

@@ -47,13 +47,14 @@ class ShardSource:
         return self.splits[split]
 
 
-def open_source(location: str, *, classes: Sequence[str] | None = None, frames_per_clip: int | None = None,
+def open_source(location: str, *, manifest: str | None = None, classes: Sequence[str] | None = None,
+                frames_per_clip: int | None = None,
                 samples: Mapping[str, int] | None = None) -> ShardSource:
     """A shards folder (reads its manifest.json), or shard URLs: brace patterns joined by `::`, local
     paths or `pipe:` commands, e.g. `pipe:aws s3 cp s3://b/train-{000000..000009}.tar -`. A URL's split
-    is the `train-`/`test-` prefix of its shard name. If the first URL is a local file with a
-    manifest.json beside it, counts and classes come from there (the keyword arguments are then
-    unused); otherwise `classes` and `frames_per_clip` are required, and `samples` (per split) is
+    is the `train-`/`test-` prefix of its shard name. Counts and classes come from `manifest` (a local
+    copy of the shards' manifest.json, e.g. for `pipe:` URLs), else from the manifest.json beside a
+    local first URL (the keyword arguments are then unused); otherwise `classes` and `frames_per_clip` are required, and `samples` (per split) is
     needed to train: shard sizes are then taken as even."""
     plain_path = "::" not in location and "{" not in location and not location.startswith("pipe:")
     if plain_path and not Path(location).exists():
@@ -69,21 +70,26 @@ def open_source(location: str, *, classes: Sequence[str] | None = None, frames_p
                                 _manifest_sizes(manifest), preprocess=manifest.get("config", {}))
     urls = [url for part in location.split("::") for url in braceexpand.braceexpand(part.strip())]
     splits: dict[str, list[str]] = {}
+    names: dict[str, str] = {}   # url -> shard file name, the manifest's key
     for url in urls:
         name = re.search(r"(train|test)-[^/\s]*\.tar", url)
         if name is None:
             raise DataError(f"{url}: cannot tell the split; shard names must start with train- or test-")
         splits.setdefault(name.group(1), []).append(url)
-    beside = Path(urls[0]).parent / "manifest.json"
-    if not urls[0].startswith(("pipe:", "http:", "https:")) and beside.is_file():
-        manifest, sha = _read_manifest(beside)
-        known = {s["name"]: s["samples"] for info in manifest["splits"].values() for s in info["shards"]}
-        missing = [u for u in urls if Path(u).name not in known]
+        names[url] = name.group(0)
+    remote = urls[0].startswith(("pipe:", "http:", "https:"))
+    index = Path(manifest) if manifest else None if remote else Path(urls[0]).parent / "manifest.json"
+    if manifest and not index.is_file():
+        raise DataError(f"--manifest {manifest}: no such file")
+    if index is not None and index.is_file():
+        content, sha = _read_manifest(index)
+        known = {s["name"]: s["samples"] for info in content["splits"].values() for s in info["shards"]}
+        missing = [u for u in urls if names[u] not in known]
         if missing:
-            raise DataError(f"{missing[0]}: not listed in {beside}")
-        sizes = {split: [known[Path(u).name] for u in us] for split, us in splits.items()}
-        return _with_spec_shape(manifest["classes"], manifest["frames_per_clip"], splits, sha, sizes,
-                                preprocess=manifest.get("config", {}))
+            raise DataError(f"{missing[0]}: not listed in {index}")
+        sizes = {split: [known[names[u]] for u in us] for split, us in splits.items()}
+        return _with_spec_shape(content["classes"], content["frames_per_clip"], splits, sha, sizes,
+                                preprocess=content.get("config", {}))
     if classes is None or frames_per_clip is None:
         raise DataError(f"{urls[0]}: no manifest.json beside the shards; pass classes and frames_per_clip")
     samples = samples or {}
