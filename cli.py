@@ -52,6 +52,8 @@ def synth_cmd(
     visual_cue: str = typer.Option("colour", "--visual-cue", help="colour: the box's colour, shape and motion "
                                    "tell the class; motion: its colour is random per clip, only shape and "
                                    "direction tell it (slower for a model to learn)."),
+    visual_contrast: float = typer.Option(1.0, "--visual-contrast", help="How far the box's colour stands out "
+                                          "from the grey background, 0-1 (1 = full colour; lower = harder to see)."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="kinetics: share of each class's clips "
                                        "written to val/ (cremad has no split in its raw layout)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Clips rendered in parallel, one ffmpeg each "

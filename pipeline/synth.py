@@ -50,6 +50,9 @@ class SynthSettings:
     # few steps); "motion": the colour is drawn at random per clip, so only shape and direction of motion
     # tell it: informative, but slower to learn than the class's tone.
     visual_cue: str = "colour"
+    # How far the box's colour stands out from the grey background: 1 = the full colour, 0.1 = a faint
+    # tint that a model finds only after many steps (noise then hides it further).
+    visual_contrast: float = 1.0
     val_fraction: float = 0.2       # kinetics: share of each class in val/
 
     def resolved(self) -> "SynthSettings":
@@ -72,7 +75,8 @@ class SynthSettings:
             raise ValueError(f"--size must be even numbers of at least 16 pixels, not {s.size[0]}x{s.size[1]}")
         if s.visual_cue not in ("colour", "motion"):
             raise ValueError(f"--visual-cue must be colour or motion, not {s.visual_cue!r}")
-        for name in ("audio_informative", "visual_informative", "audio_noise", "visual_noise", "val_fraction"):
+        for name in ("audio_informative", "visual_informative", "audio_noise", "visual_noise", "val_fraction",
+                     "visual_contrast"):
             if not 0 <= getattr(s, name) <= 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be in 0..1, not {getattr(s, name)}")
         return s
@@ -223,6 +227,7 @@ def _video(spec: ClipSpec, settings: SynthSettings):
     w, h = settings.size
     look = class_picture(spec.visual_class)
     colour = look["color"] if settings.visual_cue == "colour" else class_picture(spec.noise_seed % 31)["color"]
+    colour = _toward_background(colour, settings.visual_contrast)
     bw, bh = (max(2, round(w * look["shape"][0])), max(2, round(h * look["shape"][1])))
     # one pass along the path per 4 s, starting at a per-clip phase
     along = f"mod({spec.phase}+t/4,1)"
@@ -236,6 +241,13 @@ def _video(spec: ClipSpec, settings: SynthSettings):
         picture = picture.filter("noise", alls=round(settings.visual_noise * 100), allf="t",
                                  all_seed=spec.noise_seed)
     return picture.filter("format", "yuv420p")
+
+
+def _toward_background(colour: str, contrast: float) -> str:
+    """`colour` (0xRRGGBB) moved toward the background grey 0x404040, keeping `contrast` of the difference."""
+    rgb = int(colour[2:], 16)
+    channels = [(rgb >> shift) & 255 for shift in (16, 8, 0)]
+    return "0x" + "".join(f"{round(0x40 + contrast * (c - 0x40)):02x}" for c in channels)
 
 
 def _audio(spec: ClipSpec, settings: SynthSettings, rate: int):

@@ -101,6 +101,20 @@ def test_motion_cue_draws_the_box_colour_at_random(rq, tmp_path):
     assert max(np.abs(c - colours[0]).max() for c in colours) > 60
 
 
+def test_visual_contrast_fades_the_box_toward_the_background(rq, tmp_path):
+    listing = synth(rq, tmp_path / "raw", "--preset", "kinetics", "--clips", 2, "--classes", 1,
+                    "--visual-informative", 1, "--visual-noise", 0, "--visual-contrast", 0.5)
+    rgb = int(class_picture(0)["color"][2:], 16)
+    full = np.array([rgb & 255, (rgb >> 8) & 255, rgb >> 16], float)
+    expected = 64 + 0.5 * (full - 64)   # halfway between the grey background (0x40) and the class colour
+    for clip in listing["clips"]:
+        image = cv2.imdecode(np.frombuffer(frames_stage(
+            tmp_path / "raw" / clip["video"], {"probe": probe_stage(tmp_path / "raw" / clip["video"], {}, None, 30)},
+            FrameSettings(frame_size=0), 30)["f0000.jpg"], np.uint8), cv2.IMREAD_COLOR).reshape(-1, 3).astype(float)
+        box = image[np.abs(image - expected).max(axis=1) < 20]
+        assert len(box) > 0.05 * len(image), clip["video"]   # the faded box is there, in its faded colour
+
+
 def test_uninformative_audio_carries_another_class(rq, tmp_path):
     listing = synth(rq, tmp_path / "raw", "--preset", "kinetics", "--clips", 4, "--classes", 2,
                     "--audio-informative", 0, "--audio-noise", 0)
