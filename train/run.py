@@ -80,6 +80,10 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
     src = open_source(cfg.shards, manifest=cfg.manifest or None)
     resumed = _load_resume(cfg, src) if cfg.resume else None
     if resumed is not None:
+        if env.is_main and cfg.workers != resumed["config"]["workers"]:
+            # each loader worker reads its own stretch with its own random stream
+            err.print(f"warning: --workers {cfg.workers} differs from the run's {resumed['config']['workers']}: "
+                      "the resumed epochs see other batches than an uninterrupted run would", markup=False)
         cfg = TrainConfig.from_dict({**resumed["config"], **{k: getattr(cfg, k) for k in _RUNTIME_OPTIONS},
                                      "out": cfg.out, "resume": True})
     # Every process must write into the same folder: the main process's choice of name wins.
