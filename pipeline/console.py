@@ -7,8 +7,9 @@ from rich.table import Table
 from tqdm import tqdm
 
 # Summaries go to stdout, progress and one-line errors to stderr, so `rq ... > log` keeps the tables.
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Piped to a file or a CI log, rich would assume 80 columns and fold the tables; 120 keeps them readable.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 120)
 
 
 def progress(items: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it"):
