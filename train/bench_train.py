@@ -1,7 +1,7 @@
 """`rq bench train`: training samples/s of a preset on synthetic in-memory batches (no loader), and
 RollingQ's per-step overhead over Vanilla MT measured in the same run.
 
-Both models run the real training step (train.loop.train_one_epoch: forward, loss, backward, SGD,
+Both models run the real training step (train.loop.train_one_epoch: forward, loss, backward, the preset's optimiser,
 RollingQ's statistics). Their timed blocks alternate, the order swapped every round, so a drift in
 machine speed hits both alike; each method's step time is the median over its blocks (robust to a
 burst of other load), and the overhead is the ratio of the two medians, minus 1.
@@ -19,7 +19,7 @@ from train.config import TrainConfig, cli_errors
 from train.data import LoaderStats
 from train.distributed import DistEnv, resolve_device
 from train.loop import Step, train_one_epoch
-from train.run import build_model
+from train.run import build_model, build_optimizer
 from rollingq import RollingQ
 from rollingq.config import PRESETS
 
@@ -69,7 +69,7 @@ def bench_train(preset: str = "tiny", method: str = "rollingq", steps: int = 20,
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, num_classes, spec_shape).to(dev)
         controller = RollingQ(model, cfg.rollingq()) if len(model.fusion) else None
-        opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        opt = build_optimizer(cfg, model)   # the preset's optimiser (its lr is overridden per step below)
         step = Step(torch.compile(model) if compile else model, env, bf16)
         runners[m] = (step, opt, controller, model)
 

@@ -63,6 +63,13 @@ def build_model(cfg: TrainConfig, num_classes: int, spec_shape: tuple[int, int])
     return MultimodalTransformer(preset_config(cfg.preset, num_classes, cfg.method, **overrides))
 
 
+def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper) or AdamW, at the config's peak learning rate."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def lr_schedule(cfg: TrainConfig, steps_per_epoch: int):
     """Per-step learning rate: linear warm-up for `warmup_epochs`, then cosine annealing to 0."""
     total = cfg.epochs * steps_per_epoch
@@ -105,9 +112,7 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
     model.to(env.device)
     # The controller measures AIR on any fused model (mt too) and rotates only a rollingq model.
     controller = RollingQ(model, cfg.rollingq()) if len(model.fusion) else None
-    optimizer = (torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-                 if cfg.optimizer == "sgd" else
-                 torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay))
+    optimizer = build_optimizer(cfg, model)
 
     n_train = src.split("train")[1]
     global_batch = cfg.batch_size * env.world
