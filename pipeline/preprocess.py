@@ -170,13 +170,14 @@ def _run(found: Discovery, job: Job, cache: Cache, workers: int) -> list[ClipRes
     cache.clean()
     # Settled clips (all cached, or known to fail) only read a few cache headers: doing that here costs
     # less than shipping them to worker processes, and a no-change rerun then starts no pool at all.
-    settled = {clip.clip_id for clip in found.clips if plan_clip(clip, job, cache).settled}
-    batches = [([c for c in found.clips if c.clip_id in settled], 1, "cached clips"),
-               ([c for c in found.clips if c.clip_id not in settled], workers, "clips")]
+    # Each clip is planned once, here (with --hash-content that reads the file), and runs with that plan.
+    planned = [(clip, plan_clip(clip, job, cache)) for clip in found.clips]
+    batches = [([p for p in planned if p[1].settled], 1, "cached clips"),
+               ([p for p in planned if not p[1].settled], workers, "clips")]
     results = []
     try:
-        for clips, n, desc in batches:
-            for result in map_unordered(partial(run_clip, job=job), clips, n, desc=desc, unit="clip") if clips else ():
+        for items, n, desc in batches:
+            for result in map_unordered(partial(run_clip, job=job), items, n, desc=desc, unit="clip") if items else ():
                 if result.failure:
                     tqdm.write(f"skipped {result.clip.rel_source}: {result.failure[0]}: {result.failure[1]}",
                                file=sys.stderr)

@@ -129,11 +129,12 @@ def plan_clip(clip: Clip, job: Job, cache: Cache) -> Plan:
     return Plan(nodes, keys, heads)
 
 
-def run_clip(clip: Clip, job: Job) -> ClipResult:
-    """Run one clip through every stage: cached nodes are read only when a computed node needs their
-    output, missing ones computed and stored. A ClipError anywhere is this clip's failure, never the run's."""
+def run_clip(planned: tuple[Clip, Plan], job: Job) -> ClipResult:
+    """Run one clip through every stage, given its plan (plan_clip): cached nodes are read only when a
+    computed node needs their output, missing ones computed and stored. A ClipError anywhere is this
+    clip's failure, never the run's."""
+    clip, plan = planned
     cache = Cache(job.cache_root)
-    plan = plan_clip(clip, job, cache)
     keys, heads = plan.keys, dict(plan.heads)
     states = {node_id: ("cached", 0.0) for node_id in heads}
     if plan.failure:
