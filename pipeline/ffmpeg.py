@@ -7,7 +7,6 @@ here with subprocess. The binary is looked up on every call (`$RQ_FFMPEG` first)
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading

@@ -1,7 +1,6 @@
 """Faults around the data rather than in it: damaged cache entries, ffmpeg killed from outside,
 options that point at the wrong kind of file, duplicate clip names."""
 import stat
-from pathlib import Path
 
 from conftest import lay_out
 from pipeline.ffmpeg import ffmpeg_binary
