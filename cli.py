@@ -17,7 +17,7 @@ app.add_typer(bench_app, name="bench")
 def doctor_cmd() -> None:
     """Print what rq runs with: the ffmpeg binary (path, version, and whether it came from $RQ_FFMPEG, PATH or
     the imageio-ffmpeg package), Python, torch, CUDA and its devices, CPU cores. Exit 1 when there is no ffmpeg."""
-    from pipeline.doctor import doctor
+    from rq.pipeline.doctor import doctor
     doctor()
 
 
@@ -68,7 +68,7 @@ def synth_cmd(
 
 
 def _synth(options: dict) -> None:
-    from pipeline.synth import cli_synth
+    from rq.pipeline.synth import cli_synth
     cli_synth(options)
 
 
@@ -116,7 +116,7 @@ _FRAMES_PER_CLIP = typer.Option(None, "--frames-per-clip", help="Frames the trai
 
 
 def _preprocess(recipe: str, options: dict) -> None:
-    from pipeline.preprocess import preprocess
+    from rq.pipeline.preprocess import preprocess
     preprocess(recipe, **options)
 
 
@@ -216,7 +216,7 @@ def train_cmd(
     """Train on shards (one process, or `torchrun --nproc-per-node N $(which rq) train ...` for DDP).
     Writes config.json, metrics.jsonl, tb/, last.pt (every epoch) and best.pt into the run folder."""
     options = locals()  # the parsed options, taken before the import below adds a name
-    from train.run import cli_train
+    from rq.train.trainer.fit import cli_train
     cli_train(**options)
 
 
@@ -242,7 +242,7 @@ def eval_cmd(
     """Accuracy (fused, audio probe, visual probe), macro-F1, AIR and attention shares of a checkpoint;
     optional noise sweep (the paper's Table 3) and noisy-fraction Pearson test (Table 2)."""
     options = locals()  # the parsed options, taken before the import below adds a name
-    from train.evaluate import cli_eval
+    from rq.train.evaluation.evaluate import cli_eval
     cli_eval(**options)
 
 
@@ -261,7 +261,7 @@ def bench_train_cmd(
 ) -> None:
     """Training samples/s on synthetic in-memory batches (no loader) and RollingQ's per-step overhead."""
     options = locals()  # the parsed options, taken before the import below adds a name
-    from train.bench_train import cli_bench_train
+    from rq.train.bench.training import cli_bench_train
     cli_bench_train(**options)
 
 
@@ -277,7 +277,7 @@ def bench_loader_cmd(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the result here as JSON."),
 ) -> None:
     """Samples/s of the streaming shard loader vs a per-clip-folder PIL DataLoader on the same clips."""
-    from train.bench_loader import bench_loader
+    from rq.train.bench.loader import bench_loader
     bench_loader(shards, workers=workers, batches=batches, batch_size=batch_size, frames=frames,
                  image_size=image_size, rounds=rounds, json_path=json_path)
 
@@ -293,7 +293,7 @@ def demo_cmd(
     """The whole product on generated data (a few minutes on a 2-core CPU): rq synth -> rq preprocess kinetics ->
     rq train (Vanilla MT and RollingQ, tiny preset, same seed) -> rq eval (audio-noise sweep, Pearson test) ->
     rq report. Prints the final table and where the report is."""
-    from train.demo import cli_demo
+    from rq.train.demo import cli_demo
     cli_demo(out, workers)
 
 
@@ -307,7 +307,7 @@ def report_cmd(
 ) -> None:
     """Compare runs side by side on one Markdown page: accuracy (fused, audio probe, visual probe), AIR per epoch
     with rotations, attention shares, accuracy and attention vs audio noise, Pearson test, training speed."""
-    from train.report import cli_report
+    from rq.train.report.page import cli_report
     cli_report(run_dirs or [], out, eval_paths)
 
 
@@ -325,14 +325,14 @@ def predict_cmd(
     """Top classes and the fused CLS attention share on audio vs visual for raw videos, through the same
     per-clip frame and spectrogram code as rq preprocess (settings of the checkpoint's shards). A bad video is
     one line on stderr; exit 0 if any video got a prediction, 1 if none did, 2 on usage errors."""
-    from train.predict import cli_predict
+    from rq.train.evaluation.predict import cli_predict
     cli_predict(ckpt, videos or [], top, as_json, device, timeout)
 
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point. Usage errors print one line (not click's box) and exit 2."""
-    from pipeline.console import err, fail
+    from rq.pipeline.console import err, fail
     try:
         from typer._click import exceptions as click  # typer >= 0.2x carries its own click
     except ImportError:

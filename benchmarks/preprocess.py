@@ -28,11 +28,11 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
-from pipeline.console import err, fail, out as console, summary_table
-from pipeline.executor import map_unordered
-from pipeline.ffmpeg import ffmpeg_binary, ffmpeg_version
+from rq.pipeline.console import err, fail, out as console, summary_table
+from rq.pipeline.executor import map_unordered
+from rq.pipeline.ffmpeg import ffmpeg_binary, ffmpeg_version
 
-RQ = [sys.executable, "-m", "cli"]
+RQ = [sys.executable, "-m", "rq.cli"]
 REFERENCE = Path(__file__).with_name("reference_flow.py")
 
 
@@ -148,7 +148,7 @@ def run_phases(settings: BenchSettings, work: Path) -> tuple[list[Phase], Phase]
         manifest = json.loads((rq_out / "manifest.json").read_text())
         phases.append(Phase(name, clock.wall, clock.cpu, manifest["totals"]["samples"]))
 
-    clock = _command([sys.executable, "-c", "import cli, pipeline.preprocess"], logs / "startup.txt")
+    clock = _command([sys.executable, "-c", "import rq.cli, rq.pipeline.preprocess"], logs / "startup.txt")
     return phases, Phase("rq start-up (python + imports)", clock.wall, clock.cpu, 0)
 
 

@@ -19,8 +19,8 @@ import cv2
 import librosa
 import numpy as np
 
-from pipeline.console import err, fail, progress
-from pipeline.ffmpeg import ffmpeg_binary
+from rq.pipeline.console import err, fail, progress
+from rq.pipeline.ffmpeg import ffmpeg_binary
 
 SAMPLE_RATE = 16000
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".flv", ".mov")

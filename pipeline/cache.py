@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import atomic_file, remove_stale_temporaries
+from rq.pipeline.atomic import atomic_file, remove_stale_temporaries
 
 MAGIC = b"RQC1"
 _PREFIX = struct.Struct(">4sI")

@@ -3,8 +3,8 @@ lines (never truncated, easy to paste into a bug report)."""
 import os
 import platform
 
-from .console import out
-from .ffmpeg import FfmpegMissing, ffmpeg_location, ffmpeg_version
+from rq.pipeline.console import out
+from rq.pipeline.ffmpeg import FfmpegMissing, ffmpeg_location, ffmpeg_version
 
 
 def doctor() -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import TypeVar
 
-from .console import progress
+from rq.pipeline.console import progress
 
 T = TypeVar("T")
 R = TypeVar("R")

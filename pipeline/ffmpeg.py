@@ -15,7 +15,7 @@ from pathlib import Path
 
 import ffmpeg
 
-from .errors import ClipError, ClipTimeout, TransientClipError
+from rq.pipeline.errors import ClipError, ClipTimeout, TransientClipError
 
 # Quiet, never reads the terminal, one thread for filters (parallelism comes from workers, not ffmpeg).
 GLOBAL_ARGS = ("-nostdin", "-hide_banner", "-loglevel", "error", "-filter_complex_threads", "1")

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from .atomic import write_atomic
+from rq.pipeline.atomic import write_atomic
 
 FORMAT = "rq-shards/1"
 MANIFEST = "manifest.json"

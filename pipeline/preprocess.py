@@ -10,17 +10,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .atomic import remove_stale_temporaries
-from .cache import Cache, DamagedEntry
-from .clips import Discovery
-from .console import err, fail, out as console, summary_table
-from .executor import map_unordered
-from .ffmpeg import FfmpegMissing, ffmpeg_location
-from .manifest import CLIPS, FAILURES, MANIFEST, build_manifest, read_manifest, write_jsonl, write_manifest
-from .recipes import RECIPES, LayoutError, RecipeOptions
-from .settings import AudioDecodeSettings, FrameSettings, SpectrogramSettings
-from .shards import make_sample, shuffled, split_content, write_split
-from .stages import STAGE_NAMES, STAGES, ClipResult, Job, plan_clip, run_clip
+from rq.pipeline.atomic import remove_stale_temporaries
+from rq.pipeline.cache import Cache, DamagedEntry
+from rq.pipeline.clips import Discovery
+from rq.pipeline.console import err, fail, out as console, summary_table
+from rq.pipeline.executor import map_unordered
+from rq.pipeline.ffmpeg import FfmpegMissing, ffmpeg_location
+from rq.pipeline.manifest import CLIPS, FAILURES, MANIFEST, build_manifest, read_manifest, write_jsonl, write_manifest
+from rq.pipeline.recipes import RECIPES, LayoutError, RecipeOptions
+from rq.pipeline.stages.settings import AudioDecodeSettings, FrameSettings, SpectrogramSettings
+from rq.pipeline.shards import make_sample, shuffled, split_content, write_split
+from rq.pipeline.runner import ClipResult, Job, plan_clip, process_clip
+from rq.pipeline.stages import STAGE_NAMES, STAGES
 
 SPLITS = ("train", "test")
 _REPAIRS = 3   # passes that may each find and recompute damaged cache entries
@@ -90,7 +91,7 @@ def preprocess(recipe: str, **options) -> None:
     shard_bytes = int(opts.shard_size * 1e6)
     remove_stale_temporaries(out)
     for attempt in range(_REPAIRS + 1):
-        results = _run(found, job, cache, opts.workers or len(os.sched_getaffinity(0)))
+        results = _process_clips(found, job, cache, opts.workers or len(os.sched_getaffinity(0)))
         ok = [r for r in results if r.failure is None]
         by_split = {split: shuffled([make_sample(r, settings) for r in ok if r.clip.split == split], opts.seed)
                     for split in SPLITS}
@@ -165,7 +166,7 @@ def _check(opts: Options) -> tuple[Path, Path]:
     return opts.raw.absolute(), opts.out.absolute()
 
 
-def _run(found: Discovery, job: Job, cache: Cache, workers: int) -> list[ClipResult]:
+def _process_clips(found: Discovery, job: Job, cache: Cache, workers: int) -> list[ClipResult]:
     cache.root.mkdir(parents=True, exist_ok=True)
     cache.clean()
     # Settled clips (all cached, or known to fail) only read a few cache headers: doing that here costs
@@ -177,7 +178,7 @@ def _run(found: Discovery, job: Job, cache: Cache, workers: int) -> list[ClipRes
     results = []
     try:
         for items, n, desc in batches:
-            for result in map_unordered(partial(run_clip, job=job), items, n, desc=desc, unit="clip") if items else ():
+            for result in map_unordered(partial(process_clip, job=job), items, n, desc=desc, unit="clip") if items else ():
                 if result.failure:
                     tqdm.write(f"skipped {result.clip.rel_source}: {result.failure[0]}: {result.failure[1]}",
                                file=sys.stderr)

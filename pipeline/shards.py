@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import atomic_file
-from .cache import Cache, DamagedEntry
-from .stages import STAGES, ClipResult
+from rq.pipeline.atomic import atomic_file
+from rq.pipeline.cache import Cache, DamagedEntry
+from rq.pipeline.runner import ClipResult
+from rq.pipeline.stages import STAGES
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 SHARD_NAME = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{6})\.tar$")

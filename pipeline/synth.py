@@ -20,11 +20,11 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-from manifests import CREMAD_EMOTIONS, read_class_list
+from rq.manifests import CREMAD_EMOTIONS, read_class_list
 
-from .console import err, fail, progress, summary_table
-from .errors import ClipError
-from .ffmpeg import FfmpegMissing, run_ffmpeg
+from rq.pipeline.console import err, fail, progress, summary_table
+from rq.pipeline.errors import ClipError
+from rq.pipeline.ffmpeg import FfmpegMissing, run_ffmpeg
 
 PRESETS = ("kinetics", "cremad")
 # The 12 CREMA-D sentences; only IEO was recorded at several intensity levels (LO/MD/HI), the rest XX.

@@ -18,8 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.console import out
-
 from .vit import ViTEncoder
 
 
@@ -28,10 +26,22 @@ class LoadReport:
     loaded: int                # tensors copied into the model (both encoders)
     missing: list[str]         # encoder parameters the checkpoint did not provide
     unexpected: list[str]      # checkpoint tensors not used (later blocks, classifier head, ...)
+    path: Path | None = None
+
+    def lines(self) -> list[str]:
+        """What a person should see: what was loaded, left out and left at random init."""
+        text = [f"pretrained {self.path}: {self.loaded} tensors loaded into the encoders"]
+        # Blocks beyond the model's depth are dropped on purpose: summarise them in one line.
+        later = [k for k in self.unexpected if k.startswith("blocks.")]
+        if later:
+            text.append(f"  not used: {len(later)} tensors of blocks beyond the model's depth")
+        text += [f"  not used: {k}" for k in self.unexpected if not k.startswith("blocks.")]
+        text += [f"  missing (random init): {k}" for k in self.missing]
+        return text
 
 
 def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
-    """Copy a timm ViT checkpoint into model.audio and model.visual; print what was left out.
+    """Copy a timm ViT checkpoint into model.audio and model.visual; the report says what was left out.
 
     Raises ValueError (one line, naming the file) for an unreadable file or mismatched shapes."""
     path = Path(path)
@@ -53,9 +63,7 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
         loaded += len(target)
         missing += [f"{name}.{k}" for k in own if k not in target]
     unexpected = sorted(k for k in weights if k not in used)
-    report = LoadReport(loaded, missing, unexpected)
-    _print(report, path)
-    return report
+    return LoadReport(loaded, missing, unexpected, path)
 
 
 def read_checkpoint(path: Path) -> dict[str, Tensor]:
@@ -156,16 +164,3 @@ def _from_big_vision(w: dict[str, np.ndarray]) -> dict[str, Tensor]:
             out[f"{dst}mlp.fc{r + 1}.bias"] = t(f"{src}MlpBlock_3/Dense_{r}/bias")
         i += 1
     return out
-
-
-def _print(report: LoadReport, path: Path) -> None:
-    out.print(f"pretrained {path}: {report.loaded} tensors loaded into the encoders", markup=False)
-    # Blocks beyond the model's depth are dropped on purpose: summarise them in one line.
-    later = [k for k in report.unexpected if k.startswith("blocks.")]
-    if later:
-        out.print(f"  not used: {len(later)} tensors of blocks beyond the model's depth", markup=False)
-    for k in report.unexpected:
-        if not k.startswith("blocks."):
-            out.print(f"  not used: {k}", markup=False)
-    for k in report.missing:
-        out.print(f"  missing (random init): {k}", markup=False)

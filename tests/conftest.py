@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from media import make_clip
-from pipeline.ffmpeg import ffmpeg_binary
+from rq.pipeline.ffmpeg import ffmpeg_binary
 
 BANK_SIZE = 8
 OUTPUTS = ("manifest.json", "clips.jsonl", "failures.jsonl")
@@ -66,7 +66,7 @@ def ffmpeg_log(tmp_path, monkeypatch) -> FfmpegLog:
 @pytest.fixture
 def rq() -> Callable:
     """Run `rq ARGS...` in this process; returns click's result (exit_code, stdout, stderr)."""
-    import cli
+    from rq import cli
     runner = CliRunner()
 
     def run(*args: object):

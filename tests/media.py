@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.ffmpeg import ffmpeg_binary
+from rq.pipeline.ffmpeg import ffmpeg_binary
 
 # container -> (video codec, audio codec, quality options) that the container can hold.
 _CODECS = {

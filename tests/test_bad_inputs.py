@@ -6,7 +6,7 @@ import pytest
 import webdataset as wds
 
 from media import BAD_INPUT_FAILS, make_bad_inputs
-from pipeline.manifest import read_jsonl, read_manifest
+from rq.pipeline.manifest import read_jsonl, read_manifest
 
 
 @pytest.fixture(scope="module")

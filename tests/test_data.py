@@ -15,12 +15,12 @@ import torch
 import webdataset as wds
 from typer.testing import CliRunner
 
-from cli import app
-from tests.helpers import GREEN_BASE, GREEN_STEP, frame_index, frame_jpeg, write_shards
-from train.augment import MEAN, STD, decode_frame, pick_frames, random_crop_box
-from train.data import (DataConfig, DataError, eval_batches, open_source, shard_order, to_device,
+from rq.cli import app
+from helpers import GREEN_BASE, GREEN_STEP, frame_index, frame_jpeg, write_shards
+from rq.train.data.augment import MEAN, STD, decode_frame, pick_frames, random_crop_box
+from rq.train.data import (DataConfig, DataError, eval_batches, open_source, shard_order, to_device,
                         train_batches)
-from train.tarstream import url_samples
+from rq.train.data.tarstream import url_samples
 
 SIZES = [5, 7, 11]  # uneven on purpose: 23 samples, fewer shards than 2 ranks x 2 workers
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from helpers import write_shards
-from train.checkpoint import load_checkpoint
+from rq.train.trainer.checkpoint import load_checkpoint
 
 
 def test_two_gloo_ranks_on_uneven_shards(tmp_path):

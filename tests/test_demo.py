@@ -8,7 +8,7 @@ import cv2
 import pytest
 import torch
 
-from train.demo import METHODS, DemoSettings, run_demo
+from rq.train.demo import METHODS, DemoSettings, make_demo
 
 SHORT = DemoSettings(clips=18, classes=3, seconds=1.5, size="64x48", fps=5, frame_size=48, epochs=2,
                      max_steps_per_epoch=1, noise_levels=(0.0, 1.0), loader_workers=0)
@@ -17,7 +17,7 @@ SHORT = DemoSettings(clips=18, classes=3, seconds=1.5, size="64x48", fps=5, fram
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    return out, run_demo(out, SHORT, workers=2)
+    return out, make_demo(out, SHORT, workers=2)
 
 
 def _actions(result) -> dict[str, str]:
@@ -54,7 +54,7 @@ def test_first_run_makes_every_artefact(demo):
 def test_rerun_reuses_every_stage(demo, capsys):
     out, _ = demo
     capsys.readouterr()
-    result = run_demo(out, SHORT, workers=2)
+    result = make_demo(out, SHORT, workers=2)
     shown = capsys.readouterr().out
     assert _actions(result) == {"synth": "reused", "preprocess": "reused", "train mt": "reused", "eval mt": "reused",
                                 "train rollingq": "reused", "eval rollingq": "reused", "report": "written"}
@@ -67,7 +67,7 @@ def test_rerun_reuses_every_stage(demo, capsys):
 
 def test_changed_setting_retrains_and_says_why(demo, capsys):
     out, _ = demo
-    result = run_demo(out, replace(SHORT, epochs=SHORT.epochs + 1), workers=2)
+    result = make_demo(out, replace(SHORT, epochs=SHORT.epochs + 1), workers=2)
     shown = capsys.readouterr().out
     actions = _actions(result)
     assert actions["synth"] == "reused" and actions["preprocess"] == "reused"

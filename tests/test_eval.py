@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from helpers import write_shards
-from train.config import TrainConfig
-from train.distributed import DistEnv
-from train.evaluate import InputSpread, add_noise, is_noisy
-from train.metrics import accuracy, macro_f1, pearson
-from train.run import run
+from rq.train.trainer.config import TrainConfig
+from rq.train.trainer.distributed import DistEnv
+from rq.train.evaluation.evaluate import InputSpread, add_noise, is_noisy
+from rq.train.evaluation.metrics import accuracy, macro_f1, pearson
+from rq.train.trainer.fit import fit
 
 LEVELS = [0.0, 0.5, 1.0, 2.0]
 
@@ -26,7 +26,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
                  frames_per_clip=2)
     cfg = TrainConfig.from_options(str(root / "shards"), "tiny", out=str(root / "run"), epochs=1, batch_size=4,
                                    workers=0, device="cpu", method="mt")
-    run(cfg)
+    fit(cfg)
     return root / "shards", root / "run" / "last.pt"
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from media import make_clip
-from pipeline.stages import STAGES
+from rq.pipeline.stages import STAGES
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     """{"ckpt", "good": [two clips not in the shards], "shards"}."""
     from typer.testing import CliRunner
 
-    import cli
+    from rq import cli
     root = tmp_path_factory.mktemp("predict")
     raw = root / "raw"
     for split, count in (("train", 3), ("test", 1)):
@@ -76,7 +76,7 @@ def test_predict_matches_the_shards(trained):
     """The spectrogram and frames predict feeds the model are those a shard sample of the same clip holds."""
     import webdataset as wds
 
-    from train.predict import load_predictor
+    from rq.train.evaluation.predict import load_predictor
     predictor = load_predictor(trained["ckpt"], "cpu")
     test_tar = sorted(trained["shards"].glob("test-*.tar"))[0]
     sample = next(iter(wds.WebDataset(str(test_tar), shardshuffle=False)))
@@ -110,7 +110,7 @@ def test_predict_errors(rq, trained, tmp_path):
 
 def test_predict_without_the_shards_manifest(rq, trained, tmp_path):
     """A checkpoint whose shards are gone and that carries no settings: one clear usage error."""
-    from train.checkpoint import load_checkpoint, save_checkpoint
+    from rq.train.trainer.checkpoint import load_checkpoint, save_checkpoint
     state = load_checkpoint(trained["ckpt"])
     state["config"]["shards"] = str(tmp_path / "gone")
     state.pop("preprocess", None)
@@ -123,7 +123,7 @@ def test_predict_without_the_shards_manifest(rq, trained, tmp_path):
 
 def test_predict_needs_no_shards_when_the_checkpoint_carries_its_settings(rq, trained, tmp_path):
     """rq train stores the shards' preprocessing config in the checkpoint: predict works with the shards gone."""
-    from train.checkpoint import load_checkpoint, save_checkpoint
+    from rq.train.trainer.checkpoint import load_checkpoint, save_checkpoint
     state = load_checkpoint(trained["ckpt"])
     manifest = json.loads((Path(state["config"]["shards"]) / "manifest.json").read_text())
     assert state["preprocess"] == manifest["config"]

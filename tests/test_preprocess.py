@@ -11,7 +11,7 @@ import numpy as np
 import webdataset as wds
 
 from conftest import contents, snapshot
-from pipeline.manifest import read_jsonl, read_manifest
+from rq.pipeline.manifest import read_jsonl, read_manifest
 
 SMALL = ("--audio-seconds", "1", "--frame-size", "32")
 

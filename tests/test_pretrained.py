@@ -70,7 +70,7 @@ def checkpoints(tmp_path_factory):
     return w, d
 
 
-def test_weights_arrive_after_the_documented_transforms(checkpoints, capsys):
+def test_weights_arrive_after_the_documented_transforms(checkpoints):
     w, d = checkpoints
     m = model()
     fusion_before = {k: v.clone() for k, v in m.fusion.state_dict().items()}
@@ -91,7 +91,7 @@ def test_weights_arrive_after_the_documented_transforms(checkpoints, capsys):
     assert all(torch.equal(v, m.fusion.state_dict()[k]) for k, v in fusion_before.items())
     assert "blocks.2.attn.qkv.weight" in report.unexpected and "head.weight" in report.unexpected
     assert report.missing == ["visual.temporal_embed"]
-    printed = capsys.readouterr().out
+    printed = "\n".join(report.lines())
     assert "missing (random init): visual.temporal_embed" in printed and "not used: head.weight" in printed
     assert "12 tensors of blocks beyond the model's depth" in printed
 

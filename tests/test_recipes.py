@@ -9,10 +9,10 @@ import pytest
 import webdataset as wds
 
 from conftest import lay_out
-from manifests import CREMAD_EMOTIONS, read_class_list
+from rq.manifests import CREMAD_EMOTIONS, read_class_list
 from media import make_clip, make_wav
-from pipeline.manifest import read_jsonl, read_manifest
-from pipeline.recipes import LayoutError, RecipeOptions, cremad, folder, kinetics
+from rq.pipeline.manifest import read_jsonl, read_manifest
+from rq.pipeline.recipes import LayoutError, RecipeOptions, cremad, folder, kinetics
 
 KS = read_class_list()
 CSV_HEADER = "label,youtube_id,time_start,time_end,split\n"

@@ -17,7 +17,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     """{"shards", "mt", "rollingq"}: the rollingq run also has eval/eval.json."""
     from typer.testing import CliRunner
 
-    import cli
+    from rq import cli
     root = tmp_path_factory.mktemp("report")
     shards = root / "shards"
     write_shards(shards, {"train": [8], "test": [6]}, classes=3, spec_shape=(257, 32), frames_per_clip=2)

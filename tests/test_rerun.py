@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from conftest import contents, lay_out, snapshot
-from pipeline.manifest import read_jsonl, read_manifest
+from rq.pipeline.manifest import read_jsonl, read_manifest
 
 SMALL = ("--audio-seconds", "1", "--frame-size", "32")
 
@@ -86,7 +86,7 @@ def test_sigkill_at_any_moment_then_rerun_is_byte_identical(rq, folder_raw, tmp_
     expected = contents(reference)
 
     out = tmp_path / "out"
-    argv = [sys.executable, "-c", "import cli; cli.main()", "preprocess", "folder", "--raw", str(folder_raw),
+    argv = [sys.executable, "-c", "from rq import cli; cli.main()", "preprocess", "folder", "--raw", str(folder_raw),
             "--out", str(out), "--workers", "2", *SMALL, "--shard-size", "0.13"]
     kills = 0
     # Kill after more and more cache entries exist (4 per clip, 32 in all), then once the first shard exists.

@@ -3,8 +3,8 @@ options that point at the wrong kind of file, duplicate clip names."""
 import stat
 
 from conftest import lay_out
-from pipeline.ffmpeg import ffmpeg_binary
-from pipeline.manifest import read_jsonl, read_manifest
+from rq.pipeline.ffmpeg import ffmpeg_binary
+from rq.pipeline.manifest import read_jsonl, read_manifest
 
 SMALL = ("--audio-seconds", "1", "--frame-size", "32", "--workers", "1")
 

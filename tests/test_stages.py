@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from media import BAD_INPUT_FAILS, ffmpeg, frame_time, make_bad_inputs, make_clip
-from pipeline.audio import audio_stage
-from pipeline.errors import ClipError, NoAudioStream
-from pipeline.ffmpeg import FfmpegMissing, ffmpeg_binary
-from pipeline.frames import frames_stage
-from pipeline.probe import layout_channels, probe_stage
-from pipeline.settings import AudioDecodeSettings, FrameSettings, SpectrogramSettings
-from pipeline.spectrogram import fit_length, log_spectrogram, spectrogram_stage
+from rq.pipeline.stages.audio import audio_stage
+from rq.pipeline.errors import ClipError, NoAudioStream
+from rq.pipeline.ffmpeg import FfmpegMissing, ffmpeg_binary
+from rq.pipeline.stages.frames import frames_stage
+from rq.pipeline.stages.probe import layout_channels, probe_stage
+from rq.pipeline.stages.settings import AudioDecodeSettings, FrameSettings, SpectrogramSettings
+from rq.pipeline.stages.spectrogram import fit_length, log_spectrogram, spectrogram_stage
 
 ORIGINAL = FrameSettings(frame_size=0, jpeg_quality=95)
 

@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from manifests import CREMAD_EMOTIONS, read_class_list
-from pipeline.audio import audio_stage
-from pipeline.frames import frames_stage
-from pipeline.probe import probe_stage
-from pipeline.settings import AudioDecodeSettings, FrameSettings
-from pipeline.synth import class_picture, class_tone
+from rq.manifests import CREMAD_EMOTIONS, read_class_list
+from rq.pipeline.stages.audio import audio_stage
+from rq.pipeline.stages.frames import frames_stage
+from rq.pipeline.stages.probe import probe_stage
+from rq.pipeline.stages.settings import AudioDecodeSettings, FrameSettings
+from rq.pipeline.synth import class_picture, class_tone
 
 TINY = ("--seconds", 1, "--size", "64x48", "--workers", 2)
 
@@ -52,7 +52,7 @@ def box_color(path: Path) -> np.ndarray:
 def kinetics(tmp_path_factory):
     """One clean kinetics synth (every signal its own class's, no noise) shared by the layout tests."""
     from typer.testing import CliRunner
-    import cli
+    from rq import cli
     out = tmp_path_factory.mktemp("kinetics") / "raw"
     result = CliRunner().invoke(cli.app, [str(a) for a in ("synth", "--preset", "kinetics", "--out", out, "--clips", 6,
                                           "--classes", 3, *TINY, "--audio-informative", 1, "--visual-informative", 1,

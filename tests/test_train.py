@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from helpers import write_shards
-from train.checkpoint import load_checkpoint
-from train.config import TrainConfig
-from train.run import run
+from rq.train.trainer.checkpoint import load_checkpoint
+from rq.train.trainer.config import TrainConfig
+from rq.train.trainer.fit import fit
 
 TRAIN_FIELDS = {"samples", "loss", "acc", "acc_audio", "acc_visual", "macro_f1", "air", "share_audio", "share_visual",
                 "lr", "steps_per_rank", "samples_per_s", "data_wait_frac", "skipped_samples", "bad_tars"}
@@ -25,7 +25,7 @@ CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "rollingq", "rng", "epoch"
 def synth_shards(tmp_path_factory) -> Path:
     """Real shards: `rq synth` clips (1 s, 64x48, class-specific tone and picture) through `rq preprocess`."""
     from typer.testing import CliRunner
-    import cli
+    from rq import cli
     root = tmp_path_factory.mktemp("synth")
     runner = CliRunner()
     for args in (("synth", "--preset", "kinetics", "--out", root / "raw", "--clips", 30, "--classes", 3, "--seconds", 1,
@@ -83,7 +83,7 @@ def test_training_lowers_the_loss_and_logs_every_epoch(rq, synth_shards, tmp_pat
 def rotated_run(small_shards, tmp_path_factory) -> tuple[TrainConfig, dict]:
     """RollingQ with beta 0 (rotate at the first epoch end), trained 2 epochs without a break."""
     cfg = tiny(small_shards, tmp_path_factory.mktemp("straight") / "run", rq_beta=0.0)
-    return cfg, run(cfg)
+    return cfg, fit(cfg)
 
 
 def test_rotation_event_is_logged_and_checkpointed(rotated_run):
@@ -102,11 +102,11 @@ def test_rotation_event_is_logged_and_checkpointed(rotated_run):
 def test_resume_reaches_the_same_weights_and_warns_on_changed_shards(rotated_run, small_shards, tmp_path, capsys):
     straight, _ = rotated_run
     cfg = replace(straight, out=str(tmp_path / "run"))
-    run(replace(cfg, stop_after=1))
+    fit(replace(cfg, stop_after=1))
     assert [h["epoch"] for h in lines(tmp_path / "run")] == [0]
     shutil.copytree(tmp_path / "run", tmp_path / "copy")
     capsys.readouterr()
-    run(replace(cfg, resume=True, epochs=99))  # the saved config wins: still 2 epochs
+    fit(replace(cfg, resume=True, epochs=99))  # the saved config wins: still 2 epochs
     assert "warning" not in capsys.readouterr().err
     assert [h["epoch"] for h in lines(tmp_path / "run")] == [0, 1]
     a, b = (load_checkpoint(Path(d) / "last.pt") for d in (straight.out, cfg.out))
@@ -121,18 +121,18 @@ def test_resume_reaches_the_same_weights_and_warns_on_changed_shards(rotated_run
     changed = tmp_path / "changed"
     write_shards(changed, {"train": [9, 8], "test": [5, 4]}, classes=3, n_frames=3, spec_shape=(257, 20),
                  frames_per_clip=2)
-    run(replace(cfg, shards=str(changed), out=str(tmp_path / "copy"), resume=True))
+    fit(replace(cfg, shards=str(changed), out=str(tmp_path / "copy"), resume=True))
     err = capsys.readouterr().err
     assert "warning" in err and "shards changed" in err and str(changed) in err
 
 
 def test_paper_statistics_pass_rotates_too(small_shards, tmp_path):
-    result = run(tiny(small_shards, tmp_path / "run", rq_beta=0.0, rq_stats="pass", epochs=1))
+    result = fit(tiny(small_shards, tmp_path / "run", rq_beta=0.0, rq_stats="pass", epochs=1))
     assert result["epochs"][0]["rollingq"][0]["rotated"]
 
 
 def test_bf16_autocast_path_runs_on_cpu(small_shards, tmp_path):
-    result = run(tiny(small_shards, tmp_path / "run", precision="bf16", epochs=1, max_steps_per_epoch=2,
+    result = fit(tiny(small_shards, tmp_path / "run", precision="bf16", epochs=1, max_steps_per_epoch=2,
                       method="concat"))
     train = result["epochs"][0]["train"]
     assert train["steps_per_rank"] == [2] and train["loss"] > 0

@@ -1,6 +1,6 @@
 """What a user can get wrong around training and evaluation: each is one line (no traceback), and a
 test split with nothing readable does not stop training."""
-from tests.helpers import write_shards
+from helpers import write_shards
 
 TINY = ("--preset", "tiny", "--epochs", "1", "--workers", "0", "--batch-size", "4")
 

@@ -22,14 +22,14 @@ import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from pipeline.console import fail, out as console, summary_table
-from pipeline.preprocess import preprocess
-from pipeline.synth import SynthSettings, cli_synth, parse_size
-from train.checkpoint import load_checkpoint
-from train.config import TrainConfig, cli_errors
-from train.evaluate import EvalConfig, run_eval
-from train.report import ReportError, show, write_report
-from train.run import run as train_run
+from rq.pipeline.console import fail, out as console, summary_table
+from rq.pipeline.preprocess import preprocess
+from rq.pipeline.synth import SynthSettings, cli_synth, parse_size
+from rq.train.trainer.checkpoint import load_checkpoint
+from rq.train.trainer.config import TrainConfig, cli_errors
+from rq.train.evaluation.evaluate import EvalConfig, evaluate_checkpoint
+from rq.train.report.page import ReportError, show, write_report
+from rq.train.trainer.fit import fit
 
 METHODS = ("mt", "rollingq")
 # What does not change the result of a training run (where the data is, how it is run): not compared.
@@ -81,7 +81,7 @@ class StageLog:
         console.print(f"[demo] {stage}: {action} ({why})", markup=False)
 
 
-def run_demo(out: Path, settings: DemoSettings = DemoSettings(), workers: int | None = None) -> dict:
+def make_demo(out: Path, settings: DemoSettings = DemoSettings(), workers: int | None = None) -> dict:
     """Run (or reuse) every stage into `out`; returns {"report": Report, "stages": rows, "seconds": total}."""
     started = time.perf_counter()
     out = Path(out).absolute()
@@ -162,7 +162,7 @@ def _train(run_dir: Path, shards: Path, method: str, frames: int, sha: str, sett
         log.add(f"train {method}", "reused", why, t)
         return False
     with cli_errors():
-        train_run(replace(cfg, resume=action == "resume"))
+        fit(replace(cfg, resume=action == "resume"))
     log.add(f"train {method}", "resumed" if action == "resume" else "trained", why, t)
     return True
 
@@ -200,11 +200,11 @@ def _eval(run_dir: Path, shards: Path, sha: str, settings: DemoSettings, retrain
         if same:
             return log.add(f"eval {method}", "reused", "eval.json newer than last.pt, same settings", t)
     with cli_errors():
-        run_eval(ec)
+        evaluate_checkpoint(ec)
     log.add(f"eval {method}", "ran", "new checkpoint" if retrained else "no matching eval.json", t)
 
 
 def cli_demo(out: Path, workers: int | None) -> None:
     if workers is not None and workers < 1:
         fail(f"--workers must be at least 1, not {workers}")
-    run_demo(out, workers=workers)
+    make_demo(out, workers=workers)

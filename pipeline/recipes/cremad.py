@@ -3,10 +3,10 @@
 when given, else seeded by clip, or by speaker with `--split speaker` (no actor in both splits)."""
 from pathlib import Path
 
-from manifests import CREMAD_EMOTIONS, read_class_list
+from rq.manifests import CREMAD_EMOTIONS, read_class_list
 
-from ..clips import Discovery, Rejected
-from . import LayoutError, RecipeOptions, make_clip, read_split_lists, seeded_split
+from rq.pipeline.clips import Discovery, Rejected
+from rq.pipeline.recipes.layout import LayoutError, RecipeOptions, make_clip, read_split_lists, seeded_split
 
 AUDIO_SECONDS = 3.0
 FRAMES_PER_CLIP = 1

@@ -3,10 +3,10 @@
 unless `--classes` gives the list (files of other classes are then counted, not decoded)."""
 from pathlib import Path
 
-from manifests import read_class_list
+from rq.manifests import read_class_list
 
-from ..clips import Discovery, Rejected
-from . import SPLIT_ALIASES, VIDEO_EXTENSIONS, LayoutError, RecipeOptions, make_clip, seeded_split
+from rq.pipeline.clips import Discovery, Rejected
+from rq.pipeline.recipes.layout import SPLIT_ALIASES, VIDEO_EXTENSIONS, LayoutError, RecipeOptions, make_clip, seeded_split
 
 AUDIO_SECONDS = 10.0
 FRAMES_PER_CLIP = 3

@@ -5,10 +5,10 @@ Keeps the 31 Kinetics-Sounds classes (or `--classes`); `val` becomes the test sp
 import csv
 from pathlib import Path
 
-from manifests import read_class_list
+from rq.manifests import read_class_list
 
-from ..clips import Discovery, Rejected
-from . import VIDEO_EXTENSIONS, LayoutError, RecipeOptions, label_index, make_clip, read_split_lists
+from rq.pipeline.clips import Discovery, Rejected
+from rq.pipeline.recipes.layout import VIDEO_EXTENSIONS, LayoutError, RecipeOptions, label_index, make_clip, read_split_lists
 
 AUDIO_SECONDS = 10.0
 FRAMES_PER_CLIP = 3

@@ -1,5 +1,5 @@
 """`rq train`: build the run from a TrainConfig, train epoch by epoch, evaluate, log, checkpoint.
-Importable: `run(TrainConfig(...))` trains in-process (the tests do), under torchrun too.
+Importable: `fit(TrainConfig(...))` trains in-process (the tests do), under torchrun too.
 
 The run folder:
   config.json     the resolved TrainConfig
@@ -25,20 +25,21 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
-from pipeline.console import err, out, summary_table
-from rollingq import MultimodalTransformer, RollingQ, load_pretrained, preset_config
-from train.checkpoint import check_fits, read_run_checkpoint, rng_state, save_checkpoint, set_rng_state
-from train.config import ConfigError, TrainConfig, cli_errors
-from train.data import DataConfig, eval_batches, open_source, train_batches
-from train.distributed import DistEnv, all_gather_objects, all_reduce_sum, barrier, init_distributed, shutdown
-from train.loop import Step, evaluate, statistics_pass, train_one_epoch
+from rq.pipeline.console import err, out, summary_table
+from rollingq import RollingQ, load_pretrained
+from rq.train.trainer.checkpoint import check_fits, read_run_checkpoint, rng_state, save_checkpoint, set_rng_state
+from rq.train.trainer.build import build_model, build_optimizer, lr_schedule
+from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors
+from rq.train.data import DataConfig, eval_batches, open_source, train_batches
+from rq.train.trainer.distributed import DistEnv, all_gather_objects, all_reduce_sum, barrier, init_distributed, shutdown
+from rq.train.trainer.epoch import ForwardPass, evaluation_pass, statistics_pass, train_one_epoch
 
 # Options that only say where the data is and how to run; a resumed run takes them from the command
 # line, everything else from the run's own config (so it ends at the same weights).
 _RUNTIME_OPTIONS = ("shards", "manifest", "workers", "device", "compile", "stop_after")
 
 
-def run(cfg: TrainConfig) -> dict:
+def fit(cfg: TrainConfig) -> dict:
     """Train as `cfg` says; returns {"out", "best_acc", "epochs": [metrics line per epoch]}."""
     env = init_distributed(cfg.device)
     try:
@@ -51,36 +52,7 @@ def cli_train(shards: str, preset: str, **options) -> None:
     """`rq train`: the options as the CLI parsed them (None = not given: the preset's default)."""
     with cli_errors():
         options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
-        run(TrainConfig.from_options(shards, preset, **options))
-
-
-def build_model(cfg: TrainConfig, num_classes: int, spec_shape: tuple[int, int]) -> MultimodalTransformer:
-    """The model a config describes, for shards of `num_classes` classes and [F, T] spectrograms."""
-    overrides = dict(frames=cfg.frames, image_size=cfg.image_size, spec_bins=spec_shape[0],
-                     spec_frames=spec_shape[1], rq=cfg.rollingq())
-    if cfg.fusion_layers:
-        overrides["fusion_layers"] = cfg.fusion_layers
-    return MultimodalTransformer(preset_config(cfg.preset, num_classes, cfg.method, **overrides))
-
-
-def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """SGD with momentum (the paper) or AdamW, at the config's peak learning rate."""
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def lr_schedule(cfg: TrainConfig, steps_per_epoch: int):
-    """Per-step learning rate: linear warm-up for `warmup_epochs`, then cosine annealing to 0."""
-    total = cfg.epochs * steps_per_epoch
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return cfg.lr * (step + 1) / warmup
-        return 0.5 * cfg.lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-    return lr_at, {"kind": "warmup-cosine", "warmup_steps": warmup, "total_steps": total,
-                   "steps_per_epoch": steps_per_epoch}
+        fit(TrainConfig.from_options(shards, preset, **options))
 
 
 def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
@@ -106,7 +78,9 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
     try:
         model = build_model(cfg, num_classes, src.spec_shape)
         if cfg.pretrained and resumed is None:
-            load_pretrained(model, cfg.pretrained)
+            report = load_pretrained(model, cfg.pretrained)
+            if env.is_main:
+                out.print("\n".join(report.lines()), markup=False)
     except ValueError as e:  # a model the options cannot build, or an unusable --pretrained file
         raise ConfigError(str(e)) from None
     model.to(env.device)
@@ -136,7 +110,7 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
         start_epoch, best_acc = resumed["epoch"] + 1, resumed["best_acc"]
 
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and env.device.type == "cuda")
-    step = Step(_wrap(model, cfg, env), env, bf16)
+    step = ForwardPass(_wrap(model, cfg, env), env, bf16)
     data_cfg = DataConfig(batch_size=cfg.batch_size, frames=cfg.frames, image_size=cfg.image_size,
                           workers=cfg.workers, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
                           pin_memory=env.device.type == "cuda")
@@ -165,7 +139,7 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
         events = _rollingq_epoch_end(controller, step, src, data_cfg, epoch, steps, global_batch)
         test = None
         if n_test:
-            test, _, _ = evaluate(step, eval_batches(src, data_cfg, split="test", rank=env.rank, world=env.world),
+            test, _, _ = evaluation_pass(step, eval_batches(src, data_cfg, split="test", rank=env.rank, world=env.world),
                                   num_classes=num_classes, samples=n_test, desc=f"test {epoch}")
         line = {"epoch": epoch, "train": train, "test": test, "rollingq": events,
                 "epoch_s": round(time.perf_counter() - started, 3)}

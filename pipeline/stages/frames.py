@@ -11,10 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import probe
-from .errors import ClipError
-from .ffmpeg import input_file, stream_ffmpeg
-from .settings import FrameSettings
+from rq.pipeline.stages import probe
+from rq.pipeline.errors import ClipError
+from rq.pipeline.ffmpeg import input_file, stream_ffmpeg
+from rq.pipeline.stages.settings import FrameSettings
 
 STAGE = "frames"
 VERSION = 1

@@ -27,14 +27,14 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.console import err, out, summary_table  # noqa: E402
-from train.checkpoint import check_fits, read_run_checkpoint  # noqa: E402
-from train.config import ConfigError, TrainConfig, cli_errors  # noqa: E402
-from train.data import DataConfig, DataError, eval_batches, open_source  # noqa: E402
-from train.distributed import all_reduce_sum, init_distributed, shutdown  # noqa: E402
-from train.loop import Step, evaluate  # noqa: E402
-from train.metrics import pearson  # noqa: E402
-from train.run import build_model  # noqa: E402
+from rq.pipeline.console import err, out, summary_table  # noqa: E402
+from rq.train.trainer.checkpoint import check_fits, read_run_checkpoint  # noqa: E402
+from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors  # noqa: E402
+from rq.train.data import DataConfig, DataError, eval_batches, open_source  # noqa: E402
+from rq.train.trainer.distributed import all_reduce_sum, init_distributed, shutdown  # noqa: E402
+from rq.train.trainer.epoch import ForwardPass, evaluation_pass  # noqa: E402
+from rq.train.evaluation.metrics import pearson  # noqa: E402
+from rq.train.trainer.build import build_model  # noqa: E402
 
 _INPUT = {"audio": "spec", "visual": "frames"}
 _OTHER = {"audio": "visual", "visual": "audio"}
@@ -111,11 +111,11 @@ def is_noisy(key: str, fraction: float, seed: int) -> bool:
 def cli_eval(noise_levels: str, noise_modality: str | None, ckpt, out, **options) -> None:
     """`rq eval`, with one-line usage errors."""
     with cli_errors():
-        run_eval(EvalConfig(ckpt=str(ckpt), out=str(out or ""), noise_modality=noise_modality or "",
+        evaluate_checkpoint(EvalConfig(ckpt=str(ckpt), out=str(out or ""), noise_modality=noise_modality or "",
                             noise_levels=parse_levels(noise_levels), **options))
 
 
-def run_eval(ec: EvalConfig) -> dict:
+def evaluate_checkpoint(ec: EvalConfig) -> dict:
     env = init_distributed(ec.device)
     try:
         return _eval(ec, env)
@@ -137,7 +137,7 @@ def _eval(ec: EvalConfig, env) -> dict:
     model = build_model(cfg, len(src.classes), tuple(state["spec_shape"]))
     model.load_state_dict(state["model"])
     model.to(env.device)
-    step = Step(model, env, bf16=cfg.precision == "bf16" or (cfg.precision == "auto" and env.device.type == "cuda"))
+    step = ForwardPass(model, env, bf16=cfg.precision == "bf16" or (cfg.precision == "auto" and env.device.type == "cuda"))
     data_cfg = DataConfig(batch_size=cfg.batch_size, frames=cfg.frames, image_size=cfg.image_size,
                           workers=ec.workers, shuffle_buffer=0, seed=ec.seed, pin_memory=env.device.type == "cuda")
     n = src.splits[ec.split][1]
@@ -145,7 +145,7 @@ def _eval(ec: EvalConfig, env) -> dict:
 
     def measure(desc: str, perturb=None):
         batches = eval_batches(src, data_cfg, split=ec.split, rank=env.rank, world=env.world)
-        return evaluate(step, batches, num_classes=num_classes, samples=n, desc=desc, perturb=perturb)
+        return evaluation_pass(step, batches, num_classes=num_classes, samples=n, desc=desc, perturb=perturb)
 
     def generator(i: int) -> torch.Generator:
         return torch.Generator(env.device).manual_seed(ec.seed * 1_000_003 + 7919 * i + env.rank)

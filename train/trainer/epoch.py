@@ -8,25 +8,25 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pipeline.console import progress
-from train.data import Batches, to_device
-from train.distributed import DistEnv, all_gather_objects
-from train.metrics import Outcomes, sample_outcomes, summarize
+from rq.pipeline.console import progress
+from rq.train.data import Batches, to_device
+from rq.train.trainer.distributed import DistEnv, all_gather_objects
+from rq.train.evaluation.metrics import Outcomes, sample_outcomes, summarize
 
 Batch = dict
 
 
 @dataclass(frozen=True)
-class Step:
+class ForwardPass:
     """How a forward pass runs: the model to call (DDP-wrapped and/or compiled), where, and in what precision."""
     model: torch.nn.Module
     env: DistEnv
     bf16: bool
 
-    def no_sync(self) -> "Step":
+    def no_sync(self) -> "ForwardPass":
         """The same step without DDP's wrapper, for no-grad passes: DDP's forward broadcasts buffers (a
         collective), so a rank with fewer or no evaluation batches would leave the others waiting."""
-        return Step(getattr(self.model, "module", self.model), self.env, self.bf16)
+        return ForwardPass(getattr(self.model, "module", self.model), self.env, self.bf16)
 
     def forward(self, batch: Batch):
         # bf16 autocast needs no loss scaling (same exponent range as fp32), unlike fp16.
@@ -45,7 +45,7 @@ def per_sample_loss(out, labels: torch.Tensor) -> torch.Tensor:
     return loss
 
 
-def train_one_epoch(step: Step, optimizer: torch.optim.Optimizer, batches: Batches, *, epoch: int,
+def train_one_epoch(step: ForwardPass, optimizer: torch.optim.Optimizer, batches: Batches, *, epoch: int,
                     steps: int, samples: int, lr_at: Callable[[int], float], grad_clip: float = 0.0,
                     observe: Callable | None = None, num_classes: int) -> dict:
     """Train for exactly `steps` batches (about `samples` over all processes); returns the epoch's
@@ -96,7 +96,7 @@ def train_one_epoch(step: Step, optimizer: torch.optim.Optimizer, batches: Batch
 
 
 @torch.no_grad()
-def evaluate(step: Step, batches: Batches, *, num_classes: int, samples: int | None = None,
+def evaluation_pass(step: ForwardPass, batches: Batches, *, num_classes: int, samples: int | None = None,
              desc: str = "test", perturb: Callable[[Batch], Batch] | None = None
              ) -> tuple[dict, dict[str, torch.Tensor], list[str]]:
     """Metrics over every sample of `batches` (each process its own share; gathered so every sample
@@ -126,7 +126,7 @@ def evaluate(step: Step, batches: Batches, *, num_classes: int, samples: int | N
 
 
 @torch.no_grad()
-def statistics_pass(step: Step, batches: Iterable[Batch], observe: Callable, *, samples: int, desc: str) -> None:
+def statistics_pass(step: ForwardPass, batches: Iterable[Batch], observe: Callable, *, samples: int, desc: str) -> None:
     """RollingQ's extra forward pass over the training stream (the paper's estimate of E[k̂_a], E[k̂_v], E[q])."""
     step = step.no_sync()
     step.model.eval()

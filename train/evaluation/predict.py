@@ -20,16 +20,16 @@ from pathlib import Path
 
 import torch
 
-from pipeline.console import err, fail, out as console, progress, summary_table
-from pipeline.errors import ClipError
-from pipeline.ffmpeg import FfmpegMissing
-from pipeline.stages import STAGES
-from train.checkpoint import read_run_checkpoint
-from train.clip import decode_clip
-from train.config import ConfigError, TrainConfig
-from train.data import to_device
-from train.distributed import resolve_device
-from train.run import build_model
+from rq.pipeline.console import err, fail, out as console, progress, summary_table
+from rq.pipeline.errors import ClipError
+from rq.pipeline.ffmpeg import FfmpegMissing
+from rq.pipeline.stages import STAGES
+from rq.train.trainer.checkpoint import read_run_checkpoint
+from rq.train.data.sample import decode_clip
+from rq.train.trainer.config import ConfigError, TrainConfig
+from rq.train.data import to_device
+from rq.train.trainer.distributed import resolve_device
+from rq.train.trainer.build import build_model
 
 
 class PredictError(Exception):

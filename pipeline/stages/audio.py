@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import probe
-from .errors import ClipError, NoAudioStream
-from .ffmpeg import input_file, run_ffmpeg
-from .settings import AudioDecodeSettings
+from rq.pipeline.stages import probe
+from rq.pipeline.errors import ClipError, NoAudioStream
+from rq.pipeline.ffmpeg import input_file, run_ffmpeg
+from rq.pipeline.stages.settings import AudioDecodeSettings
 
 STAGE = "audio"
 VERSION = 1

@@ -1,42 +1,19 @@
-"""The stage registry, and how one clip goes through it (the pure per-clip function an executor runs).
-
-A stage is a pure function of (input file, upstream outputs, its own settings) -> named bytes. Its
-`version` is its code version: bump it whenever the stage's output changes, and every cached result
-of that stage (and only that stage and what reads it) is recomputed."""
+"""How one clip goes through the stages (`rq.pipeline.stages`): its nodes, their cache keys, the plan
+of what is cached, and `process_clip`, the pure per-clip function an executor runs. `rq preprocess`
+and `rq predict` both run clips through it."""
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import audio, frames, probe, spectrogram
-from .cache import Cache, Head, stage_key
-from .clips import Clip, fingerprint
-from .errors import ClipError, TransientClipError
-from .ffmpeg import FfmpegMissing
-from .settings import AudioDecodeSettings, FrameSettings, SpectrogramSettings, canonical
+from rq.pipeline.cache import Cache, Head, stage_key
+from rq.pipeline.clips import Clip, fingerprint
+from rq.pipeline.errors import ClipError, TransientClipError
+from rq.pipeline.ffmpeg import FfmpegMissing
+from rq.pipeline.stages import BY_NAME, STAGES, Stage
+from rq.pipeline.stages.settings import canonical
 
 
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    version: int
-    fn: Callable
-    needs: tuple[str, ...]
-    settings_type: type | None
-    reads: str | None        # the file it reads: "video", "audio" (CREMA-D's wav when given) or None
-    in_shard: bool           # whether its members go into the shard sample
-
-
-STAGES: tuple[Stage, ...] = (
-    Stage("probe", probe.VERSION, probe.probe_stage, (), None, "video", False),
-    Stage("frames", frames.VERSION, frames.frames_stage, ("probe",), FrameSettings, "video", True),
-    Stage("audio", audio.VERSION, audio.audio_stage, ("probe",), AudioDecodeSettings, "audio", False),
-    Stage("spectrogram", spectrogram.VERSION, spectrogram.spectrogram_stage, ("audio",), SpectrogramSettings,
-          None, True),
-)
-STAGE_NAMES = tuple(s.name for s in STAGES)
-_BY_NAME = {s.name: s for s in STAGES}
 
 
 @dataclass(frozen=True)
@@ -56,8 +33,8 @@ def clip_nodes(clip: Clip) -> list[Node]:
     def add(st: Stage, path: Path | None) -> str:
         node_id = st.name if path == clip.input_path(st.reads) else f"{st.name}@audio"
         if node_id not in nodes:
-            needs = tuple(add(_BY_NAME[n], path if _BY_NAME[n].reads and path else
-                              clip.input_path(_BY_NAME[n].reads)) for n in st.needs)
+            needs = tuple(add(BY_NAME[n], path if BY_NAME[n].reads and path else
+                              clip.input_path(BY_NAME[n].reads)) for n in st.needs)
             nodes[node_id] = Node(node_id, st, path, needs)
         return node_id
 
@@ -129,7 +106,7 @@ def plan_clip(clip: Clip, job: Job, cache: Cache) -> Plan:
     return Plan(nodes, keys, heads)
 
 
-def run_clip(planned: tuple[Clip, Plan], job: Job) -> ClipResult:
+def process_clip(planned: tuple[Clip, Plan], job: Job) -> ClipResult:
     """Run one clip through every stage, given its plan (plan_clip): cached nodes are read only when a
     computed node needs their output, missing ones computed and stored. A ClipError anywhere is this
     clip's failure, never the run's."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import braceexpand
 import numpy as np
 
-from train.tarstream import TarError, url_samples
+from rq.train.data.tarstream import TarError, url_samples
 
 FRAME_MEMBER = re.compile(r"f\d+\.jpg")  # f0000.jpg, f0001.jpg, ...: zero-padded, so sorting keeps time order
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio
-from .errors import ClipError
-from .settings import SpectrogramSettings
+from rq.pipeline.stages import audio
+from rq.pipeline.errors import ClipError
+from rq.pipeline.stages.settings import SpectrogramSettings
 
 STAGE = "spectrogram"
 VERSION = 1

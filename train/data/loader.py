@@ -23,14 +23,12 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.console import err
-from train.augment import MEAN, STD
-from train.clip import decode_clip
-from train.source import DataError, ShardSource, open_source
-from train.tarstream import TarError, url_samples
+from rq.pipeline.console import err
+from rq.train.data.augment import MEAN, STD
+from rq.train.data.sample import decode_clip
+from rq.train.data.source import DataError, ShardSource
+from rq.train.data.tarstream import TarError, url_samples
 
-__all__ = ["ShardSource", "open_source", "DataConfig", "DataError", "LoaderStats", "Batches",
-           "train_batches", "eval_batches", "to_device", "shard_order", "bench_loader"]
 
 
 class Skip(NamedTuple):
@@ -264,5 +262,3 @@ def _one_line(exn: Exception) -> str:
     text = str(exn)   # not args[0]: for an OSError that is the bare errno
     return " ".join(f"{type(exn).__name__}: {text}".split())
 
-
-from train.bench_loader import bench_loader  # noqa: E402  (re-exported: the interface names it here)

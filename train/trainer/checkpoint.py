@@ -7,7 +7,7 @@ import random
 import numpy as np
 import torch
 
-from train.config import ConfigError
+from rq.train.trainer.config import ConfigError
 
 REQUIRED = ("model", "config", "classes", "spec_shape")
 

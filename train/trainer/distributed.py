@@ -6,7 +6,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from train.config import ConfigError
+from rq.train.trainer.config import ConfigError
 
 
 @dataclass(frozen=True)

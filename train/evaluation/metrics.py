@@ -7,7 +7,7 @@ from scipy import stats
 import torch
 
 from rollingq.rotation import imbalance_terms
-from train.distributed import DistEnv, all_gather_objects
+from rq.train.trainer.distributed import DistEnv, all_gather_objects
 
 def sample_outcomes(out, labels: torch.Tensor, loss: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """One batch's per-sample outcomes, left on the device (no sync per step). `out` is a rollingq

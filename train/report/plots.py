@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 if TYPE_CHECKING:
-    from train.report import RunRecord
+    from rq.train.report.runs import RunRecord
 
 _NAN = float("nan")
 

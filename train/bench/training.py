@@ -14,12 +14,12 @@ import time
 
 import torch
 
-from pipeline.console import out, summary_table
-from train.config import TrainConfig, cli_errors
-from train.data import LoaderStats
-from train.distributed import DistEnv, resolve_device
-from train.loop import Step, train_one_epoch
-from train.run import build_model, build_optimizer
+from rq.pipeline.console import out, summary_table
+from rq.train.trainer.config import TrainConfig, cli_errors
+from rq.train.data import LoaderStats
+from rq.train.trainer.distributed import DistEnv, resolve_device
+from rq.train.trainer.epoch import ForwardPass, train_one_epoch
+from rq.train.trainer.build import build_model, build_optimizer
 from rollingq import RollingQ
 from rollingq.config import PRESETS
 
@@ -70,7 +70,7 @@ def bench_train(preset: str = "tiny", method: str = "rollingq", steps: int = 20,
         model = build_model(cfg, num_classes, spec_shape).to(dev)
         controller = RollingQ(model, cfg.rollingq()) if len(model.fusion) else None
         opt = build_optimizer(cfg, model)   # the preset's optimiser (its lr is overridden per step below)
-        step = Step(torch.compile(model) if compile else model, env, bf16)
+        step = ForwardPass(torch.compile(model) if compile else model, env, bf16)
         runners[m] = (step, opt, controller, model)
 
     def block(m: str, n: int) -> float:

@@ -5,8 +5,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from .errors import ClipError
-from .ffmpeg import read_header
+from rq.pipeline.errors import ClipError
+from rq.pipeline.ffmpeg import read_header
 
 STAGE = "probe"
 VERSION = 1

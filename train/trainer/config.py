@@ -6,9 +6,9 @@ from datetime import datetime
 import json
 from pathlib import Path
 
-from pipeline.console import fail
+from rq.pipeline.console import fail
 from rollingq.config import METHODS, PRESETS, RollingQConfig
-from train.source import DataError
+from rq.train.data.source import DataError
 
 _RQ = RollingQConfig()  # the RollingQ defaults live with the method; the CLI only exposes them
 

@@ -17,10 +17,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from pipeline.console import fail, progress, summary_table
-from train.augment import MEAN, STD, pick_frames, random_crop_box
-from train.source import FRAME_MEMBER, DataError, ShardSource, open_source
-from train.tarstream import url_samples
+from rq.pipeline.console import fail, progress, summary_table
+from rq.train.data.augment import MEAN, STD, pick_frames, random_crop_box
+from rq.train.data.loader import DataConfig, train_batches
+from rq.train.data.source import FRAME_MEMBER, DataError, ShardSource, open_source
+from rq.train.data.tarstream import url_samples
 
 
 class ClipFolders(Dataset):
@@ -104,7 +105,6 @@ def bench_loader(shards: str, *, workers: int = 2, batches: int = 20, batch_size
     """Time both pipelines in one run, print a summary table, optionally write the result as JSON.
     The pipelines take turns for `rounds` rounds; the speed-ups are the median of the rounds' ratios,
     so a burst of load from other jobs on the machine does not land on one pipeline only."""
-    from train.data import DataConfig, train_batches  # data.py re-exports this module's entry point
 
     try:
         src = open_source(shards)
