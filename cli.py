@@ -4,6 +4,8 @@ from typing import Optional
 
 import typer
 
+from rq.train.trainer.config import default_text as _d   # light: no torch; the defaults are written there once
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="rq: raw audio-visual videos -> cached WebDataset shards -> RollingQ training.")
 preprocess_app = typer.Typer(no_args_is_help=True, help="Turn a raw dataset folder into training shards.")
@@ -182,32 +184,32 @@ def train_cmd(
     out: Optional[Path] = typer.Option(None, help="Run folder [default: a new runs/<time>-<method>]."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last.pt (same final weights as "
                                 "an uninterrupted run); its config.json wins over other options."),
-    optimizer: Optional[str] = typer.Option(None, help="sgd (the paper) | adamw [preset: sgd; tiny adamw]."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs [preset: 30; tiny 4]."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate [preset: 1e-3]."),
-    batch_size: Optional[int] = typer.Option(None, help="Batch per process [preset: 64; tiny 16]."),
-    momentum: Optional[float] = typer.Option(None, help="SGD momentum [0.9]; not used by adamw."),
-    weight_decay: Optional[float] = typer.Option(None, help="SGD weight decay [1e-4]."),
+    optimizer: Optional[str] = typer.Option(None, help=f"sgd (the paper) | adamw [{_d('optimizer')}]."),
+    epochs: Optional[int] = typer.Option(None, help=f"Epochs [{_d('epochs')}]."),
+    lr: Optional[float] = typer.Option(None, help=f"Peak learning rate [{_d('lr')}]."),
+    batch_size: Optional[int] = typer.Option(None, help=f"Batch per process [{_d('batch_size')}]."),
+    momentum: Optional[float] = typer.Option(None, help=f"SGD momentum [{_d('momentum')}]; not used by adamw."),
+    weight_decay: Optional[float] = typer.Option(None, help=f"Weight decay [{_d('weight_decay')}]."),
     warmup_epochs: Optional[float] = typer.Option(None, help="Linear warm-up before the cosine decay, in epochs "
-                                                  "[preset: 2.5; tiny 0.5]."),
-    grad_clip: Optional[float] = typer.Option(None, help="Max gradient norm; 0 = no clipping [0]."),
+                                                  f"[{_d('warmup_epochs')}]."),
+    grad_clip: Optional[float] = typer.Option(None, help=f"Max gradient norm; 0 = no clipping [{_d('grad_clip')}]."),
     frames: Optional[int] = typer.Option(None, help="Frames per clip [the manifest's frames_per_clip]."),
-    image_size: Optional[int] = typer.Option(None, help="Frame crop size in pixels [preset: 224; tiny 64]."),
-    workers: Optional[int] = typer.Option(None, help="Loader worker processes per GPU/process [4]."),
-    shuffle_buffer: Optional[int] = typer.Option(None, help="Samples in the shuffle buffer [1000]."),
+    image_size: Optional[int] = typer.Option(None, help=f"Frame crop size in pixels [{_d('image_size')}]."),
+    workers: Optional[int] = typer.Option(None, help=f"Loader worker processes per GPU/process [{_d('workers')}]."),
+    shuffle_buffer: Optional[int] = typer.Option(None, help=f"Samples in the shuffle buffer [{_d('shuffle_buffer')}]."),
     max_steps_per_epoch: Optional[int] = typer.Option(None, help="Cap on steps per epoch (smoke tests); 0 = none."),
-    fusion_layers: Optional[int] = typer.Option(None, help="Fusion attention layers: 1 = Vanilla MT, 2 = MT* [1]."),
+    fusion_layers: Optional[int] = typer.Option(None, help=f"Fusion attention layers: 1 = Vanilla MT, 2 = MT* [{_d('fusion_layers')}]."),
     pretrained: Optional[Path] = typer.Option(None, help="Local timm ViT-B/16 checkpoint (.safetensors/.npz/.pth) "
                                               "for both encoders; never downloaded."),
-    rq_rho: Optional[float] = typer.Option(None, help="RollingQ rho (official `sigma`): how hard the anchor leans [1.0]."),
-    rq_beta: Optional[float] = typer.Option(None, help="RollingQ rotates when |AIR| > beta [0.1]."),
-    rq_max_rotations: Optional[int] = typer.Option(None, help="RollingQ rotations at most (official `r_time`) [1]."),
+    rq_rho: Optional[float] = typer.Option(None, help=f"RollingQ rho (official `sigma`): how hard the anchor leans [{_d('rq_rho')}]."),
+    rq_beta: Optional[float] = typer.Option(None, help=f"RollingQ rotates when |AIR| > beta [{_d('rq_beta')}]."),
+    rq_max_rotations: Optional[int] = typer.Option(None, help=f"RollingQ rotations at most (official `r_time`) [{_d('rq_max_rotations')}]."),
     rq_stats: Optional[str] = typer.Option(None, help="running (means gathered while training) | pass (the paper: "
-                                           "an extra forward pass over the training set) [running]."),
-    rq_rotation: Optional[str] = typer.Option(None, help="svd (the paper) | minimal (plane rotation) [svd]."),
-    rq_air_scope: Optional[str] = typer.Option(None, help="epoch (AIR over the epoch) | last-batch (official) [epoch]."),
-    seed: Optional[int] = typer.Option(None, help="Seed of model init, shuffles and crops [0]."),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N [auto]."),
+                                           f"an extra forward pass over the training set) [{_d('rq_stats')}]."),
+    rq_rotation: Optional[str] = typer.Option(None, help=f"svd (the paper) | minimal (plane rotation) [{_d('rq_rotation')}]."),
+    rq_air_scope: Optional[str] = typer.Option(None, help=f"epoch (AIR over the epoch) | last-batch (official) [{_d('rq_air_scope')}]."),
+    seed: Optional[int] = typer.Option(None, help=f"Seed of model init, shuffles and crops [{_d('seed')}]."),
+    device: Optional[str] = typer.Option(None, help=f"auto | cpu | cuda | cuda:N [{_d('device')}]."),
     precision: Optional[str] = typer.Option(None, help="auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32."),
     compile: bool = typer.Option(False, help="torch.compile the model."),
     stop_after: Optional[int] = typer.Option(None, help="End this invocation after N epochs (time-limited jobs); "

@@ -10,8 +10,11 @@ Reducing twice is fine: the second all-reduce multiplies the already-global AIR 
 counts alike, so AIR is unchanged, while the pass's means are summed once as they should be.
 With several fusion layers all rotate together, each from statistics of the un-rotated model.
 
-The controller works on any model with fusion layers; it only rotates a `rollingq` model (an `mt`
-model still gets its AIR measured and reported).
+The controller is model-agnostic: it works on any model whose `fusion_layers` report FusionStats
+(the query, each modality's mean key, the attention shares) and, to rotate, hold a `rotation`
+buffer (fusion.RotatableQuery). AIR compares the model's first two modalities, in its order
+(audio vs visual: positive = audio favoured). It only rotates a rotating model (an `mt` model still
+gets its AIR measured and reported).
 """
 import math
 
@@ -33,9 +36,12 @@ class RollingQ:
         for attr in ("module", "_orig_mod"):
             model = getattr(model, attr, model)
         self.cfg = cfg
-        self.layers = list(model.fusion)
-        self.rotates = bool(self.layers) and all(layer.rotation is not None for layer in self.layers)
-        dim = model.cfg.dim
+        self.layers = model.fusion_layers
+        if self.layers and len(model.modalities) < 2:
+            raise ValueError("AIR needs two modalities")
+        self.pair = model.modalities[:2]
+        self.rotates = bool(self.layers) and all(getattr(layer, "rotation", None) is not None for layer in self.layers)
+        dim = model.fusion.dim if self.layers else 0
         self._q, self._ka, self._kv = (slice(_SCALARS + i * dim, _SCALARS + (i + 1) * dim) for i in range(3))
         self._stats = torch.zeros(len(self.layers), _SCALARS + 3 * dim, dtype=torch.float64)
         self._pass = False
@@ -45,7 +51,7 @@ class RollingQ:
         if len(out.fusion) != len(self.layers):
             raise ValueError(f"output has {len(out.fusion)} fusion layers, the model {len(self.layers)}")
         for row, s in zip(self._rows(out.fusion[0].q.device), out.fusion):
-            q, ka, kv = (t.double() for t in (s.q, s.k_audio, s.k_visual))
+            q, ka, kv = (t.double() for t in (s.q, s.keys[self.pair[0]], s.keys[self.pair[1]]))
             n = q.shape[0]
             if not self._pass:
                 air = imbalance_terms(q, ka, kv).sum()

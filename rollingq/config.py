@@ -1,5 +1,5 @@
 """Frozen settings of the model and of the RollingQ rule, and the named presets."""
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 METHODS = ("mt", "rollingq", "concat", "unimodal-audio", "unimodal-visual")
 
@@ -12,7 +12,7 @@ class RollingQConfig:
     # |AIR| must exceed beta to rotate. AIR lives in [-2, 2]; 0.1 ignores the small imbalance an
     # untrained model has by chance while catching the bias the paper reports.
     beta: float = 0.1
-    max_rotations: int = 1          # r_time; the official default (SPEC.md)
+    max_rotations: int = 1          # r_time; the official default
     # "running": means gathered during the epoch (no extra cost); "pass": an extra forward pass over
     # the training set when a rotation is due (the paper). Running is the default: same estimate of
     # the same quantities, one less pass over the data.
@@ -45,7 +45,6 @@ class ModelConfig:
     fusion_layers: int = 1          # 1 = Vanilla MT, 2 = MT*
     fusion_heads: int = 1           # the official fusion attention is single-head
     dropout: float = 0.0
-    rq: RollingQConfig = field(default_factory=RollingQConfig)
 
     def __post_init__(self):
         _one_of("method", self.method, METHODS)
@@ -71,7 +70,7 @@ class ModelConfig:
 
 
 PRESETS: dict[str, dict] = {
-    # Kinetics-Sounds: 3 frames, 10 s of audio -> 257 x 1004 (SPEC.md).
+    # Kinetics-Sounds: 3 frames, 10 s of audio -> 257 x 1004 (the paper's text; README "presets").
     "ks": dict(frames=3, spec_bins=257, spec_frames=1004),
     # CREMA-D: 1 frame, 3 s of audio -> 257 x 299.
     "cremad": dict(frames=1, spec_bins=257, spec_frames=299),

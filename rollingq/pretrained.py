@@ -41,12 +41,12 @@ class LoadReport:
 
 
 def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
-    """Copy a timm ViT checkpoint into model.audio and model.visual; the report says what was left out.
+    """Copy a timm ViT checkpoint into every ViT encoder of the model; the report says what was left out.
 
     Raises ValueError (one line, naming the file) for an unreadable file or mismatched shapes."""
     path = Path(path)
     weights = read_checkpoint(path)
-    encoders = {name: enc for name in ("audio", "visual") if isinstance(enc := getattr(model, name, None), ViTEncoder)}
+    encoders = {name: enc for name, enc in getattr(model, "encoders", {}).items() if isinstance(enc, ViTEncoder)}
     if not encoders:
         raise ValueError(f"{path}: the model has no ViT encoder to initialise")
     used: set[str] = set()

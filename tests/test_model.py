@@ -4,8 +4,8 @@ import dataclasses
 import pytest
 import torch
 
-from rollingq import (FusionStats, ModelOutput, MultimodalTransformer, RollingQ, RollingQConfig, balanced_anchor,
-                      parameter_count, preset_config)
+from rollingq import (FusionStats, ModelOutput, RollingQ, RollingQConfig, balanced_anchor, create_model, parameter_count,
+                      preset_config)
 from rollingq.config import METHODS
 from rollingq.rotation import imbalance_terms
 
@@ -17,15 +17,16 @@ def tiny(method="rollingq", **kw):
 
 
 def inputs(cfg, b=3, seed=0, dtype=torch.float32):
+    """A batch of the model's inputs, keyed by modality."""
     gen = torch.Generator().manual_seed(seed)
     spec = torch.randn(b, 1, cfg.spec_bins, cfg.spec_frames, generator=gen, dtype=dtype)
     frames = torch.randn(b, cfg.frames, 3, cfg.image_size, cfg.image_size, generator=gen, dtype=dtype)
-    return spec, frames
+    return {"audio": spec, "visual": frames}
 
 
 def build(cfg, seed=0, double=False):
     torch.manual_seed(seed)
-    model = MultimodalTransformer(cfg).eval()
+    model = create_model(cfg).eval()
     return model.double() if double else model
 
 
@@ -34,36 +35,39 @@ def build(cfg, seed=0, double=False):
 def test_forward_shapes_for_every_method(method, fusion_layers):
     cfg = tiny(method, fusion_layers=fusion_layers)
     model = build(cfg)
-    spec, frames = inputs(cfg)
-    out = model(None if method == "unimodal-visual" else spec, None if method == "unimodal-audio" else frames)
+    x = inputs(cfg)
+    if method.startswith("unimodal-"):              # a unimodal model needs (and reads) only its own input
+        x = {m: v for m, v in x.items() if m == method.removeprefix("unimodal-")}
+    out = model(x)
     assert out.logits.shape == (3, C)
     if method == "unimodal-audio":
-        assert torch.equal(out.audio_logits, out.logits) and out.visual_logits is None
-        assert not out.audio_logits.requires_grad        # the head's loss must not count twice
+        assert list(out.probes) == ["audio"] and torch.equal(out.probes["audio"], out.logits)
+        assert not out.probes["audio"].requires_grad        # the head's loss must not count twice
     elif method == "unimodal-visual":
-        assert torch.equal(out.visual_logits, out.logits) and out.audio_logits is None
-        assert not out.visual_logits.requires_grad
+        assert list(out.probes) == ["visual"] and torch.equal(out.probes["visual"], out.logits)
+        assert not out.probes["visual"].requires_grad
     else:
-        assert out.audio_logits.shape == out.visual_logits.shape == (3, C)
+        assert out.probes["audio"].shape == out.probes["visual"].shape == (3, C)
     assert len(out.fusion) == (fusion_layers if method in ("mt", "rollingq") else 0)
     for s in out.fusion:
-        assert s.q.shape == s.k_audio.shape == s.k_visual.shape == (3, cfg.dim)
-        assert s.audio_share.shape == s.visual_share.shape == (3,)
-        assert not any(t.requires_grad for t in (s.q, s.k_audio, s.audio_share))
-        cls_self = 1 - s.audio_share - s.visual_share          # the rest is the CLS attending to itself
-        assert (s.audio_share > 0).all() and (s.visual_share > 0).all() and (cls_self > 0).all()
+        assert s.q.shape == s.keys["audio"].shape == s.keys["visual"].shape == (3, cfg.dim)
+        assert s.shares["audio"].shape == s.shares["visual"].shape == (3,)
+        assert not any(t.requires_grad for t in (s.q, s.keys["audio"], s.shares["audio"]))
+        cls_self = 1 - s.shares["audio"] - s.shares["visual"]     # the rest is the CLS attending to itself
+        assert (s.shares["audio"] > 0).all() and (s.shares["visual"] > 0).all() and (cls_self > 0).all()
     out.logits.sum().backward()        # the graph is whole: every method trains
 
 
 def test_probes_read_detached_encoder_outputs():
-    model = build(tiny("mt"))
-    out = model(*inputs(model.cfg))
-    (out.audio_logits.sum() + out.visual_logits.sum()).backward()
-    assert model.audio_probe.weight.grad is not None
-    assert all(p.grad is None for p in model.audio.parameters())     # probe loss does not reach the encoder
-    out = model(*inputs(model.cfg))
+    cfg = tiny("mt")
+    model = build(cfg)
+    out = model(inputs(cfg))
+    (out.probes["audio"].sum() + out.probes["visual"].sum()).backward()
+    assert model.probes["audio"].weight.grad is not None
+    assert all(p.grad is None for p in model.encoders["audio"].parameters())   # probe loss does not reach the encoder
+    out = model(inputs(cfg))
     out.logits.sum().backward()
-    assert model.audio.patch_embed.proj.weight.grad is not None
+    assert model.encoders["audio"].patch_embed.proj.weight.grad is not None
 
 
 @pytest.mark.parametrize("preset,frames,spec_frames,classes", [("ks", 3, 1004, 31), ("cremad", 1, 299, 6)])
@@ -72,8 +76,8 @@ def test_paper_presets_forward(preset, frames, spec_frames, classes):
     assert (cfg.dim, cfg.depth, cfg.heads, cfg.mlp_dim, cfg.frames, cfg.spec_frames) == (768, 4, 12, 3072, frames, spec_frames)
     model = build(cfg)
     with torch.no_grad():
-        out = model(*inputs(cfg, b=1))
-    assert out.logits.shape == out.audio_logits.shape == (1, classes)
+        out = model(inputs(cfg, b=1))
+    assert out.logits.shape == out.probes["audio"].shape == (1, classes)
     # Audio grid 16 x (T // 16) tokens and k x 196 visual tokens, both seen by the fusion layer.
     assert cfg.audio_grid == (16, spec_frames // 16)
     assert out.fusion[0].q.shape == (1, 768)
@@ -84,7 +88,7 @@ def test_parameter_counts_match_the_paper():
     for preset, classes in (("ks", 31), ("cremad", 6)):
         for method in ("mt", "rollingq"):
             with torch.device("meta"):                # counting needs no memory
-                model = MultimodalTransformer(preset_config(preset, classes, method))
+                model = create_model(preset_config(preset, classes, method))
             counts[preset, method] = (parameter_count(model), parameter_count(model, buffers=True))
     for preset in ("ks", "cremad"):
         (mt, mt_all), (rq, rq_all) = counts[preset, "mt"], counts[preset, "rollingq"]
@@ -99,61 +103,61 @@ def test_parameter_counts_match_the_paper():
 
 def test_rotation_changes_the_query_used_but_not_the_parameters():
     model = build(tiny())
-    layer = model.fusion[0]
-    assert "fusion.0.rotation" not in dict(model.named_parameters())
-    assert {"fusion.0.rotation", "fusion.0.rotations_done"} <= set(model.state_dict())
-    assert "fusion.0.rotation" not in build(tiny("mt")).state_dict()
-    x = inputs(model.cfg)
-    before = model(*x)
+    layer = model.fusion_layers[0]
+    assert "fusion.layers.0.rotation" not in dict(model.named_parameters())
+    assert {"fusion.layers.0.rotation", "fusion.layers.0.rotations_done"} <= set(model.state_dict())
+    assert "fusion.layers.0.rotation" not in build(tiny("mt")).state_dict()
+    x = inputs(tiny())
+    before = model(x)
     params = {k: v.clone() for k, v in model.named_parameters()}
     r = torch.linalg.qr(torch.randn(64, 64, generator=torch.Generator().manual_seed(7))).Q
     layer.rotation.copy_(r)
-    after = model(*x)
+    after = model(x)
     assert torch.allclose(after.fusion[0].q, before.fusion[0].q @ r.T, atol=1e-5)
-    assert torch.allclose(after.fusion[0].k_audio, before.fusion[0].k_audio)      # keys untouched
-    assert not torch.allclose(after.fusion[0].audio_share, before.fusion[0].audio_share)
+    assert torch.allclose(after.fusion[0].keys["audio"], before.fusion[0].keys["audio"])      # keys untouched
+    assert not torch.allclose(after.fusion[0].shares["audio"], before.fusion[0].shares["audio"])
     assert not torch.allclose(after.logits, before.logits)
     # Training leaves the rotation alone: no gradient, not among the optimiser's parameters.
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    model(*x).logits.square().sum().backward()
+    model(x).logits.square().sum().backward()
     opt.step()
     assert layer.rotation.grad is None and torch.equal(layer.rotation, r)
     assert any(not torch.equal(params[k], v) for k, v in model.named_parameters())   # while the weights moved
     # The rotation travels with the state_dict.
     clone = build(tiny(), seed=1)
     clone.load_state_dict(model.state_dict())
-    assert torch.equal(clone.fusion[0].rotation, r)
+    assert torch.equal(clone.fusion_layers[0].rotation, r)
 
 
 def _observe(ctl, model, batches):
     with torch.no_grad():
-        for spec, frames in batches:
-            ctl.observe(model(spec, frames))
+        for x in batches:
+            ctl.observe(model(x))
 
 
 def _means(model, batches):
     """E[q used], E[k̂_a], E[k̂_v] of the first fusion layer over the batches, and AIR."""
     with torch.no_grad():
-        stats = [model(spec, frames).fusion[0] for spec, frames in batches]
-    q, ka, kv = (torch.cat([getattr(s, f) for s in stats]) for f in ("q", "k_audio", "k_visual"))
+        stats = [model(x).fusion[0] for x in batches]
+    q, ka, kv = (torch.cat([s.q for s in stats]), *(torch.cat([s.keys[m] for s in stats]) for m in ("audio", "visual")))
     return q.mean(0), ka.mean(0), kv.mean(0)
 
 
 @pytest.mark.parametrize("rotation", ["svd", "minimal"])
 def test_controller_rotates_once_onto_the_anchor(rotation):
-    cfg = tiny(rq=RollingQConfig(beta=0.0, max_rotations=1, rotation=rotation))
+    cfg, rq = tiny(), RollingQConfig(beta=0.0, max_rotations=1, rotation=rotation)
     model = build(cfg, double=True)
     batches = [inputs(cfg, b=4, seed=s, dtype=torch.float64) for s in range(3)]
-    ctl = RollingQ(model, cfg.rq)
+    ctl = RollingQ(model, rq)
     _observe(ctl, model, batches)
     air = ctl.air()[0]
     mean_q, mean_ka, mean_kv = _means(model, batches)
-    anchor = balanced_anchor(mean_q, mean_ka, mean_kv, air, cfg.rq.rho)
+    anchor = balanced_anchor(mean_q, mean_ka, mean_kv, air, rq.rho)
     [event] = ctl.end_epoch(epoch=0)
     assert event["rotated"] and event["rotations_done"] == 1 and event["epoch"] == 0
     assert event["air"] == pytest.approx(air) and event["angle_deg"] > 0
-    r = model.fusion[0].rotation
+    r = model.fusion_layers[0].rotation
     assert torch.allclose(r @ r.T, torch.eye(64, dtype=r.dtype), atol=1e-10)
     # After the rotation the mean query used in attention IS the anchor ...
     new_q, new_ka, new_kv = _means(model, batches)
@@ -165,19 +169,19 @@ def test_controller_rotates_once_onto_the_anchor(rotation):
     _observe(ctl, model, batches)
     [event] = ctl.end_epoch(epoch=1)
     assert not event["rotated"] and event["rotations_done"] == 1
-    assert torch.equal(model.fusion[0].rotation, r)
+    assert torch.equal(model.fusion_layers[0].rotation, r)
 
 
 def test_rotations_compose():
-    cfg = tiny(rq=RollingQConfig(beta=0.0, max_rotations=2, rotation="minimal"))
+    cfg, rq = tiny(), RollingQConfig(beta=0.0, max_rotations=2, rotation="minimal")
     model = build(cfg, double=True)
     batches = [inputs(cfg, b=4, seed=s, dtype=torch.float64) for s in range(2)]
-    ctl = RollingQ(model, cfg.rq)
+    ctl = RollingQ(model, rq)
     for epoch in range(2):
         _observe(ctl, model, batches)
         air = ctl.air()[0]
         mean_q, mean_ka, mean_kv = _means(model, batches)
-        anchor = balanced_anchor(mean_q, mean_ka, mean_kv, air, cfg.rq.rho)
+        anchor = balanced_anchor(mean_q, mean_ka, mean_kv, air, rq.rho)
         assert ctl.end_epoch(epoch)[0]["rotations_done"] == epoch + 1
         assert torch.allclose(_means(model, batches)[0], anchor, atol=1e-5)
 
@@ -186,20 +190,20 @@ def test_beta_threshold():
     cfg = tiny()
     batches = [inputs(cfg, b=4, seed=s) for s in range(2)]
     model = build(cfg)
-    probe = RollingQ(model, cfg.rq)
+    probe = RollingQ(model, RollingQConfig())
     _observe(probe, model, batches)
     air = abs(probe.air()[0])
     for beta, expected in ((air + 1e-4, False), (air - 1e-4, True)):
-        ctl = RollingQ(model, dataclasses.replace(cfg.rq, beta=beta))
+        ctl = RollingQ(model, dataclasses.replace(RollingQConfig(), beta=beta))
         _observe(ctl, model, batches)
         assert ctl.end_epoch(0)[0]["rotated"] is expected
-    assert int(model.fusion[0].rotations_done) == 1
+    assert int(model.fusion_layers[0].rotations_done) == 1
 
 
 def _stats(q, ka, kv):
     b = q.shape[0]
-    return ModelOutput(torch.zeros(b, C), torch.zeros(b, C), torch.zeros(b, C),
-                       [FusionStats(q, ka, kv, torch.zeros(b), torch.zeros(b))])
+    return ModelOutput(torch.zeros(b, C), {"audio": torch.zeros(b, C), "visual": torch.zeros(b, C)},
+                       [FusionStats(q, {"audio": ka, "visual": kv}, {"audio": torch.zeros(b), "visual": torch.zeros(b)})])
 
 
 E = torch.eye(64)
@@ -221,8 +225,8 @@ def test_air_scope(scope, expected):
 
 
 def test_stats_pass_takes_means_from_the_pass_and_air_from_the_epoch():
-    model = build(tiny(rq=RollingQConfig(stats="pass", beta=0.5, rotation="minimal")))
-    ctl = RollingQ(model, model.cfg.rq)
+    model = build(tiny())
+    ctl = RollingQ(model, RollingQConfig(stats="pass", beta=0.5, rotation="minimal"))
     ctl.observe(_batch(4, toward=0))                 # training epoch: audio favoured, AIR = 1
     assert ctl.needs_stats_pass()
     ctl.start_pass()
@@ -231,7 +235,7 @@ def test_stats_pass_takes_means_from_the_pass_and_air_from_the_epoch():
     [event] = ctl.end_epoch(0)
     assert event["air"] == pytest.approx(1.0) and event["rotated"]
     anchor = balanced_anchor(q, E[0], E[1], 1.0, 1.0)
-    assert torch.allclose(model.fusion[0].rotation @ q, anchor, atol=1e-6)
+    assert torch.allclose(model.fusion_layers[0].rotation @ q, anchor, atol=1e-6)
     # A balanced epoch needs no pass; running stats never do.
     ctl.observe(_stats(E[2].expand(2, 64), E[0].expand(2, 64), E[1].expand(2, 64)))
     assert not ctl.needs_stats_pass()
@@ -254,7 +258,7 @@ def test_stats_tensor_sums_across_ranks():
     assert torch.allclose(merged.stats_tensor()[:, 4:], whole.stats_tensor()[:, 4:])
     # Last-batch scope: the last batch of every rank together.
     merged.cfg = RollingQConfig(air_scope="last-batch")
-    last = torch.cat([imbalance_terms(p.fusion[0].q, p.fusion[0].k_audio, p.fusion[0].k_visual) for p in parts[2:]])
+    last = torch.cat([imbalance_terms(p.fusion[0].q, p.fusion[0].keys["audio"], p.fusion[0].keys["visual"]) for p in parts[2:]])
     assert merged.air() == [pytest.approx(last.mean().item())]
     restored = RollingQ(model, RollingQConfig())
     restored.load_state_dict(merged.state_dict())
@@ -266,11 +270,11 @@ def test_stats_tensor_sums_across_ranks():
 def test_controller_measures_but_never_rotates_vanilla_mt():
     model = build(tiny("mt"))
     ctl = RollingQ(model, RollingQConfig(beta=0.0))
-    _observe(ctl, model, [inputs(model.cfg)])
+    _observe(ctl, model, [inputs(tiny("mt"))])
     [event] = ctl.end_epoch(0)
     assert not event["rotated"] and event["rotations_done"] == 0 and -2 <= event["air"] <= 2
     with pytest.raises(ValueError, match="fusion layers"):
-        ctl.observe(ModelOutput(torch.zeros(1, C), None, None, []))
+        ctl.observe(ModelOutput(torch.zeros(1, C), {}, []))
 
 
 def test_bad_settings_are_one_line_errors():
@@ -284,4 +288,4 @@ def test_bad_settings_are_one_line_errors():
         preset_config("tiny", C, depht=3)
     model = build(tiny())
     with pytest.raises(ValueError, match="does not fit"):
-        model(torch.zeros(1, 1, 64, 96), torch.zeros(1, 3, 3, 64, 64))     # 3 frames, model built for 2
+        model({"audio": torch.zeros(1, 1, 64, 96), "visual": torch.zeros(1, 3, 3, 64, 64)})   # 3 frames, built for 2

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from rollingq import MultimodalTransformer, load_pretrained, preset_config
+from rollingq import create_model, load_pretrained, preset_config
 
 D, HEADS, MLP, BLOCKS, GRID = 64, 4, 128, 3, 4       # checkpoint: 3 blocks, 4x4 grid (64 px / 16)
 
@@ -57,7 +57,7 @@ def big_vision_npz(w, path):
 def model():
     # tiny: dim 64, depth 2, 64x64 frames (4x4 grid, like the checkpoint); audio 64 x 160 -> 4 x 10 grid.
     torch.manual_seed(0)
-    return MultimodalTransformer(preset_config("tiny", 3, "rollingq", frames=2, spec_bins=64, spec_frames=160))
+    return create_model(preset_config("tiny", 3, "rollingq", frames=2, spec_bins=64, spec_frames=160))
 
 
 @pytest.fixture(scope="module")
@@ -75,19 +75,19 @@ def test_weights_arrive_after_the_documented_transforms(checkpoints):
     m = model()
     fusion_before = {k: v.clone() for k, v in m.fusion.state_dict().items()}
     report = load_pretrained(m, d / "vit.safetensors")
-    for enc in (m.audio, m.visual):
+    for enc in m.encoders.values():
         for i in range(2):                                  # the first `depth` blocks, both encoders
             for k, v in enc.blocks[i].state_dict().items():
                 assert torch.equal(v, w[f"blocks.{i}.{k}"]), k
         assert torch.equal(enc.cls_token, w["cls_token"]) and torch.equal(enc.norm.weight, w["norm.weight"])
         assert torch.equal(enc.patch_embed.proj.bias, w["patch_embed.proj.bias"])
         assert torch.equal(enc.pos_embed[:, 0], w["pos_embed"][:, 0])             # CLS position kept
-    assert torch.equal(m.visual.patch_embed.proj.weight, w["patch_embed.proj.weight"])
-    assert torch.allclose(m.audio.patch_embed.proj.weight, w["patch_embed.proj.weight"].sum(1, keepdim=True))
+    assert torch.equal(m.encoders['visual'].patch_embed.proj.weight, w["patch_embed.proj.weight"])
+    assert torch.allclose(m.encoders['audio'].patch_embed.proj.weight, w["patch_embed.proj.weight"].sum(1, keepdim=True))
     # Visual grid = checkpoint grid: copied. Audio 4 x 10 from 4 x 4: every row keeps its value.
-    assert torch.equal(m.visual.pos_embed, w["pos_embed"])
+    assert torch.equal(m.encoders['visual'].pos_embed, w["pos_embed"])
     src_rows = w["pos_embed"][0, 1:].view(GRID, GRID, D)[:, 0]
-    assert torch.allclose(m.audio.pos_embed[0, 1:].view(4, 10, D), src_rows[:, None].expand(4, 10, D), atol=1e-6)
+    assert torch.allclose(m.encoders['audio'].pos_embed[0, 1:].view(4, 10, D), src_rows[:, None].expand(4, 10, D), atol=1e-6)
     assert all(torch.equal(v, m.fusion.state_dict()[k]) for k, v in fusion_before.items())
     assert "blocks.2.attn.qkv.weight" in report.unexpected and "head.weight" in report.unexpected
     assert report.missing == ["visual.temporal_embed"]
@@ -102,7 +102,7 @@ def test_audio_position_embeddings_are_resampled_bilinearly_from_the_square_grid
     load_pretrained(m, d / "vit.safetensors")
     grid = w["pos_embed"][:, 1:].reshape(1, GRID, GRID, D).permute(0, 3, 1, 2)
     expected = F.interpolate(grid, size=(4, 10), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
-    assert torch.allclose(m.audio.pos_embed[:, 1:], expected.reshape(1, 40, D))
+    assert torch.allclose(m.encoders['audio'].pos_embed[:, 1:], expected.reshape(1, 40, D))
 
 
 @pytest.mark.parametrize("name", ["vit.pth", "vit.npz"])
@@ -113,9 +113,9 @@ def test_every_format_loads_the_same_weights(checkpoints, name):
     load_pretrained(other, d / name)
     for (k, a), b in zip(reference.state_dict().items(), other.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), k
-    spec, frames = torch.randn(2, 1, 64, 160), torch.randn(2, 2, 3, 64, 64)
+    x = {"audio": torch.randn(2, 1, 64, 160), "visual": torch.randn(2, 2, 3, 64, 64)}
     with torch.no_grad():
-        assert torch.allclose(reference(spec, frames).logits, other(spec, frames).logits, atol=1e-5)
+        assert torch.allclose(reference(x).logits, other(x).logits, atol=1e-5)
 
 
 def test_bad_checkpoints_are_one_line_errors(tmp_path):

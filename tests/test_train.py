@@ -17,8 +17,8 @@ TRAIN_FIELDS = {"samples", "loss", "acc", "acc_audio", "acc_visual", "macro_f1",
                 "lr", "steps_per_rank", "samples_per_s", "data_wait_frac", "skipped_samples", "bad_tars"}
 TEST_FIELDS = {"samples", "loss", "acc", "acc_audio", "acc_visual", "macro_f1", "air", "share_audio", "share_visual",
                "unique_samples", "skipped_samples", "bad_tars"}
-CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "rollingq", "rng", "epoch", "best_acc", "config", "classes",
-                   "spec_shape", "manifest_sha256", "preprocess"}
+CHECKPOINT_KEYS = {"model", "optimizer", "param_names", "scheduler", "rollingq", "rng", "epoch", "best_acc", "config",
+                   "classes", "spec_shape", "manifest_sha256", "preprocess"}
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +92,9 @@ def test_rotation_event_is_logged_and_checkpointed(rotated_run):
     assert first[0]["rotated"] and first[0]["angle_deg"] > 0 and first[0]["rotations_done"] == 1
     assert not second[0]["rotated"]  # --rq-max-rotations 1
     state = load_checkpoint(Path(cfg.out) / "last.pt")["model"]
-    rotation = state["fusion.0.rotation"].double()
+    rotation = state["fusion.layers.0.rotation"].double()
     eye = torch.eye(len(rotation), dtype=torch.float64)
-    assert int(state["fusion.0.rotations_done"]) == 1
+    assert int(state["fusion.layers.0.rotations_done"]) == 1
     assert not torch.allclose(rotation, eye)
     assert torch.allclose(rotation @ rotation.T, eye, atol=1e-5)
 

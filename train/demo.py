@@ -33,7 +33,6 @@ from rq.train.trainer.fit import fit
 
 METHODS = ("mt", "rollingq")
 # What does not change the result of a training run (where the data is, how it is run): not compared.
-_RUNTIME = {"shards", "out", "workers", "device", "compile", "resume", "stop_after"}
 
 
 @dataclass(frozen=True)
@@ -172,10 +171,9 @@ def _train_plan(cfg: TrainConfig, run_dir: Path, sha: str) -> tuple[str, str]:
     saved_path, last = run_dir / "config.json", run_dir / "last.pt"
     if not saved_path.is_file() or not last.is_file():
         return "train", "no earlier run"
-    saved, wanted = json.loads(saved_path.read_text()), cfg.to_dict()
-    changed = [k for k in wanted if k not in _RUNTIME and saved.get(k) != wanted[k]]
+    changed = TrainConfig.from_dict(json.loads(saved_path.read_text())).differences(cfg)
     if changed:
-        return "train", "config changed: " + ", ".join(f"{k} {saved.get(k)} -> {wanted[k]}" for k in changed)
+        return "train", "config changed: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
     state = load_checkpoint(last)
     if state.get("manifest_sha256") != sha:
         return "train", "the shards changed since it was trained"

@@ -61,16 +61,15 @@ def bench_train(preset: str = "tiny", method: str = "rollingq", steps: int = 20,
     num_classes = 31
     dev = resolve_device(device)
     env = DistEnv(0, 1, 0, dev)
-    bf16 = precision == "bf16" or (precision == "auto" and dev.type == "cuda")
     batch = synthetic_batch(base, spec_shape, num_classes, dev)
     runners = {}
     for m in methods:
-        cfg = replace(base, method=m, rq_beta=1e9)  # measure the bookkeeping, never rotate mid-benchmark
+        cfg = replace(base, method=m, rollingq=replace(base.rollingq, beta=1e9))  # measure the bookkeeping, never rotate mid-benchmark
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, num_classes, spec_shape).to(dev)
-        controller = RollingQ(model, cfg.rollingq()) if len(model.fusion) else None
+        controller = RollingQ(model, cfg.rollingq) if model.fusion_layers else None
         opt = build_optimizer(cfg, model)   # the preset's optimiser (its lr is overridden per step below)
-        step = ForwardPass(torch.compile(model) if compile else model, env, bf16)
+        step = ForwardPass.create(torch.compile(model) if compile else model, env, precision)
         runners[m] = (step, opt, controller, model)
 
     def block(m: str, n: int) -> float:
@@ -93,7 +92,7 @@ def bench_train(preset: str = "tiny", method: str = "rollingq", steps: int = 20,
     step_s = {m: statistics.median(v) for m, v in per_step.items()}
 
     result = {"preset": preset, "device": str(dev), "device_name": _device_name(dev),
-              "precision": "bf16" if bf16 else "fp32",
+              "precision": "bf16" if step.bf16 else "fp32",
               "batch_size": base.batch_size, "frames": base.frames, "image_size": base.image_size,
               "spec_shape": list(spec_shape), "steps": steps, "threads": torch.get_num_threads(),
               "rounds": rounds,

@@ -39,6 +39,15 @@ class Skip(NamedTuple):
     tar: bool = False
 
 
+# The batch field each modality's input travels in; the model takes its inputs keyed by modality.
+INPUT_FIELDS = {"audio": "spec", "visual": "frames"}
+
+
+def model_inputs(batch: dict) -> dict:
+    """A batch's inputs as the model takes them: modality -> tensor."""
+    return {m: batch[f] for m, f in INPUT_FIELDS.items() if f in batch}
+
+
 @dataclass(frozen=True)
 class DataConfig:
     batch_size: int = 64

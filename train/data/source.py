@@ -12,13 +12,10 @@ from pathlib import Path
 import braceexpand
 import numpy as np
 
+from rq.train.data.errors import DataError
 from rq.train.data.tarstream import TarError, url_samples
 
 FRAME_MEMBER = re.compile(r"f\d+\.jpg")  # f0000.jpg, f0001.jpg, ...: zero-padded, so sorting keeps time order
-
-
-class DataError(Exception):
-    """Shards that cannot be used as asked: the message is one line naming the file and the reason."""
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,13 @@ import torch  # noqa: E402
 from rq.pipeline.console import err, out, summary_table  # noqa: E402
 from rq.train.trainer.checkpoint import check_fits, read_run_checkpoint  # noqa: E402
 from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors  # noqa: E402
-from rq.train.data import DataConfig, DataError, eval_batches, open_source  # noqa: E402
+from rq.train.data import INPUT_FIELDS, DataConfig, DataError, eval_batches, open_source  # noqa: E402
 from rq.train.trainer.distributed import all_reduce_sum, init_distributed, shutdown  # noqa: E402
 from rq.train.trainer.epoch import ForwardPass, evaluation_pass  # noqa: E402
-from rq.train.evaluation.metrics import pearson  # noqa: E402
+from rq.train.evaluation.metrics import last_layer, pearson  # noqa: E402
 from rq.train.trainer.build import build_model  # noqa: E402
 
-_INPUT = {"audio": "spec", "visual": "frames"}
+_INPUT = INPUT_FIELDS
 _OTHER = {"audio": "visual", "visual": "audio"}
 
 
@@ -137,7 +137,7 @@ def _eval(ec: EvalConfig, env) -> dict:
     model = build_model(cfg, len(src.classes), tuple(state["spec_shape"]))
     model.load_state_dict(state["model"])
     model.to(env.device)
-    step = ForwardPass(model, env, bf16=cfg.precision == "bf16" or (cfg.precision == "auto" and env.device.type == "cuda"))
+    step = ForwardPass.create(model, env, cfg.precision)
     data_cfg = DataConfig(batch_size=cfg.batch_size, frames=cfg.frames, image_size=cfg.image_size,
                           workers=ec.workers, shuffle_buffer=0, seed=ec.seed, pin_memory=env.device.type == "cuda")
     n = src.splits[ec.split][1]
@@ -170,7 +170,7 @@ def _eval(ec: EvalConfig, env) -> dict:
         for name in ("acc", "acc_audio", "acc_visual", "macro_f1"):
             sweep[name] = [s[name] for s in rows]
         for name in ("share_audio", "share_visual", "air"):
-            sweep[name] = [s[name][-1] if s[name] else None for s in rows]  # last fusion layer
+            sweep[name] = [last_layer(s[name]) for s in rows]
         result["noise"] = sweep
     if ec.noisy_fraction:
         result["pearson"] = _pearson_test(ec, env, measure, sigma, generator(len(ec.noise_levels)))
@@ -209,7 +209,7 @@ def _write(ec: EvalConfig, ckpt: Path, result: dict) -> None:
     summary_table(f"rq eval: {ckpt} on {ec.split}", ["samples", "acc", "audio probe", "visual probe", "macro-F1",
                                                      "AIR", "attn audio", "attn visual"],
                   [[c["samples"], c["acc"], c["acc_audio"], c["acc_visual"], c["macro_f1"],
-                    _last(c["air"]), _last(c["share_audio"]), _last(c["share_visual"])]])
+                    last_layer(c["air"]), last_layer(c["share_audio"]), last_layer(c["share_visual"])]])
     if result["noise"]:
         s = result["noise"]
         summary_table(f"{s['modality']} noise sweep", ["level", "acc", "audio probe", "visual probe",
@@ -247,7 +247,3 @@ def _plot(sweep: dict, out_dir: Path) -> None:
         fig.tight_layout()
         fig.savefig(out_dir / name, dpi=100)
         plt.close(fig)
-
-
-def _last(v):
-    return v[-1] if v else None

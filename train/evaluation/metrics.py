@@ -15,14 +15,13 @@ def sample_outcomes(out, labels: torch.Tensor, loss: torch.Tensor | None = None)
     rec = {"label": labels, "pred": out.logits.argmax(1)}
     if loss is not None:
         rec["loss"] = loss
-    if out.audio_logits is not None:
-        rec["pred_audio"] = out.audio_logits.argmax(1)
-    if out.visual_logits is not None:
-        rec["pred_visual"] = out.visual_logits.argmax(1)
+    for m, probe in out.probes.items():
+        rec[f"pred_{m}"] = probe.argmax(1)
     if out.fusion:
-        rec["share_audio"] = torch.stack([f.audio_share for f in out.fusion], 1)
-        rec["share_visual"] = torch.stack([f.visual_share for f in out.fusion], 1)
-        rec["air"] = torch.stack([imbalance_terms(f.q, f.k_audio, f.k_visual) for f in out.fusion], 1)
+        for m in out.fusion[0].shares:
+            rec[f"share_{m}"] = torch.stack([f.shares[m] for f in out.fusion], 1)
+        # AIR of the first two modalities, in the model's order (audio vs visual)
+        rec["air"] = torch.stack([imbalance_terms(f.q, *list(f.keys.values())[:2]) for f in out.fusion], 1)
     return {k: v.detach().float() for k, v in rec.items()}
 
 
@@ -75,9 +74,10 @@ def pearson(x, y) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
-def summarize(t: dict[str, torch.Tensor], num_classes: int) -> dict:
-    """The reported numbers of one pass. Lists are per fusion layer. A number a model cannot have
-    (no audio probe in unimodal-visual, no fusion layer in concat) is None, so every line has every field."""
+def summarize(t: dict[str, torch.Tensor], num_classes: int, modalities: tuple[str, ...] = ("audio", "visual")) -> dict:
+    """The reported numbers of one pass; acc_<m> and share_<m> for each of the dataset's modalities.
+    Lists are per fusion layer. A number a model cannot have (no audio probe in unimodal-visual, no
+    fusion layer in concat) is None, so every line has every field."""
     label = t.get("label", torch.zeros(0, dtype=torch.long))   # no readable sample at all: every field None
 
     def acc(field: str):
@@ -90,13 +90,16 @@ def summarize(t: dict[str, torch.Tensor], num_classes: int) -> dict:
         "samples": int(len(label)),
         "loss": _num(float(t["loss"].mean())) if "loss" in t and len(label) else None,
         "acc": acc("pred"),
-        "acc_audio": acc("pred_audio"),
-        "acc_visual": acc("pred_visual"),
+        **{f"acc_{m}": acc(f"pred_{m}") for m in modalities},
         "macro_f1": _num(macro_f1(t["pred"], label, num_classes)) if len(label) else None,
         "air": per_layer("air"),
-        "share_audio": per_layer("share_audio"),
-        "share_visual": per_layer("share_visual"),
+        **{f"share_{m}": per_layer(f"share_{m}") for m in modalities},
     }
+
+
+def last_layer(values: list | None):
+    """The number of the last fusion layer (the one the classifier reads) from a per-layer list."""
+    return values[-1] if values else None
 
 
 def _num(v: float) -> float | None:

@@ -14,6 +14,7 @@ line on stderr), 2 for usage errors (no videos, an unreadable checkpoint or sett
 import hashlib
 import json
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +22,16 @@ from pathlib import Path
 import torch
 
 from rq.pipeline.console import err, fail, out as console, progress, summary_table
+from rq.pipeline.cache import Cache
+from rq.pipeline.clips import Clip
 from rq.pipeline.errors import ClipError
 from rq.pipeline.ffmpeg import FfmpegMissing
+from rq.pipeline.runner import Job, plan_clip, process_clip
 from rq.pipeline.stages import STAGES
 from rq.train.trainer.checkpoint import read_run_checkpoint
 from rq.train.data.sample import decode_clip
 from rq.train.trainer.config import ConfigError, TrainConfig
-from rq.train.data import to_device
+from rq.train.data import model_inputs, to_device
 from rq.train.trainer.distributed import resolve_device
 from rq.train.trainer.build import build_model
 
@@ -46,12 +50,19 @@ class Predictor:
     device: torch.device
 
     def stage_outputs(self, video: Path, timeout: float) -> dict[str, bytes]:
-        """Every stage's members for one video, in registry order; ClipError names the failing stage."""
-        outputs: dict[str, dict[str, bytes]] = {}
-        for st in STAGES:
-            inputs = {need: outputs[need] for need in st.needs}
-            outputs[st.name] = st.fn(video, inputs, self.stage_settings[st.name], timeout)
-        return {name: data for st in STAGES if st.in_shard for name, data in outputs[st.name].items()}
+        """The shard members of one video, made by the runner `rq preprocess` uses (process_clip), in a
+        throw-away cache; ClipError names the failing stage."""
+        with tempfile.TemporaryDirectory(prefix="rq-predict-") as tmp:
+            job = Job(Path(tmp), self.stage_settings, timeout=timeout)
+            cache = Cache(job.cache_root)
+            clip = Clip(video.name, video.absolute(), str(video), "test", 0, "")
+            result = process_clip((clip, plan_clip(clip, job, cache)), job)
+            if result.failure:
+                raise ClipError(*result.failure)
+            members = {}
+            for stage in result.heads:
+                members.update(cache.read(stage, result.keys[stage]) or {})
+            return members
 
     @torch.no_grad()
     def predict(self, video: Path, top: int, timeout: float = 120.0) -> dict:
@@ -68,15 +79,14 @@ class Predictor:
         batch = to_device({"spec": torch.from_numpy(spec.copy())[None, None],
                            "frames": torch.from_numpy(frames)[None].permute(0, 1, 4, 2, 3),
                            "label": torch.zeros(1, dtype=torch.int64), "key": [video.name]}, self.device)
-        out = self.model(batch["spec"], batch["frames"])
+        out = self.model(model_inputs(batch))
         probs = out.logits.float().softmax(-1)[0]
         values, indices = probs.topk(min(top, len(self.classes)))
         fused = out.fusion[-1] if out.fusion else None
         return {"video": str(video), "frames": sum(n.endswith(".jpg") for n in members),
                 "top": [{"class": self.classes[i], "index": int(i), "prob": round(float(p), 4)}
                         for p, i in zip(values.tolist(), indices.tolist())],
-                "attention": {"audio": round(float(fused.audio_share[0]), 4),
-                              "visual": round(float(fused.visual_share[0]), 4)} if fused is not None else None}
+                "attention": {m: round(float(s[0]), 4) for m, s in fused.shares.items()} if fused is not None else None}
 
 
 def load_predictor(ckpt: Path, device: str = "auto") -> Predictor:

@@ -14,12 +14,9 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 if TYPE_CHECKING:
     from rq.train.report.runs import RunRecord
 
+from rq.train.evaluation.metrics import last_layer  # noqa: E402
+
 _NAN = float("nan")
-
-
-def last_layer(values):
-    """The last fusion layer's entry of a per-layer list (None stays None)."""
-    return values[-1] if values else None
 
 
 def _value(v) -> float:
@@ -85,7 +82,7 @@ def air_per_epoch(runs: Sequence[RunRecord], path: Path) -> Path:
                 ax.axvline(epoch, color=_colour(i), ls=":", alpha=0.6)
                 ax.plot([epoch], [y], "*", ms=16, color=_colour(i), markeredgecolor="black",
                         label=f"{run.name}: rotation")
-            beta = run.config.get("rq_beta")
+            beta = run.settings.rollingq.beta
             if run.method == "rollingq" and beta:
                 ax.axhspan(-beta, beta, color=_colour(i), alpha=0.08, label=f"{run.name}: |AIR| ≤ beta = {beta:g}")
         ax.set(xlabel="epoch", ylabel="AIR (> 0: audio favoured)")

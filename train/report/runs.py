@@ -5,6 +5,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rq.train.trainer.config import ConfigError, TrainConfig
+
 
 class ReportError(Exception):
     """A run folder that cannot be read: one line naming the file and the reason."""
@@ -22,6 +24,14 @@ class RunRecord:
     @property
     def method(self) -> str:
         return self.config.get("method", "?")
+
+    @property
+    def settings(self) -> TrainConfig:
+        """The run's TrainConfig, read as every other reader of a run reads it (any rq version)."""
+        try:
+            return TrainConfig.from_dict(self.config)
+        except ConfigError as e:
+            raise ReportError(f"{self.path / 'config.json'}: {e}") from None
 
     def rotations(self) -> list[tuple[int, float | None]]:
         """(epoch, AIR that triggered it) of every RollingQ rotation, any fusion layer."""

@@ -4,17 +4,15 @@ import math
 
 import torch
 
-from rollingq import MultimodalTransformer, preset_config
+from rollingq import MultimodalTransformer, create_model, preset_config
 from rq.train.trainer.config import TrainConfig
 
 
 def build_model(cfg: TrainConfig, num_classes: int, spec_shape: tuple[int, int]) -> MultimodalTransformer:
     """The model a config describes, for shards of `num_classes` classes and [F, T] spectrograms."""
     overrides = dict(frames=cfg.frames, image_size=cfg.image_size, spec_bins=spec_shape[0],
-                     spec_frames=spec_shape[1], rq=cfg.rollingq())
-    if cfg.fusion_layers:
-        overrides["fusion_layers"] = cfg.fusion_layers
-    return MultimodalTransformer(preset_config(cfg.preset, num_classes, cfg.method, **overrides))
+                     spec_frames=spec_shape[1], fusion_layers=cfg.fusion_layers)
+    return create_model(preset_config(cfg.preset, num_classes, cfg.method, **overrides))
 
 
 def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -7,6 +7,7 @@ import random
 import numpy as np
 import torch
 
+from rollingq import upgrade_state_dict
 from rq.train.trainer.config import ConfigError
 
 REQUIRED = ("model", "config", "classes", "spec_shape")
@@ -61,7 +62,35 @@ def read_run_checkpoint(path: Path) -> dict:
     missing = [key for key in REQUIRED if not isinstance(state, dict) or key not in state]
     if missing:
         raise ConfigError(f"{path}: not a checkpoint of rq train (no {missing[0]!r})")
+    return _upgraded(state)
+
+
+def _upgraded(state: dict) -> dict:
+    """A checkpoint of rq 0.1 in today's layout: parameter names of the model built from parts, and the
+    optimiser's parameter order recorded by name (it followed the old module order)."""
+    model = upgrade_state_dict(state["model"])
+    if model is not state["model"]:
+        old_params = [k for k in state["model"] if not k.endswith((".rotation", ".rotations_done"))]
+        state = {**state, "model": model, "param_names": list(upgrade_state_dict(dict.fromkeys(old_params)))}
     return state
+
+
+def optimizer_state_for(state: dict, model: torch.nn.Module) -> dict:
+    """The checkpoint's optimiser state with its per-parameter entries in `model`'s parameter order
+    (matched by name; a checkpoint without names is taken in the order it was saved)."""
+    opt = state["optimizer"]
+    names = state.get("param_names")
+    order = [name for name, _ in model.named_parameters()]
+    if not names or names == order:
+        return opt
+    if sorted(names) != sorted(order):
+        raise ConfigError("the checkpoint's optimiser state is for other parameters than this model's")
+    index = {name: i for i, name in enumerate(names)}
+    old = [index[name] for name in order]          # new position i <- old position old[i]
+    groups = [{**g, "params": list(range(len(order)))} for g in opt["param_groups"]]
+    if len(groups) != 1:
+        raise ConfigError("cannot reorder an optimiser state with several parameter groups")
+    return {"state": {i: opt["state"][o] for i, o in enumerate(old) if o in opt["state"]}, "param_groups": groups}
 
 
 def check_fits(state: dict, path: Path, classes, spec_shape, shards: str) -> None:

@@ -1,16 +1,19 @@
-"""The training settings: one frozen dataclass, resolved once by the CLI (preset defaults, then the
-options a user gave), saved as `config.json` in the run folder and inside every checkpoint."""
+"""The training settings: one frozen dataclass with the RollingQ settings nested in it, resolved once
+by the CLI (preset defaults, then the options a user gave), written as `config.json` in the run
+folder and inside every checkpoint by `to_dict`, read back by `from_dict` (eval, predict, resume,
+report and the demo all read runs through it; run folders of rq 0.1, with flat `rq_*` keys, load too).
+Every default is written here once; the CLI's help text is made from these values."""
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 import json
 from pathlib import Path
 
 from rq.pipeline.console import fail
-from rollingq.config import METHODS, PRESETS, RollingQConfig
-from rq.train.data.source import DataError
+from rollingq.config import METHODS, PRESETS, ModelConfig, RollingQConfig
+from rq.train.data.errors import DataError
 
-_RQ = RollingQConfig()  # the RollingQ defaults live with the method; the CLI only exposes them
+PRECISIONS = ("auto", "bf16", "fp32")   # auto: bf16 autocast on CUDA, fp32 on CPU (epoch.ForwardPass.create)
 
 # Per-preset training defaults. ks / cremad are the paper's settings (SGD lr 1e-3, batch 64,
 # 30 epochs, 2.5 warm-up epochs, 224 px frames), meant for ImageNet-initialised encoders. tiny is
@@ -24,11 +27,17 @@ _PRESET_DEFAULTS: dict[str, dict] = {
 }
 
 
+# Options that only say where the data is and how to run, not what is trained: a resumed run takes
+# them from the command line and everything else from the run's own config (so it ends at the same
+# weights); two configs that differ only in these describe the same run.
+RUNTIME = {"runtime": True}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    shards: str                      # shard folder with manifest.json, or shard URL patterns
-    manifest: str = ""               # local manifest.json for URL patterns with none beside them (pipe:)
-    out: str = ""                    # run folder; "" = a new runs/<time>-<method>
+    shards: str = field(metadata=RUNTIME)      # shard folder with manifest.json, or shard URL patterns
+    manifest: str = field(default="", metadata=RUNTIME)  # local manifest.json for pipe: URL patterns
+    out: str = field(default="", metadata=RUNTIME)       # run folder; "" = a new runs/<time>-<method>
     preset: str = "ks"
     method: str = "rollingq"
     # optimisation (SGD or AdamW + per-step cosine schedule with linear warm-up)
@@ -43,53 +52,55 @@ class TrainConfig:
     # input
     frames: int = 0                  # frames per clip; 0 = the manifest's frames_per_clip
     image_size: int = 224
-    workers: int = 4
+    workers: int = field(default=4, metadata=RUNTIME)
     shuffle_buffer: int = 1000
     max_steps_per_epoch: int = 0     # 0 = the full epoch from the manifest (smoke tests cap it)
     # model
-    fusion_layers: int = 0           # 0 = the preset's (1 = Vanilla MT, 2 = MT*)
+    fusion_layers: int = ModelConfig.fusion_layers   # 1 = Vanilla MT, 2 = MT*
     pretrained: str = ""             # local timm ViT-B/16 checkpoint, never downloaded
-    # RollingQ (--method rollingq); meanings and defaults: rollingq.config.RollingQConfig
-    rq_rho: float = _RQ.rho
-    rq_beta: float = _RQ.beta
-    rq_max_rotations: int = _RQ.max_rotations
-    rq_stats: str = _RQ.stats        # "pass": the paper's extra forward pass; "running": means during the epoch
-    rq_rotation: str = _RQ.rotation  # "svd" (paper) or "minimal"
-    rq_air_scope: str = _RQ.air_scope  # "epoch" or "last-batch" (the official code)
+    # RollingQ (the controller measures AIR on every fused model, rotates with --method rollingq)
+    rollingq: RollingQConfig = field(default_factory=RollingQConfig)
     # execution
     seed: int = 0
-    device: str = "auto"             # auto | cpu | cuda | cuda:N
+    device: str = field(default="auto", metadata=RUNTIME)       # auto | cpu | cuda | cuda:N
     precision: str = "auto"          # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
-    compile: bool = False
-    resume: bool = False
-    stop_after: int = 0              # end this invocation after N epochs (time-limited jobs; --resume goes on)
+    compile: bool = field(default=False, metadata=RUNTIME)
+    resume: bool = field(default=False, metadata=RUNTIME)
+    stop_after: int = field(default=0, metadata=RUNTIME)  # end this invocation after N epochs (--resume goes on)
 
     def __post_init__(self):
         _check(self.preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         _check(self.method in METHODS, f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         _check(self.optimizer in ("sgd", "adamw"), f"--optimizer must be sgd or adamw, got {self.optimizer!r}")
-        _check(self.precision in ("auto", "bf16", "fp32"),
+        _check(self.precision in PRECISIONS,
                f"--precision must be auto, bf16 or fp32, got {self.precision!r}")
         for name in ("epochs", "batch_size"):
             _check(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be at least 1")
         _check(self.lr > 0, "--lr must be positive")
-        try:
-            self.rollingq()
-        except ValueError as e:
-            raise ConfigError(f"--rq-* options: {e}") from None
+        _check(self.fusion_layers >= 1, "--fusion-layers must be at least 1")
         _check(min(self.workers, self.frames, self.max_steps_per_epoch, self.stop_after) >= 0,
                "--workers, --frames, --max-steps-per-epoch and --stop-after must not be negative")
 
     @classmethod
     def from_options(cls, shards: str, preset: str = "ks", **options) -> "TrainConfig":
-        """Preset defaults, then every option that was given (None = not given)."""
+        """Preset defaults, then every option that was given (None = not given). RollingQ's options
+        arrive as rq_<field> (the CLI's --rq-* flags) and land in the nested RollingQConfig."""
         _check(preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
         given = {k: v for k, v in options.items() if v is not None}
-        return cls(shards=str(shards), preset=preset, **{**_PRESET_DEFAULTS[preset], **given})
+        rq = {k.removeprefix("rq_"): given.pop(k) for k in list(given) if k.startswith("rq_")}
+        return cls(shards=str(shards), preset=preset, rollingq=_rollingq(rq),
+                   **{**_PRESET_DEFAULTS[preset], **given})
 
-    def rollingq(self) -> RollingQConfig:
-        return RollingQConfig(rho=self.rq_rho, beta=self.rq_beta, max_rotations=self.rq_max_rotations,
-                              stats=self.rq_stats, rotation=self.rq_rotation, air_scope=self.rq_air_scope)
+    def differences(self, other: "TrainConfig") -> dict[str, tuple]:
+        """Settings (not runtime options) that differ: name -> (self's value, other's)."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {f.name: (mine[f.name], theirs[f.name]) for f in fields(self)
+                if not f.metadata.get("runtime") and mine[f.name] != theirs[f.name]}
+
+    def resumed_with(self, given: "TrainConfig") -> "TrainConfig":
+        """This (saved) run's settings with the runtime options of `given`, the command line."""
+        runtime = {f.name: getattr(given, f.name) for f in fields(self) if f.metadata.get("runtime")}
+        return replace(self, **{**runtime, "resume": True})
 
     def with_run_folder(self) -> "TrainConfig":
         """Fill in the default run folder, runs/<time>-<method>."""
@@ -102,11 +113,45 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """A config written by to_dict, by rq 0.1 (flat rq_* keys, fusion_layers 0 = the preset's),
+        or a hand-edited one; unknown keys are ignored, bad values are a ConfigError."""
+        if not isinstance(d, dict):
+            raise ConfigError("a run's config must be a JSON object")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        values = {k: v for k, v in d.items() if k in known}
+        rq = values.pop("rollingq", None) or {k.removeprefix("rq_"): v for k, v in d.items() if k.startswith("rq_")}
+        if values.get("fusion_layers") == 0:
+            values["fusion_layers"] = ModelConfig.fusion_layers
+        try:
+            return cls(rollingq=_rollingq(rq), **values)
+        except TypeError as e:
+            raise ConfigError(f"a run's config does not fit this rq version: {e}") from None
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def default_text(name: str) -> str:
+    """A training option's default as the CLI's help shows it: the value, or per preset where the
+    presets differ ("ks 30, cremad 30, tiny 4"). RollingQ options are named rq_<field>."""
+    if name.startswith("rq_"):
+        return _fmt(getattr(RollingQConfig(), name.removeprefix("rq_")))
+    base = next(f for f in fields(TrainConfig) if f.name == name).default
+    values = {p: d.get(name, base) for p, d in _PRESET_DEFAULTS.items()}
+    if len(set(values.values())) == 1:
+        return _fmt(base if not values else next(iter(values.values())))
+    return ", ".join(f"{p} {_fmt(v)}" for p, v in values.items())
+
+
+def _fmt(v) -> str:
+    return "none" if v in ("", None) else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _rollingq(values: dict) -> RollingQConfig:
+    try:
+        return RollingQConfig(**values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"--rq-* options: {e}") from None
 
 
 class ConfigError(ValueError):

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from rq.pipeline.console import progress
-from rq.train.data import Batches, to_device
+from rq.train.data import Batches, model_inputs, to_device
+from rq.train.trainer.config import PRECISIONS
 from rq.train.trainer.distributed import DistEnv, all_gather_objects
 from rq.train.evaluation.metrics import Outcomes, sample_outcomes, summarize
 
@@ -23,6 +24,13 @@ class ForwardPass:
     env: DistEnv
     bf16: bool
 
+    @classmethod
+    def create(cls, model: torch.nn.Module, env: DistEnv, precision: str) -> "ForwardPass":
+        """The one precision rule: "auto" is bf16 autocast on CUDA and fp32 on CPU (CPU bf16 is slower)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        return cls(model, env, precision == "bf16" or (precision == "auto" and env.device.type == "cuda"))
+
     def no_sync(self) -> "ForwardPass":
         """The same step without DDP's wrapper, for no-grad passes: DDP's forward broadcasts buffers (a
         collective), so a rank with fewer or no evaluation batches would leave the others waiting."""
@@ -32,16 +40,15 @@ class ForwardPass:
         # bf16 autocast needs no loss scaling (same exponent range as fp32), unlike fp16.
         ctx = torch.autocast(self.env.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
         with ctx:
-            return self.model(batch["spec"], batch["frames"])
+            return self.model(model_inputs(batch))
 
 
 def per_sample_loss(out, labels: torch.Tensor) -> torch.Tensor:
     """Fused cross-entropy plus each unimodal probe's (the probes read detached encoder CLS tokens,
     so their loss trains only the probes)."""
     loss = F.cross_entropy(out.logits.float(), labels, reduction="none")
-    for probe in (out.audio_logits, out.visual_logits):
-        if probe is not None:
-            loss = loss + F.cross_entropy(probe.float(), labels, reduction="none")
+    for probe in out.probes.values():
+        loss = loss + F.cross_entropy(probe.float(), labels, reduction="none")
     return loss
 
 

@@ -27,17 +27,14 @@ from torch.utils.tensorboard import SummaryWriter
 
 from rq.pipeline.console import err, out, summary_table
 from rollingq import RollingQ, load_pretrained
-from rq.train.trainer.checkpoint import check_fits, read_run_checkpoint, rng_state, save_checkpoint, set_rng_state
+from rq.train.trainer.checkpoint import (check_fits, optimizer_state_for, read_run_checkpoint, rng_state, save_checkpoint,
+                                         set_rng_state)
 from rq.train.trainer.build import build_model, build_optimizer, lr_schedule
 from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors
 from rq.train.data import DataConfig, eval_batches, open_source, train_batches
 from rq.train.trainer.distributed import DistEnv, all_gather_objects, all_reduce_sum, barrier, init_distributed, shutdown
+from rq.train.evaluation.metrics import last_layer
 from rq.train.trainer.epoch import ForwardPass, evaluation_pass, statistics_pass, train_one_epoch
-
-# Options that only say where the data is and how to run; a resumed run takes them from the command
-# line, everything else from the run's own config (so it ends at the same weights).
-_RUNTIME_OPTIONS = ("shards", "manifest", "workers", "device", "compile", "stop_after")
-
 
 def fit(cfg: TrainConfig) -> dict:
     """Train as `cfg` says; returns {"out", "best_acc", "epochs": [metrics line per epoch]}."""
@@ -63,8 +60,7 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
             # each loader worker reads its own stretch with its own random stream
             err.print(f"warning: --workers {cfg.workers} differs from the run's {resumed['config']['workers']}: "
                       "the resumed epochs see other batches than an uninterrupted run would", markup=False)
-        cfg = TrainConfig.from_dict({**resumed["config"], **{k: getattr(cfg, k) for k in _RUNTIME_OPTIONS},
-                                     "out": cfg.out, "resume": True})
+        cfg = TrainConfig.from_dict(resumed["config"]).resumed_with(cfg)
     # Every process must write into the same folder: the main process's choice of name wins.
     cfg = replace(cfg, frames=cfg.frames or src.frames_per_clip)
     cfg = replace(cfg, out=all_gather_objects(cfg.with_run_folder().out, env)[0])
@@ -85,7 +81,7 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
         raise ConfigError(str(e)) from None
     model.to(env.device)
     # The controller measures AIR on any fused model (mt too) and rotates only a rollingq model.
-    controller = RollingQ(model, cfg.rollingq()) if len(model.fusion) else None
+    controller = RollingQ(model, cfg.rollingq) if model.fusion_layers else None
     optimizer = build_optimizer(cfg, model)
 
     n_train = src.split("train")[1]
@@ -102,15 +98,14 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
     start_epoch, best_acc = 0, -1.0
     if resumed is not None:
         model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
+        optimizer.load_state_dict(optimizer_state_for(resumed, model))
         if controller is not None:
             controller.load_state_dict(resumed["rollingq"])
         rngs = resumed["rng"]
         set_rng_state(rngs[env.rank] if len(rngs) == env.world else rngs[0])
         start_epoch, best_acc = resumed["epoch"] + 1, resumed["best_acc"]
 
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and env.device.type == "cuda")
-    step = ForwardPass(_wrap(model, cfg, env), env, bf16)
+    step = ForwardPass.create(_wrap(model, cfg, env), env, cfg.precision)
     data_cfg = DataConfig(batch_size=cfg.batch_size, frames=cfg.frames, image_size=cfg.image_size,
                           workers=cfg.workers, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
                           pin_memory=env.device.type == "cuda")
@@ -119,7 +114,7 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
         out.print(f"rq train: {cfg.method} on {cfg.preset} preset, {n_train} train / {n_test} test samples, "
                   f"{num_classes} classes, {env.world} process(es) on {env.device}, global batch {global_batch}, "
                   f"{steps} steps/epoch, warm-up {schedule['warmup_steps']} of {schedule['total_steps']} steps, "
-                  f"{'bf16 autocast' if bf16 else 'fp32'}; run folder {run_dir}")
+                  f"{'bf16 autocast' if step.bf16 else 'fp32'}; run folder {run_dir}")
     metrics_path = run_dir / "metrics.jsonl"
     writer = None
     if env.is_main:
@@ -152,6 +147,7 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": schedule,
                      "rollingq": controller.state_dict() if controller is not None else {}, "rng": rngs,
                      "epoch": epoch, "best_acc": best_acc, "config": cfg.to_dict(), "classes": list(src.classes),
+                     "param_names": [name for name, _ in model.named_parameters()],
                      "spec_shape": list(src.spec_shape), "manifest_sha256": src.manifest_sha256,
                      # how the shards were made, so `rq predict` can treat raw videos the same way without them
                      "preprocess": src.preprocess or None}
@@ -251,9 +247,6 @@ def _read_history(path: Path) -> list[dict]:
 def _summary(history: list[dict]) -> None:
     def pair(a, b):
         return "/".join("-" if v is None else f"{v:.2f}" for v in (a, b))
-
-    def last_layer(v):
-        return v[-1] if v else None
 
     rows = []
     for h in history:
