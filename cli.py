@@ -76,6 +76,10 @@ def _synth(options: dict) -> None:
 
 
 # ---- preprocess (pipeline) ----
+# Defaults come from the settings classes, where each is written once.
+from rq.pipeline.config import Options as _PO, PreprocessConfig as _PC, RecipeSettings as _RS  # noqa: E402
+from rq.pipeline.stages.settings import (AudioDecodeSettings as _AS, FrameSettings as _FS,  # noqa: E402
+                                         SpectrogramSettings as _SS)
 _RAW = typer.Option(None, "--raw", help="The raw dataset folder, as downloaded (required).", show_default=False)
 _OUT = typer.Option(None, "--out", help="Output folder: shards, manifest.json, clips.jsonl, failures.jsonl, .cache/ "
                     "(required).", show_default=False)
@@ -84,25 +88,25 @@ _CLASSES = typer.Option(None, "--classes", help="Class list file, one name per l
 _SPLIT_LIST = typer.Option([], "--split-list", help="[SPLIT=]FILE, repeatable: the clips of a split, lines "
                            "`name,frames,label` or `name label`; SPLIT (train/test/val) is read from the file "
                            "name when not given. Replaces the recipe's own split.")
-_SPLIT = typer.Option("clip", "--split", help="Seeded split unit when no --split-list: clip, or speaker (no actor "
+_SPLIT = typer.Option(_RS.split, "--split", help="Seeded split unit when no --split-list: clip, or speaker (no actor "
                       "in both train and test).")
-_TEST_FRACTION = typer.Option(0.1, "--test-fraction", help="Seeded split: share of clips (or speakers) in test.")
-_FRAME_SIZE = typer.Option(256, "--frame-size", help="Short side of the JPEG frames in pixels; 0 keeps the size.")
-_JPEG_QUALITY = typer.Option(90, "--jpeg-quality", help="JPEG quality of the frames, 1-100.")
-_SAMPLE_RATE = typer.Option(16000, "--sample-rate", help="Audio is decoded to mono float32 at this rate (Hz).")
+_TEST_FRACTION = typer.Option(_RS.test_fraction, "--test-fraction", help="Seeded split: share of clips (or speakers) in test.")
+_FRAME_SIZE = typer.Option(_FS.frame_size, "--frame-size", help="Short side of the JPEG frames in pixels; 0 keeps the size.")
+_JPEG_QUALITY = typer.Option(_FS.jpeg_quality, "--jpeg-quality", help="JPEG quality of the frames, 1-100.")
+_SAMPLE_RATE = typer.Option(_AS.sample_rate, "--sample-rate", help="Audio is decoded to mono float32 at this rate (Hz).")
 _AUDIO_SECONDS = typer.Option(None, "--audio-seconds", help="Waveform length before the STFT [default: 10 for "
                               "kinetics and folder, 3 for cremad].", show_default=False)
-_AUDIO_PAD = typer.Option("repeat", "--audio-pad", help="Shorter audio: repeat it (the official code) or zero-pad.")
-_MISSING_AUDIO = typer.Option("skip", "--missing-audio", help="A clip with no audio stream: skip (recorded in "
+_AUDIO_PAD = typer.Option(_SS.audio_pad, "--audio-pad", help="Shorter audio: repeat it (the official code) or zero-pad.")
+_MISSING_AUDIO = typer.Option(_AS.missing_audio, "--missing-audio", help="A clip with no audio stream: skip (recorded in "
                               "failures.jsonl) or silence (kept with a silent spectrogram).")
-_N_FFT = typer.Option(512, "--n-fft", help="STFT size (and Hann window length); gives n_fft/2+1 bins.")
-_HOP = typer.Option(159, "--hop-length", help="STFT hop in samples (159 = overlap 353 of 512).")
-_SHARD_SIZE = typer.Option(100.0, "--shard-size", help="Largest shard, in MB.")
+_N_FFT = typer.Option(_SS.n_fft, "--n-fft", help="STFT size (and Hann window length); gives n_fft/2+1 bins.")
+_HOP = typer.Option(_SS.hop_length, "--hop-length", help="STFT hop in samples (159 = overlap 353 of 512).")
+_SHARD_SIZE = typer.Option(_PC.shard_size_mb, "--shard-size", help="Largest shard, in MB.")
 _WORKERS = typer.Option(None, "--workers", help="Parallel clip workers, one ffmpeg thread each [default: all "
                         "cores].", show_default=False)
-_SEED = typer.Option(0, "--seed", help="Seed of the sample order in the shards and of seeded splits.")
-_TIMEOUT = typer.Option(120.0, "--timeout", help="Seconds one ffmpeg call may take before its clip is skipped.")
-_MAX_FAILURE = typer.Option(0.05, "--max-failure-rate", help="Exit 1 when more than this share of clips is "
+_SEED = typer.Option(_PC.seed, "--seed", help="Seed of the sample order in the shards and of seeded splits.")
+_TIMEOUT = typer.Option(_PO.timeout, "--timeout", help="Seconds one ffmpeg call may take before its clip is skipped.")
+_MAX_FAILURE = typer.Option(_PO.max_failure_rate, "--max-failure-rate", help="Exit 1 when more than this share of clips is "
                             "skipped (the shards are written anyway).")
 _CACHE = typer.Option(None, "--cache", help="Cache folder of per-(clip, stage) results [default: OUT/.cache].",
                       show_default=False)

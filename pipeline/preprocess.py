@@ -4,7 +4,6 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -17,8 +16,8 @@ from rq.pipeline.console import err, fail, out as console, summary_table
 from rq.pipeline.executor import map_unordered
 from rq.pipeline.ffmpeg import FfmpegMissing, ffmpeg_location
 from rq.pipeline.manifest import CLIPS, FAILURES, MANIFEST, build_manifest, read_manifest, write_jsonl, write_manifest
-from rq.pipeline.recipes import RECIPES, LayoutError, RecipeOptions
-from rq.pipeline.stages.settings import AudioDecodeSettings, FrameSettings, SpectrogramSettings
+from rq.pipeline.recipes import RECIPES, LayoutError
+from rq.pipeline.config import Options
 from rq.pipeline.shards import make_sample, shuffled, split_content, write_split
 from rq.pipeline.runner import ClipResult, Job, plan_clip, process_clip
 from rq.pipeline.stages import STAGE_NAMES, STAGES
@@ -27,55 +26,21 @@ SPLITS = ("train", "test")
 _REPAIRS = 3   # passes that may each find and recompute damaged cache entries
 
 
-@dataclass(frozen=True)
-class Options:
-    """Every `rq preprocess` option; None means the recipe's default."""
-    raw: Path | None = None
-    out: Path | None = None
-    frame_size: int = 256
-    jpeg_quality: int = 90
-    sample_rate: int = 16000
-    audio_seconds: float | None = None
-    audio_pad: str = "repeat"
-    missing_audio: str = "skip"
-    n_fft: int = 512
-    hop_length: int = 159
-    shard_size: float = 100.0
-    workers: int | None = None
-    seed: int = 0
-    timeout: float = 120.0
-    max_failure_rate: float = 0.05
-    cache: Path | None = None
-    hash_content: bool = False
-    force: tuple[str, ...] = ()
-    dry_run: bool = False
-    classes: Path | None = None
-    split_list: tuple[str, ...] = ()
-    split: str = "clip"
-    test_fraction: float = 0.1
-    frames_per_clip: int | None = None
-
-
 def preprocess(recipe: str, **options) -> None:
     """The whole command. Exits 2 on a usage error, 1 when too many clips were skipped."""
     opts = Options(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
     module = RECIPES[recipe]
     raw, out = _check(opts)
-    settings = {"probe": None,
-                "frames": FrameSettings(frame_size=opts.frame_size, jpeg_quality=opts.jpeg_quality),
-                "audio": AudioDecodeSettings(sample_rate=opts.sample_rate, missing_audio=opts.missing_audio),
-                "spectrogram": SpectrogramSettings(
-                    audio_seconds=opts.audio_seconds if opts.audio_seconds is not None else module.AUDIO_SECONDS,
-                    audio_pad=opts.audio_pad, n_fft=opts.n_fft, win_length=opts.n_fft, hop_length=opts.hop_length)}
+    config = opts.config(module)
+    settings = config.stage_settings()
     n_fft_seconds = settings["spectrogram"].n_fft / opts.sample_rate
     if settings["spectrogram"].audio_seconds < n_fft_seconds:
         fail(f"--audio-seconds {settings['spectrogram'].audio_seconds:g} is shorter than one STFT window "
              f"({settings['spectrogram'].n_fft} samples = {n_fft_seconds:g} s at {opts.sample_rate} Hz)")
     if recipe == "folder" and (out == raw or raw in out.parents):
         fail(f"--out {out} is inside --raw {raw}: the folder recipe would take it for a class folder")
-    recipe_options = RecipeOptions(opts.classes, opts.split_list, opts.split, opts.test_fraction, opts.seed)
     try:
-        found = module.discover(raw, recipe_options)
+        found = module.discover(raw, config.recipe_options())
     except LayoutError as e:
         fail(str(e))
     cache = Cache(opts.cache or out / ".cache")
@@ -106,12 +71,8 @@ def preprocess(recipe: str, **options) -> None:
     else:
         fail(f"cache entries under {cache.root} keep failing their checks; is the disk healthy?", code=1)
     skipped = len(results) - len(ok)
-    config = {name: asdict(s) for name, s in settings.items() if s is not None} | {
-        "shard_size_mb": opts.shard_size, "seed": opts.seed, "stage_versions": {s.name: s.version for s in STAGES},
-        "recipe_options": {"classes": str(opts.classes) if opts.classes else None, "split_list": list(opts.split_list),
-                           "split": opts.split, "test_fraction": opts.test_fraction}}
     write_manifest(out, build_manifest(
-        recipe, config, found.classes, opts.frames_per_clip or module.FRAMES_PER_CLIP,
+        recipe, config.to_dict({s.name: s.version for s in STAGES}), found.classes, opts.frames_per_clip or module.FRAMES_PER_CLIP,
         {split: o.entry for split, o in outcomes.items()}, len(found.clips), skipped, len(found.rejected)))
     _write_audit(out, results, found)
     _summary(results, found, outcomes, time.perf_counter() - start, out)

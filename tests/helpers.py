@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import re
+import shutil
 import tarfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -93,3 +94,35 @@ def write_shards(out: Path, sizes: Mapping[str, Sequence[int]], *, classes: int 
                           "bytes": sum(s["bytes"] for s in manifest["splits"].values())}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return {**manifest, "keys": keys}
+
+
+# rq 0.1's names of today's parameters, in rq 0.1's registration order (its optimiser's order).
+V01 = (("fusion.cls_token", "fusion_cls"), ("encoders.audio.", "audio."), ("encoders.visual.", "visual."),
+       ("fusion.layers.", "fusion."), ("fusion.norm.", "fusion_norm."), ("head.", "head."),
+       ("probes.audio.", "audio_probe."), ("probes.visual.", "visual_probe."))
+
+
+def v01_name(name: str) -> tuple[int, str]:
+    for rank, (new, old) in enumerate(V01):
+        if name.startswith(new):
+            return rank, old + name[len(new):]
+    raise AssertionError(f"no rq 0.1 name for {name}")
+
+
+def write_v01(run: Path, old: Path) -> None:
+    """Copy a run folder, rewriting last.pt and config.json in rq 0.1's layout."""
+    from rq.train.trainer.checkpoint import load_checkpoint, save_checkpoint
+    shutil.copytree(run, old)
+    state = load_checkpoint(run / "last.pt")
+    model = sorted(state["model"].items(), key=lambda kv: v01_name(kv[0])[0])       # stable: keeps order within
+    order = [n for n, _ in sorted(enumerate(state["param_names"]), key=lambda p: v01_name(p[1])[0])]
+    opt = state["optimizer"]
+    state["optimizer"] = {"state": {i: opt["state"][o] for i, o in enumerate(order) if o in opt["state"]},
+                          "param_groups": [{**g, "params": list(range(len(order)))} for g in opt["param_groups"]]}
+    state["model"] = {v01_name(k)[1]: v for k, v in model}
+    config = state["config"]
+    flat = {k: v for k, v in config.items() if k != "rollingq"} | {f"rq_{k}": v for k, v in config["rollingq"].items()}
+    state["config"] = flat | {"fusion_layers": 0, "out": str(old)}
+    del state["param_names"]
+    save_checkpoint(state, old / "last.pt")
+    (old / "config.json").write_text(json.dumps(state["config"], indent=2) + "\n")

@@ -133,3 +133,24 @@ def test_predict_needs_no_shards_when_the_checkpoint_carries_its_settings(rq, tr
     result = rq("predict", "--ckpt", moved, trained["good"][0], "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["predictions"][0]["top"]
+
+
+def test_a_v01_checkpoint_predicts_the_same(trained, tmp_path):
+    """A checkpoint in rq 0.1's layout (tests/test_compat.py says what that is) gives the same predictions."""
+    from helpers import write_v01
+    from rq.train.evaluation.predict import load_predictor
+    write_v01(trained["ckpt"].parent, tmp_path / "old")
+    new, old = (load_predictor(ckpt, device="cpu") for ckpt in (trained["ckpt"], tmp_path / "old" / "last.pt"))
+    assert not new.cfg.differences(old.cfg)
+    for video in trained["good"]:
+        assert new.predict(video, top=2) == old.predict(video, top=2)
+
+
+def test_the_manifest_config_reads_back_as_the_same_settings(trained):
+    from rq.pipeline.config import PreprocessConfig
+    from rq.pipeline.manifest import read_manifest
+    config = read_manifest(trained["shards"])["config"]
+    assert PreprocessConfig.from_dict(config).to_dict({s.name: s.version for s in STAGES}) == config
+    assert PreprocessConfig.from_dict(config).spectrogram.hop_length == 160
+    with pytest.raises(ValueError, match="does not know: colour"):
+        PreprocessConfig.from_dict({**config, "frames": {**config["frames"], "colour": "sepia"}})

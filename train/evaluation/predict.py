@@ -24,6 +24,7 @@ import torch
 from rq.pipeline.console import err, fail, out as console, progress, summary_table
 from rq.pipeline.cache import Cache
 from rq.pipeline.clips import Clip
+from rq.pipeline.config import PreprocessConfig
 from rq.pipeline.errors import ClipError
 from rq.pipeline.ffmpeg import FfmpegMissing
 from rq.pipeline.runner import Job, plan_clip, process_clip
@@ -97,14 +98,10 @@ def load_predictor(ckpt: Path, device: str = "auto") -> Predictor:
         raise PredictError(str(e)) from None
     cfg = TrainConfig.from_dict(state["config"])
     preprocess = state.get("preprocess") or _manifest_config(ckpt, cfg.shards, state.get("manifest_sha256"))
-    settings = {}
-    for st in STAGES:
-        if st.settings_type is None:
-            settings[st.name] = None
-        elif st.name not in preprocess:
-            raise PredictError(f"{ckpt}: its preprocessing settings have no {st.name!r} entry")
-        else:
-            settings[st.name] = st.settings_type(**preprocess[st.name])
+    try:
+        settings = PreprocessConfig.from_dict(preprocess).stage_settings()
+    except ValueError as e:
+        raise PredictError(f"{ckpt}: {e}") from None
     versions = preprocess.get("stage_versions") or {}
     changed = [st.name for st in STAGES if st.name in versions and versions[st.name] != st.version]
     if changed:
