@@ -2,6 +2,7 @@
 `pipeline`, `cli` or `manifests` (names other projects use), and both work from a folder that holds
 modules of those names. A real wheel is built from this checkout and installed into a fresh venv."""
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -16,8 +17,12 @@ INTENDED = {"rq", "rollingq"}
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
+    """A wheel of this checkout, built from a copy (a build leaves build/ and *.egg-info behind)."""
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
+    source = out / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", "runs",
+                                                                 "demo", ".venv", ".whl", ".gl"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(source)],
                    check=True, capture_output=True, timeout=300)
     [built] = out.glob("rq-*.whl")
     return built

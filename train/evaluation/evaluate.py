@@ -31,7 +31,7 @@ from rq.pipeline.console import err, out, summary_table  # noqa: E402
 from rq.train.trainer.checkpoint import check_fits, read_run_checkpoint  # noqa: E402
 from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors  # noqa: E402
 from rq.train.data import INPUT_FIELDS, DataConfig, DataError, eval_batches, open_source  # noqa: E402
-from rq.train.trainer.distributed import all_reduce_sum, init_distributed, shutdown  # noqa: E402
+from rq.train.trainer.distributed import all_reduce_sum, process_group  # noqa: E402
 from rq.train.trainer.epoch import ForwardPass, evaluation_pass  # noqa: E402
 from rq.train.evaluation.metrics import last_layer, pearson  # noqa: E402
 from rq.train.trainer.build import build_model  # noqa: E402
@@ -116,11 +116,8 @@ def cli_eval(noise_levels: str, noise_modality: str | None, ckpt, out, **options
 
 
 def evaluate_checkpoint(ec: EvalConfig) -> dict:
-    env = init_distributed(ec.device)
-    try:
+    with process_group(ec.device) as env:
         return _eval(ec, env)
-    finally:
-        shutdown(env)
 
 
 def _eval(ec: EvalConfig, env) -> dict:

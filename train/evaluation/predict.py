@@ -1,6 +1,6 @@
 """`rq predict`: a checkpoint's top classes and fused CLS attention shares on raw videos, no shards.
 
-Each video goes through the very stage functions `rq preprocess` runs (pipeline.stages.STAGES: probe,
+Each video goes through the very stage functions `rq preprocess` runs (rq.pipeline.stages.STAGES: probe,
 frames, audio, spectrogram) with the stage settings the training shards were made with, and the
 stage outputs, named as the tar members they would have become, go through the loader's own
 `decode_clip` (segment-centre frames, plain resize: the evaluation path) and `to_device`. So a video

@@ -1,5 +1,7 @@
 """The one module that reads rank variables (torchrun's RANK / WORLD_SIZE / LOCAL_RANK, or SLURM's)
 and talks to torch.distributed. Everything else asks it for `env.is_main` and the reduce helpers."""
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 import os
 
@@ -67,6 +69,16 @@ def init_distributed(device: str = "auto") -> DistEnv:
 def shutdown(env: DistEnv) -> None:
     if env.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def process_group(device: str = "auto") -> Iterator[DistEnv]:
+    """init_distributed for the length of a command, left again however it ends."""
+    env = init_distributed(device)
+    try:
+        yield env
+    finally:
+        shutdown(env)
 
 
 def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:

@@ -11,7 +11,7 @@ The run folder:
                   rollingq: one decision per fusion layer {layer, epoch, air, alpha, rotated, angle_deg,
                   rotations_done} (mt models too: measured, never rotated).
   tb/             the same numbers for TensorBoard
-  last.pt, best.pt  checkpoints (train/checkpoint.py), best = highest test accuracy
+  last.pt, best.pt  checkpoints (train/trainer/checkpoint.py), best = highest test accuracy
 """
 from dataclasses import replace
 import json
@@ -32,17 +32,15 @@ from rq.train.trainer.checkpoint import (check_fits, optimizer_state_for, read_r
 from rq.train.trainer.build import build_model, build_optimizer, lr_schedule
 from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors
 from rq.train.data import DataConfig, eval_batches, open_source, train_batches
-from rq.train.trainer.distributed import DistEnv, all_gather_objects, all_reduce_sum, barrier, init_distributed, shutdown
+from rq.train.trainer.distributed import DistEnv, all_gather_objects, all_reduce_sum, barrier, process_group
 from rq.train.evaluation.metrics import last_layer
 from rq.train.trainer.epoch import ForwardPass, evaluation_pass, statistics_pass, train_one_epoch
 
+
 def fit(cfg: TrainConfig) -> dict:
     """Train as `cfg` says; returns {"out", "best_acc", "epochs": [metrics line per epoch]}."""
-    env = init_distributed(cfg.device)
-    try:
+    with process_group(cfg.device) as env:
         return _fit(cfg, env)
-    finally:
-        shutdown(env)
 
 
 def cli_train(shards: str, preset: str, **options) -> None:
