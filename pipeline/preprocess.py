@@ -15,6 +15,7 @@ from rq.pipeline.clips import Discovery
 from rq.pipeline.console import err, fail, out as console, summary_table
 from rq.pipeline.executor import map_unordered
 from rq.pipeline.ffmpeg import FfmpegMissing, ffmpeg_location
+from rq.pipeline.indexes import write_indexes
 from rq.pipeline.manifest import CLIPS, FAILURES, MANIFEST, build_manifest, read_manifest, write_jsonl, write_manifest
 from rq.pipeline.recipes import RECIPES, LayoutError
 from rq.pipeline.config import Options
@@ -71,9 +72,12 @@ def preprocess(recipe: str, **options) -> None:
     else:
         fail(f"cache entries under {cache.root} keep failing their checks; is the disk healthy?", code=1)
     skipped = len(results) - len(ok)
-    write_manifest(out, build_manifest(
-        recipe, config.to_dict({s.name: s.version for s in STAGES}), found.classes, opts.frames_per_clip or module.FRAMES_PER_CLIP,
-        {split: o.entry for split, o in outcomes.items()}, len(found.clips), skipped, len(found.rejected)))
+    manifest = build_manifest(
+        recipe, config.to_dict({s.name: s.version for s in STAGES}), found.classes,
+        opts.frames_per_clip or module.FRAMES_PER_CLIP, {split: o.entry for split, o in outcomes.items()},
+        len(found.clips), skipped, len(found.rejected))
+    write_manifest(out, manifest)
+    write_indexes(out, manifest)
     _write_audit(out, results, found)
     _summary(results, found, outcomes, time.perf_counter() - start, out)
     if found.clips and skipped / len(found.clips) > opts.max_failure_rate:

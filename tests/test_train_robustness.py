@@ -34,7 +34,7 @@ def test_wrong_checkpoints_and_shards_are_one_line_errors(rq, tmp_path):
     one_line(rq("eval", "--ckpt", garbage, "--shards", shards), 2, "not a checkpoint of rq train")
     one_line(rq("eval", "--ckpt", ckpt, "--shards", other), 2, "spectrograms are 257x40")
     one_line(rq("train", "--shards", other, "--out", tmp_path / "run", "--resume", *TINY), 2, "spectrograms are 257x40")
-    one_line(rq("train", "--shards", tmp_path / "nowhere", *TINY), 1, "no such folder")
+    one_line(rq("train", "--shards", tmp_path / "nowhere", *TINY), 2, "no such file or folder")   # a usage error
     resumed = rq("train", "--shards", shards, "--out", tmp_path / "run", "--resume", "--preset", "tiny", "--workers", "1")
     assert resumed.exit_code == 0 and "--workers 1 differs from the run's 0" in resumed.stderr
 

@@ -12,6 +12,7 @@ sample repeats. Evaluation: every sample exactly once across ranks.
 """
 import math
 import random
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, count, islice
@@ -38,6 +39,10 @@ class Skip(NamedTuple):
     reason: str     # one line
     tar: bool = False
 
+
+# rq train says once, at start, when loader processes outnumber the cores; torch would say it again
+# at every DataLoader (twice per epoch).
+warnings.filterwarnings("ignore", message="This DataLoader will create .* worker processes", category=UserWarning)
 
 # The batch field each modality's input travels in; the model takes its inputs keyed by modality.
 INPUT_FIELDS = {"audio": "spec", "visual": "frames"}

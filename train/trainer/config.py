@@ -7,8 +7,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 import json
+import os
 from pathlib import Path
+import subprocess
 
+from rq.pipeline.atomic import write_atomic
 from rq.pipeline.console import fail
 from rollingq.config import METHODS, PRESETS, ModelConfig, RollingQConfig
 from rq.train.data.errors import DataError
@@ -82,12 +85,19 @@ class TrainConfig:
                "--workers, --frames, --max-steps-per-epoch and --stop-after must not be negative")
 
     @classmethod
-    def from_options(cls, shards: str, preset: str = "ks", **options) -> "TrainConfig":
-        """Preset defaults, then every option that was given (None = not given). RollingQ's options
-        arrive as rq_<field> (the CLI's --rq-* flags) and land in the nested RollingQConfig."""
+    def from_options(cls, shards: str, preset: str | None = None, base: "TrainConfig | None" = None,
+                     **options) -> "TrainConfig":
+        """Every option that was given (None = not given) over `base` (a run being resumed), else over
+        the preset's defaults (ks when none is given). RollingQ's options arrive as rq_<field> (the
+        CLI's --rq-* flags) and land in the nested RollingQConfig."""
+        preset = preset or (base.preset if base else "ks")
         _check(preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
         given = {k: v for k, v in options.items() if v is not None}
         rq = {k.removeprefix("rq_"): given.pop(k) for k in list(given) if k.startswith("rq_")}
+        if base is not None:
+            return replace(base, shards=str(shards), preset=preset, rollingq=_rollingq({**asdict(base.rollingq), **rq}),
+                           **given)
+        given.setdefault("workers", default_workers())
         return cls(shards=str(shards), preset=preset, rollingq=_rollingq(rq),
                    **{**_PRESET_DEFAULTS[preset], **given})
 
@@ -127,8 +137,30 @@ class TrainConfig:
         except TypeError as e:
             raise ConfigError(f"a run's config does not fit this rq version: {e}") from None
 
-    def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+    def save(self, path: Path, extra: dict | None = None) -> None:
+        """config.json: the resolved settings, plus `extra` (e.g. provenance; from_dict ignores it)."""
+        write_atomic(Path(path), (json.dumps({**self.to_dict(), **(extra or {})}, indent=2) + "\n").encode())
+
+
+def provenance() -> dict:
+    """Which rq made a run: its version, and the git commit when it runs from a checkout (None otherwise)."""
+    from rq import __version__
+    root = Path(__file__).resolve().parents[2]
+    try:
+        git = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        commit = git.stdout.strip() if git.returncode == 0 else None
+        dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=10).stdout.strip()) if commit else None
+    except (OSError, subprocess.TimeoutExpired):
+        commit = dirty = None
+    return {"rq_version": __version__, "git_commit": commit, "git_dirty": dirty}
+
+
+def default_workers() -> int:
+    """Loader processes per training process: the cores this process may use, shared by the processes
+    torchrun started on this machine, less one for the training process itself."""
+    cores = len(os.sched_getaffinity(0))
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) - 1)
 
 
 def default_text(name: str) -> str:
@@ -136,6 +168,8 @@ def default_text(name: str) -> str:
     presets differ ("ks 30, cremad 30, tiny 4"). RollingQ options are named rq_<field>."""
     if name.startswith("rq_"):
         return _fmt(getattr(RollingQConfig(), name.removeprefix("rq_")))
+    if name == "workers":
+        return f"the cores less one, here {default_workers()}"
     base = next(f for f in fields(TrainConfig) if f.name == name).default
     values = {p: d.get(name, base) for p, d in _PRESET_DEFAULTS.items()}
     if len(set(values.values())) == 1:

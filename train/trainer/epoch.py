@@ -54,9 +54,10 @@ def per_sample_loss(out, labels: torch.Tensor) -> torch.Tensor:
 
 def train_one_epoch(step: ForwardPass, optimizer: torch.optim.Optimizer, batches: Batches, *, epoch: int,
                     steps: int, samples: int, lr_at: Callable[[int], float], grad_clip: float = 0.0,
-                    observe: Callable | None = None, num_classes: int) -> dict:
+                    observe: Callable | None = None, num_classes: int, steps_log: list | None = None) -> dict:
     """Train for exactly `steps` batches (about `samples` over all processes); returns the epoch's
-    metrics, reduced over all processes. `observe` (RollingQ's running statistics) sees every output."""
+    metrics, reduced over all processes. `observe` (RollingQ's running statistics) sees every output;
+    `steps_log` gets (global step, loss on the device, lr) per step."""
     env = step.env
     step.model.train()
     outcomes = Outcomes()
@@ -79,6 +80,8 @@ def train_one_epoch(step: ForwardPass, optimizer: torch.optim.Optimizer, batches
         optimizer.step()
         if observe is not None:
             observe(out)
+        if steps_log is not None:
+            steps_log.append((epoch * steps + i, loss.detach().mean(), lr))
         outcomes.add(sample_outcomes(out, batch["label"], loss), batch["key"])
         done += 1
         if bar is not None:

@@ -16,6 +16,7 @@ The run folder:
 from dataclasses import replace
 import json
 import math
+import os
 from pathlib import Path
 import random
 import time
@@ -30,10 +31,12 @@ from rollingq import RollingQ, load_pretrained
 from rq.train.trainer.checkpoint import (check_fits, optimizer_state_for, read_run_checkpoint, rng_state, save_checkpoint,
                                          set_rng_state)
 from rq.train.trainer.build import build_model, build_optimizer, lr_schedule
-from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors
+from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors, default_workers, provenance
 from rq.train.data import DataConfig, eval_batches, open_source, train_batches
 from rq.train.trainer.distributed import DistEnv, all_gather_objects, all_reduce_sum, barrier, process_group
 from rq.train.evaluation.metrics import last_layer
+from rq.train.trainer.logs import write_hparams, write_steps, write_summary_csv
+from rq.train.trainer.resume import latest_run, resumed_config
 from rq.train.trainer.epoch import ForwardPass, evaluation_pass, statistics_pass, train_one_epoch
 
 
@@ -43,29 +46,48 @@ def fit(cfg: TrainConfig) -> dict:
         return _fit(cfg, env)
 
 
-def cli_train(shards: str, preset: str, **options) -> None:
-    """`rq train`: the options as the CLI parsed them (None = not given: the preset's default)."""
+def cli_train(shards: str, preset: str | None, resume: str | None = None, **options) -> None:
+    """`rq train`: the options as the CLI parsed them (None = not given: the preset's default, or with
+    --resume the run's own). `resume`: "out" (the --out folder), "auto" (the latest run) or a folder."""
     with cli_errors():
         options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
-        fit(TrainConfig.from_options(shards, preset, **options))
+        plain = "::" not in shards and "{" not in shards and "://" not in shards and not shards.startswith("pipe:")
+        if plain and not Path(shards).exists():
+            raise ConfigError(f"--shards {shards}: no such file or folder")
+        if resume is None:
+            return fit(TrainConfig.from_options(shards, preset, **options))
+        if resume == "auto":
+            out = latest_run()
+        elif resume == "out":
+            if not options.get("out"):
+                raise ConfigError("--resume needs --out DIR, the run folder to continue (or --resume auto)")
+            out = Path(options["out"])
+        else:
+            out = Path(resume)
+        if not (out / "last.pt").is_file():
+            raise ConfigError(f"{out / 'last.pt'}: no checkpoint to resume from")
+        saved = TrainConfig.from_dict(read_run_checkpoint(out / "last.pt")["config"])
+        options["out"] = str(out)
+        fit(replace(TrainConfig.from_options(shards, preset, base=saved, **options), resume=True))
 
 
 def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
     src = open_source(cfg.shards, manifest=cfg.manifest or None)
+    cfg = replace(cfg, frames=cfg.frames or src.frames_per_clip)
     resumed = _load_resume(cfg, src) if cfg.resume else None
     if resumed is not None:
         if env.is_main and cfg.workers != resumed["config"]["workers"]:
             # each loader worker reads its own stretch with its own random stream
             err.print(f"warning: --workers {cfg.workers} differs from the run's {resumed['config']['workers']}: "
                       "the resumed epochs see other batches than an uninterrupted run would", markup=False)
-        cfg = TrainConfig.from_dict(resumed["config"]).resumed_with(cfg)
+        cfg = resumed_config(TrainConfig.from_dict(resumed["config"]), cfg, resumed["epoch"] + 1)
     # Every process must write into the same folder: the main process's choice of name wins.
-    cfg = replace(cfg, frames=cfg.frames or src.frames_per_clip)
     cfg = replace(cfg, out=all_gather_objects(cfg.with_run_folder().out, env)[0])
     run_dir = Path(cfg.out)
+    made_by = provenance()
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(run_dir / "config.json")
+        cfg.save(run_dir / "config.json", made_by)
 
     _seed_everything(cfg.seed)
     num_classes = len(src.classes)
@@ -113,6 +135,11 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
                   f"{num_classes} classes, {env.world} process(es) on {env.device}, global batch {global_batch}, "
                   f"{steps} steps/epoch, warm-up {schedule['warmup_steps']} of {schedule['total_steps']} steps, "
                   f"{'bf16 autocast' if step.bf16 else 'fp32'}; run folder {run_dir}")
+        cores = len(os.sched_getaffinity(0))
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        if (cfg.workers + 1) * local > cores:
+            err.print(f"warning: {local} training process(es) x (1 + --workers {cfg.workers}) loader processes "
+                      f"on {cores} cores: they will compete for the CPU (default: {default_workers()})", markup=False)
     metrics_path = run_dir / "metrics.jsonl"
     writer = None
     if env.is_main:
@@ -122,13 +149,14 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
     history = _read_history(metrics_path) if env.is_main else []
     stop = min(cfg.epochs, start_epoch + cfg.stop_after) if cfg.stop_after else cfg.epochs
     for epoch in range(start_epoch, stop):
-        started = time.perf_counter()
+        started, steps_log = time.perf_counter(), []
         if controller is not None:
             controller.reset()
         train = train_one_epoch(
             step, optimizer, train_batches(src, data_cfg, epoch=epoch, rank=env.rank, world=env.world, steps=steps),
             epoch=epoch, steps=steps, samples=steps * global_batch, lr_at=lr_at, grad_clip=cfg.grad_clip,
-            observe=controller.observe if controller is not None else None, num_classes=num_classes)
+            observe=controller.observe if controller is not None else None, num_classes=num_classes,
+            steps_log=steps_log)
         events = _rollingq_epoch_end(controller, step, src, data_cfg, epoch, steps, global_batch)
         test = None
         if n_test:
@@ -141,11 +169,13 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
             acc = test["acc"] if test and test["acc"] is not None else -1.0
             is_best, best_acc = acc > best_acc, max(best_acc, acc)
             _log_epoch(line, metrics_path, writer)
+            write_steps(writer, steps_log)
             history.append(line)
+            write_summary_csv(run_dir, history)
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": schedule,
                      "rollingq": controller.state_dict() if controller is not None else {}, "rng": rngs,
                      "epoch": epoch, "best_acc": best_acc, "config": cfg.to_dict(), "classes": list(src.classes),
-                     "param_names": [name for name, _ in model.named_parameters()],
+                     "param_names": [name for name, _ in model.named_parameters()], "provenance": made_by,
                      "spec_shape": list(src.spec_shape), "manifest_sha256": src.manifest_sha256,
                      # how the shards were made, so `rq predict` can treat raw videos the same way without them
                      "preprocess": src.preprocess or None}
@@ -155,6 +185,7 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
                 save_checkpoint(state, run_dir / "best.pt")
         barrier(env)
     if env.is_main:
+        write_hparams(writer, cfg.to_dict(), history)
         writer.close()
         _summary(history)
     return {"out": str(run_dir), "best_acc": best_acc, "epochs": history}

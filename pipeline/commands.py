@@ -1,0 +1,165 @@
+"""The commands of preprocessing: `rq doctor`, `rq synth`, `rq preprocess RECIPE`. Each only parses its
+options (defaults from the settings classes, where each is written once) and calls the function that
+does the work."""
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from rq.pipeline.commandline import app, command, preprocess_app
+from rq.pipeline.config import Options as _PO, PreprocessConfig as _PC, RecipeSettings as _RS
+from rq.pipeline.stages.settings import AudioDecodeSettings as _AS, FrameSettings as _FS, SpectrogramSettings as _SS
+
+
+# ---- doctor / synth (pipeline) ----
+@command(app, "doctor")
+def doctor_cmd() -> None:
+    """Print what rq runs with: the ffmpeg binary (path, version, and whether it came from $RQ_FFMPEG, PATH or
+    the imageio-ffmpeg package), Python, torch, CUDA and its devices, CPU cores. Exit 1 when there is no ffmpeg."""
+    from rq.pipeline.doctor import doctor
+    doctor()
+
+
+@command(app, "synth")
+def synth_cmd(
+    preset: Optional[str] = typer.Option(None, "--preset", help="Raw layout to write: kinetics (train/, val/ "
+                                         "*.mp4 H.264/AAC + annotations/*.csv) or cremad (VideoFlash/*.flv + "
+                                         "AudioWAV/*.wav) (required).", show_default=False),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder to write the dataset into; must be empty, or "
+                                       "hold an earlier rq synth output with --force (required).", show_default=False),
+    clips: int = typer.Option(40, "--clips", help="Clips in all, spread evenly over the classes."),
+    classes: int = typer.Option(4, "--classes", help="Number of classes: the first K of the Kinetics-Sounds list "
+                                "(at most 31) or of the CREMA-D emotions NEU HAP SAD FEA DIS ANG (at most 6)."),
+    seconds: Optional[float] = typer.Option(None, "--seconds", help="Clip length in seconds [default: 10 for "
+                                            "kinetics; 2.5 for cremad, each clip drawn within 80-120% of it].",
+                                            show_default=False),
+    seed: int = typer.Option(0, "--seed", help="Seed of everything random: names, splits, signals, noise. The "
+                             "same seed and options write the same files."),
+    size: Optional[str] = typer.Option(None, "--size", help="Frame size WxH, even numbers [default: 640x360 for "
+                                       "kinetics, 480x360 for cremad].", show_default=False),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Video frame rate [default: 25 for kinetics, 30 for "
+                                        "cremad].", show_default=False),
+    audio_informative: float = typer.Option(0.9, "--audio-informative", help="Probability that a clip's sound "
+                                            "is its own class's (otherwise another class's): 1 = audio alone "
+                                            "predicts the label, 1/K = it carries no information."),
+    visual_informative: float = typer.Option(0.6, "--visual-informative", help="Probability that a clip's "
+                                             "picture is its own class's (otherwise another class's)."),
+    audio_noise: float = typer.Option(0.1, "--audio-noise", help="Amplitude of white noise added to the sound, "
+                                      "0-1 (the tone's amplitude is 0.5)."),
+    visual_noise: float = typer.Option(0.1, "--visual-noise", help="Strength of temporal pixel noise added to "
+                                       "the picture, 0-1 (1 = ffmpeg noise filter at 100)."),
+    visual_cue: str = typer.Option("colour", "--visual-cue", help="colour: the box's colour, shape and motion "
+                                   "tell the class; motion: its colour is random per clip, only shape and "
+                                   "direction tell it (slower for a model to learn)."),
+    visual_contrast: float = typer.Option(1.0, "--visual-contrast", help="How far the box's colour stands out "
+                                          "from the grey background, 0-1 (1 = full colour; lower = harder to see)."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", help="kinetics: share of each class's clips "
+                                       "written to val/ (cremad has no split in its raw layout)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Clips rendered in parallel, one ffmpeg each "
+                                          "[default: all cores].", show_default=False),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier rq synth output in --out (only the "
+                               "files its synth.json lists are deleted)."),
+) -> None:
+    """Write a small synthetic dataset in the real raw layout of a recipe, drawn by ffmpeg's own sources: each
+    class has its own sound (tone pitch and beat) and picture (box colour, shape, motion), with knobs for how
+    informative and how noisy each modality is. Ends with a table of clips per split and class."""
+    _synth(locals())
+
+
+def _synth(options: dict) -> None:
+    from rq.pipeline.synth import cli_synth
+    cli_synth(options)
+
+
+
+# ---- preprocess (pipeline) ----
+_RAW = typer.Option(None, "--raw", help="The raw dataset folder, as downloaded (required).", show_default=False)
+_OUT = typer.Option(None, "--out", help="Output folder: shards, manifest.json, clips.jsonl, failures.jsonl, .cache/ "
+                    "(required).", show_default=False)
+_CLASSES = typer.Option(None, "--classes", help="Class list file, one name per line; replaces the recipe's list "
+                        "(clips of other classes are counted, not decoded).")
+_SPLIT_LIST = typer.Option([], "--split-list", help="[SPLIT=]FILE, repeatable: the clips of a split, lines "
+                           "`name,frames,label` or `name label`; SPLIT (train/test/val) is read from the file "
+                           "name when not given. Replaces the recipe's own split.")
+_SPLIT = typer.Option(_RS.split, "--split", help="Seeded split unit when no --split-list: clip, or speaker (no actor "
+                      "in both train and test).")
+_TEST_FRACTION = typer.Option(_RS.test_fraction, "--test-fraction", help="Seeded split: share of clips (or speakers) in test.")
+_FRAME_SIZE = typer.Option(_FS.frame_size, "--frame-size", help="Short side of the JPEG frames in pixels; 0 keeps the size.")
+_JPEG_QUALITY = typer.Option(_FS.jpeg_quality, "--jpeg-quality", help="JPEG quality of the frames, 1-100.")
+_SAMPLE_RATE = typer.Option(_AS.sample_rate, "--sample-rate", help="Audio is decoded to mono float32 at this rate (Hz).")
+_AUDIO_SECONDS = typer.Option(None, "--audio-seconds", help="Waveform length before the STFT [default: 10 for "
+                              "kinetics and folder, 3 for cremad].", show_default=False)
+_AUDIO_PAD = typer.Option(_SS.audio_pad, "--audio-pad", help="Shorter audio: repeat it (the official code) or zero-pad.")
+_MISSING_AUDIO = typer.Option(_AS.missing_audio, "--missing-audio", help="A clip with no audio stream: skip (recorded in "
+                              "failures.jsonl) or silence (kept with a silent spectrogram).")
+_N_FFT = typer.Option(_SS.n_fft, "--n-fft", help="STFT size (and Hann window length); gives n_fft/2+1 bins.")
+_HOP = typer.Option(_SS.hop_length, "--hop-length", help="STFT hop in samples (159 = overlap 353 of 512).")
+_SHARD_SIZE = typer.Option(_PC.shard_size_mb, "--shard-size", help="Largest shard, in MB.")
+_WORKERS = typer.Option(None, "--workers", help="Parallel clip workers, one ffmpeg thread each [default: all "
+                        "cores].", show_default=False)
+_SEED = typer.Option(_PC.seed, "--seed", help="Seed of the sample order in the shards and of seeded splits.")
+_TIMEOUT = typer.Option(_PO.timeout, "--timeout", help="Seconds one ffmpeg call may take before its clip is skipped.")
+_MAX_FAILURE = typer.Option(_PO.max_failure_rate, "--max-failure-rate", help="Exit 1 when more than this share of clips is "
+                            "skipped (the shards are written anyway).")
+_CACHE = typer.Option(None, "--cache", help="Cache folder of per-(clip, stage) results [default: OUT/.cache].",
+                      show_default=False)
+_HASH = typer.Option(False, "--hash-content", help="Fingerprint inputs by size + sha256 of their bytes instead "
+                     "of size + mtime (copied or touched files stay cached; reads every file once).")
+_FORCE = typer.Option([], "--force", help="Recompute this stage even when cached, repeatable: probe, frames, "
+                      "audio, spectrogram or all.")
+_DRY_RUN = typer.Option(False, "--dry-run", help="Print per stage what would be computed and what is cached; "
+                        "decode and write nothing.")
+_FRAMES_PER_CLIP = typer.Option(None, "--frames-per-clip", help="Frames the trainer samples per clip, recorded "
+                                "in the manifest [default: 3 for kinetics and folder, 1 for cremad].",
+                                show_default=False)
+
+
+def _preprocess(recipe: str, options: dict) -> None:
+    from rq.pipeline.preprocess import preprocess
+    preprocess(recipe, **options)
+
+
+@command(preprocess_app, "kinetics", config_file=True)
+def preprocess_kinetics(
+        raw: Optional[Path] = _RAW, out: Optional[Path] = _OUT, classes: Optional[Path] = _CLASSES,
+        split_list: list[str] = _SPLIT_LIST, frame_size: int = _FRAME_SIZE, jpeg_quality: int = _JPEG_QUALITY,
+        sample_rate: int = _SAMPLE_RATE, audio_seconds: Optional[float] = _AUDIO_SECONDS,
+        audio_pad: str = _AUDIO_PAD, missing_audio: str = _MISSING_AUDIO, n_fft: int = _N_FFT,
+        hop_length: int = _HOP, shard_size: float = _SHARD_SIZE, workers: Optional[int] = _WORKERS,
+        seed: int = _SEED, timeout: float = _TIMEOUT, max_failure_rate: float = _MAX_FAILURE,
+        cache: Optional[Path] = _CACHE, hash_content: bool = _HASH, force: list[str] = _FORCE,
+        dry_run: bool = _DRY_RUN, frames_per_clip: Optional[int] = _FRAMES_PER_CLIP) -> None:
+    """Kinetics download (train/, val/ of {youtube_id}_{start:06d}_{end:06d}.mp4 + annotation CSVs) -> shards
+    of the 31 Kinetics-Sounds classes; val becomes test."""
+    _preprocess("kinetics", locals())
+
+
+@command(preprocess_app, "cremad", config_file=True)
+def preprocess_cremad(
+        raw: Optional[Path] = _RAW, out: Optional[Path] = _OUT, classes: Optional[Path] = _CLASSES,
+        split_list: list[str] = _SPLIT_LIST, split: str = _SPLIT, test_fraction: float = _TEST_FRACTION,
+        frame_size: int = _FRAME_SIZE, jpeg_quality: int = _JPEG_QUALITY, sample_rate: int = _SAMPLE_RATE,
+        audio_seconds: Optional[float] = _AUDIO_SECONDS, audio_pad: str = _AUDIO_PAD,
+        missing_audio: str = _MISSING_AUDIO, n_fft: int = _N_FFT, hop_length: int = _HOP,
+        shard_size: float = _SHARD_SIZE, workers: Optional[int] = _WORKERS, seed: int = _SEED,
+        timeout: float = _TIMEOUT, max_failure_rate: float = _MAX_FAILURE, cache: Optional[Path] = _CACHE,
+        hash_content: bool = _HASH, force: list[str] = _FORCE, dry_run: bool = _DRY_RUN,
+        frames_per_clip: Optional[int] = _FRAMES_PER_CLIP) -> None:
+    """CREMA-D download (VideoFlash/*.flv for frames + AudioWAV/*.wav for audio, emotion = third name field)
+    -> shards."""
+    _preprocess("cremad", locals())
+
+
+@command(preprocess_app, "folder", config_file=True)
+def preprocess_folder(
+        raw: Optional[Path] = _RAW, out: Optional[Path] = _OUT, classes: Optional[Path] = _CLASSES,
+        test_fraction: float = _TEST_FRACTION, frame_size: int = _FRAME_SIZE, jpeg_quality: int = _JPEG_QUALITY,
+        sample_rate: int = _SAMPLE_RATE, audio_seconds: Optional[float] = _AUDIO_SECONDS,
+        audio_pad: str = _AUDIO_PAD, missing_audio: str = _MISSING_AUDIO, n_fft: int = _N_FFT,
+        hop_length: int = _HOP, shard_size: float = _SHARD_SIZE, workers: Optional[int] = _WORKERS,
+        seed: int = _SEED, timeout: float = _TIMEOUT, max_failure_rate: float = _MAX_FAILURE,
+        cache: Optional[Path] = _CACHE, hash_content: bool = _HASH, force: list[str] = _FORCE,
+        dry_run: bool = _DRY_RUN, frames_per_clip: Optional[int] = _FRAMES_PER_CLIP) -> None:
+    """A folder of class sub-folders, DIR/{split}/{class}/* or DIR/{class}/* (any container ffmpeg reads)
+    -> shards."""
+    _preprocess("folder", locals())

@@ -1,0 +1,186 @@
+"""The commands of training and evaluation: `rq train`, `rq eval`, `rq bench`, `rq demo`, `rq report`,
+`rq predict`. Each only parses its options (defaults from the settings, where each is written once)
+and calls the function that does the work; the imports that cost (torch) happen inside the commands."""
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from rq.pipeline.commandline import PANEL as _PANEL, app, bench_app, command
+from rq.train.trainer.config import default_text as _d   # light: no torch
+
+
+# ---- train / eval / bench (train) ----
+
+
+_TRAIN_PANELS = {
+    "Input": ("shards", "manifest", "frames", "image_size", "workers", "shuffle_buffer", "max_steps_per_epoch"),
+    "Model": ("preset", "method", "fusion_layers", "pretrained"),
+    "Optimisation": ("optimizer", "epochs", "lr", "batch_size", "momentum", "weight_decay", "warmup_epochs",
+                     "grad_clip"),
+    "RollingQ": ("rq_rho", "rq_beta", "rq_max_rotations", "rq_stats", "rq_rotation", "rq_air_scope"),
+    _PANEL: ("out", "resume", "stop_after", "seed", "device", "precision", "compile"),
+}
+
+
+@command(app, "train", config_file=True, panels=_TRAIN_PANELS)
+def train_cmd(
+    shards: str = typer.Option(..., help="Shards folder written by `rq preprocess` (reads its manifest.json), "
+                                "or shard URL patterns joined by '::'."),
+    manifest: Optional[str] = typer.Option(None, help="A local copy of the shards' manifest.json, for URL "
+                                           "patterns with none beside them (e.g. pipe: commands)."),
+    preset: Optional[str] = typer.Option(None, help="ks (default) | cremad (the paper's model and settings) | tiny (small model, "
+                               "64 px frames, batch 16, 4 epochs, AdamW lr 1e-3: CPU runs, tests, the demo)."),
+    method: Optional[str] = typer.Option(None, help="rollingq (default) | mt (Vanilla MT) | concat | "
+                                         "unimodal-audio | unimodal-visual."),
+    out: Optional[Path] = typer.Option(None, help="Run folder [default: a new runs/<time>-<method>]."),
+    resume: Optional[str] = typer.Option(None, metavar="[auto|DIR]",
+                                         help="Continue a run from its last.pt, to the weights an uninterrupted run "
+                                         "reaches: the --out folder, `auto` (the latest under runs/) or DIR. Its "
+                                         "settings stay; a different one asked for is an error, except more "
+                                         "--epochs (the run is extended).", show_default=False),
+    optimizer: Optional[str] = typer.Option(None, help=f"sgd (the paper) | adamw [{_d('optimizer')}]."),
+    epochs: Optional[int] = typer.Option(None, help=f"Epochs [{_d('epochs')}]."),
+    lr: Optional[float] = typer.Option(None, help=f"Peak learning rate [{_d('lr')}]."),
+    batch_size: Optional[int] = typer.Option(None, help=f"Batch per process [{_d('batch_size')}]."),
+    momentum: Optional[float] = typer.Option(None, help=f"SGD momentum [{_d('momentum')}]; not used by adamw."),
+    weight_decay: Optional[float] = typer.Option(None, help=f"Weight decay [{_d('weight_decay')}]."),
+    warmup_epochs: Optional[float] = typer.Option(None, help="Linear warm-up before the cosine decay, in epochs "
+                                                  f"[{_d('warmup_epochs')}]."),
+    grad_clip: Optional[float] = typer.Option(None, help=f"Max gradient norm; 0 = no clipping [{_d('grad_clip')}]."),
+    frames: Optional[int] = typer.Option(None, help="Frames per clip [the manifest's frames_per_clip]."),
+    image_size: Optional[int] = typer.Option(None, help=f"Frame crop size in pixels [{_d('image_size')}]."),
+    workers: Optional[int] = typer.Option(None, help=f"Loader worker processes per GPU/process [{_d('workers')}]."),
+    shuffle_buffer: Optional[int] = typer.Option(None, help=f"Samples in the shuffle buffer [{_d('shuffle_buffer')}]."),
+    max_steps_per_epoch: Optional[int] = typer.Option(None, help="Cap on steps per epoch (smoke tests); 0 = none."),
+    fusion_layers: Optional[int] = typer.Option(None, help=f"Fusion attention layers: 1 = Vanilla MT, 2 = MT* [{_d('fusion_layers')}]."),
+    pretrained: Optional[Path] = typer.Option(None, help="Local timm ViT-B/16 checkpoint (.safetensors/.npz/.pth) "
+                                              "for both encoders; never downloaded."),
+    rq_rho: Optional[float] = typer.Option(None, help=f"RollingQ rho (official `sigma`): how hard the anchor leans [{_d('rq_rho')}]."),
+    rq_beta: Optional[float] = typer.Option(None, help=f"RollingQ rotates when |AIR| > beta [{_d('rq_beta')}]."),
+    rq_max_rotations: Optional[int] = typer.Option(None, help=f"RollingQ rotations at most (official `r_time`) [{_d('rq_max_rotations')}]."),
+    rq_stats: Optional[str] = typer.Option(None, help="running (means gathered while training) | pass (the paper: "
+                                           f"an extra forward pass over the training set) [{_d('rq_stats')}]."),
+    rq_rotation: Optional[str] = typer.Option(None, help=f"svd (the paper) | minimal (plane rotation) [{_d('rq_rotation')}]."),
+    rq_air_scope: Optional[str] = typer.Option(None, help=f"epoch (AIR over the epoch) | last-batch (official) [{_d('rq_air_scope')}]."),
+    seed: Optional[int] = typer.Option(None, help=f"Seed of model init, shuffles and crops [{_d('seed')}]."),
+    device: Optional[str] = typer.Option(None, help=f"auto | cpu | cuda | cuda:N [{_d('device')}]."),
+    precision: Optional[str] = typer.Option(None, help="auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32."),
+    compile: bool = typer.Option(False, help="torch.compile the model."),
+    stop_after: Optional[int] = typer.Option(None, help="End this invocation after N epochs (time-limited jobs); "
+                                             "`--resume` continues the run."),
+) -> None:
+    """Train on shards (one process, or `torchrun --nproc-per-node N $(which rq) train ...` for DDP).
+    Writes config.json, metrics.jsonl, tb/, last.pt (every epoch) and best.pt into the run folder."""
+    options = locals()  # the parsed options, taken before the import below adds a name
+    from rq.train.trainer.fit import cli_train
+    cli_train(**options)
+
+
+@command(app, "eval", config_file=True)
+def eval_cmd(
+    ckpt: Path = typer.Option(..., help="Checkpoint (last.pt / best.pt) of `rq train`."),
+    shards: str = typer.Option(..., help="Shards folder (or URL patterns) with the split to evaluate."),
+    manifest: Optional[str] = typer.Option(None, help="A local copy of the shards' manifest.json, for URL "
+                                           "patterns with none beside them (e.g. pipe: commands)."),
+    split: str = typer.Option("test", help="Split to evaluate."),
+    noise_modality: Optional[str] = typer.Option(None, help="audio | visual: run the noise sweep on this modality."),
+    noise_levels: str = typer.Option("0,0.25,0.5,0.75,1", help="Noise levels: x + level * σ * N(0,1) on the "
+                                     "normalised input, σ its standard deviation over the split."),
+    noisy_fraction: float = typer.Option(0.0, help="Pearson test: perturb this seeded random fraction of samples "
+                                         "(e.g. 0.5) and correlate attention with 'is noisy'; 0 = off."),
+    noisy_level: float = typer.Option(1.0, help="Noise level of the Pearson test's perturbed samples."),
+    out: Optional[Path] = typer.Option(None, help="Output folder for eval.json and the plots "
+                                       "[default: <checkpoint folder>/eval]."),
+    workers: int = typer.Option(2, min=0, help="Loader worker processes."),
+    seed: int = typer.Option(0, help="Seed of the noise and of the noisy-sample choice."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+) -> None:
+    """Accuracy (fused, audio probe, visual probe), macro-F1, AIR and attention shares of a checkpoint;
+    optional noise sweep (the paper's Table 3) and noisy-fraction Pearson test (Table 2)."""
+    options = locals()  # the parsed options, taken before the import below adds a name
+    from rq.train.evaluation.evaluate import cli_eval
+    cli_eval(**options)
+
+
+@command(bench_app, "train")
+def bench_train_cmd(
+    preset: str = typer.Option("tiny", help="tiny | ks | cremad: the model and input shapes to time."),
+    method: str = typer.Option("rollingq", help="The method whose samples/s is the headline; mt and rollingq are "
+                               "always both timed, for RollingQ's overhead."),
+    steps: int = typer.Option(20, min=1, help="Timed training steps per method (after warm-up)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size [the preset's]."),
+    spec_frames: Optional[int] = typer.Option(None, help="Spectrogram width T [the preset's: 1004 for ks/tiny]."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    precision: str = typer.Option("auto", help="auto (bf16 on CUDA) | bf16 | fp32."),
+    compile: bool = typer.Option(False, help="torch.compile both models."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the result here as JSON."),
+) -> None:
+    """Training samples/s on synthetic in-memory batches (no loader) and RollingQ's per-step overhead."""
+    options = locals()  # the parsed options, taken before the import below adds a name
+    from rq.train.bench.training import cli_bench_train
+    cli_bench_train(**options)
+
+
+@command(bench_app, "loader")
+def bench_loader_cmd(
+    shards: str = typer.Option(..., help="Shards folder (with manifest.json) whose train split is read."),
+    workers: int = typer.Option(2, help="DataLoader worker processes, the same for both pipelines."),
+    batches: int = typer.Option(20, min=1, help="Batches timed per pipeline (after one warm-up batch)."),
+    batch_size: int = typer.Option(64, min=1, help="Samples per batch."),
+    frames: int = typer.Option(3, min=1, help="Frames sampled per clip."),
+    image_size: int = typer.Option(224, min=8, help="Crop size in pixels."),
+    rounds: int = typer.Option(3, min=1, help="Rounds, pipelines taking turns; each reports its median."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the result here as JSON."),
+) -> None:
+    """Samples/s of the streaming shard loader vs a per-clip-folder PIL DataLoader on the same clips."""
+    from rq.train.bench.loader import bench_loader
+    bench_loader(shards, workers=workers, batches=batches, batch_size=batch_size, frames=frames,
+                 image_size=image_size, rounds=rounds, json_path=json_path)
+
+
+# ---- demo / report / predict ----
+@command(app, "demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("demo"), "--out", help="Folder for everything the demo makes: raw/ (generated "
+                             "clips), shards/, runs/mt, runs/rollingq, report/. A rerun reuses what did not change."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Parallel clips in synth and preprocess "
+                                          "[default: all cores].", show_default=False),
+) -> None:
+    """The whole product on generated data (a few minutes on a 2-core CPU): rq synth -> rq preprocess kinetics ->
+    rq train (Vanilla MT and RollingQ, tiny preset, same seed) -> rq eval (audio-noise sweep, Pearson test) ->
+    rq report. Prints the final table and where the report is."""
+    from rq.train.demo import cli_demo
+    cli_demo(out, workers)
+
+
+@command(app, "report")
+def report_cmd(
+    run_dirs: list[Path] = typer.Argument(None, help="Run folders of rq train (config.json, metrics.jsonl; "
+                                          "eval/eval.json of rq eval when present).", show_default=False),
+    out: Path = typer.Option(Path("report"), "--out", help="Folder for report.md and the PNGs it embeds."),
+    eval_paths: list[Path] = typer.Option([], "--eval", help="eval.json of the i-th run, in run order, when rq "
+                                          "eval wrote it elsewhere than RUN_DIR/eval/eval.json (repeatable)."),
+) -> None:
+    """Compare runs side by side on one Markdown page: accuracy (fused, audio probe, visual probe), AIR per epoch
+    with rotations, attention shares, accuracy and attention vs audio noise, Pearson test, training speed."""
+    from rq.train.report.page import cli_report
+    cli_report(run_dirs or [], out, eval_paths)
+
+
+@command(app, "predict")
+def predict_cmd(
+    videos: list[Path] = typer.Argument(None, help="Raw video files (any container ffmpeg reads).",
+                                        show_default=False),
+    ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="last.pt or best.pt of rq train (required).",
+                                        show_default=False),
+    top: int = typer.Option(5, "--top", help="Classes shown per video, most probable first."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (predictions and errors) instead of a table."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds one ffmpeg call may take per video."),
+) -> None:
+    """Top classes and the fused CLS attention share on audio vs visual for raw videos, through the same
+    per-clip frame and spectrogram code as rq preprocess (settings of the checkpoint's shards). A bad video is
+    one line on stderr; exit 0 if any video got a prediction, 1 if none did, 2 on usage errors."""
+    from rq.train.evaluation.predict import cli_predict
+    cli_predict(ckpt, videos or [], top, as_json, device, timeout)
