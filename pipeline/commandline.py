@@ -55,13 +55,19 @@ _ESCAPED: set[int] = set()
 _METAVARS = {int: "INTEGER", float: "NUMBER", str: "TEXT", Path: "PATH", list[str]: "TEXT", list[Path]: "PATH"}
 
 
-def command(on: typer.Typer, name: str, config_file: bool = False, panels: dict[str, tuple[str, ...]] | None = None):
+def command(on: typer.Typer, name: str, config_file: bool = False, panels: dict[str, tuple[str, ...]] | None = None,
+            shared: dict[str, tuple[object, object]] | None = None):
     """Register a command with -q/-v (and --config FILE) added to its own options, types named in words,
-    options grouped in help panels (panel -> option names)."""
+    options grouped in help panels (panel -> option names). `shared`: options several commands take
+    (name -> (type, typer.Option)), added to the signature and passed to the function's **options."""
     panel_of = {option: panel for panel, names in (panels or {}).items() for option in names}
 
     def register(fn):
         sig = inspect.signature(fn)
+        own = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+        own += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o, annotation=a)
+                for n, (a, o) in (shared or {}).items()]
+        sig = sig.replace(parameters=own)
         for param in sig.parameters.values():
             kind = param.annotation
             kind = next((a for a in getattr(kind, "__args__", ()) if a is not type(None)), kind) \

@@ -119,47 +119,52 @@ def _preprocess(recipe: str, options: dict) -> None:
     preprocess(recipe, **options)
 
 
-@command(preprocess_app, "kinetics", config_file=True)
-def preprocess_kinetics(
-        raw: Optional[Path] = _RAW, out: Optional[Path] = _OUT, classes: Optional[Path] = _CLASSES,
-        split_list: list[str] = _SPLIT_LIST, frame_size: int = _FRAME_SIZE, jpeg_quality: int = _JPEG_QUALITY,
-        sample_rate: int = _SAMPLE_RATE, audio_seconds: Optional[float] = _AUDIO_SECONDS,
-        audio_pad: str = _AUDIO_PAD, missing_audio: str = _MISSING_AUDIO, n_fft: int = _N_FFT,
-        hop_length: int = _HOP, shard_size: float = _SHARD_SIZE, workers: Optional[int] = _WORKERS,
-        seed: int = _SEED, timeout: float = _TIMEOUT, max_failure_rate: float = _MAX_FAILURE,
-        cache: Optional[Path] = _CACHE, hash_content: bool = _HASH, force: list[str] = _FORCE,
-        dry_run: bool = _DRY_RUN, frames_per_clip: Optional[int] = _FRAMES_PER_CLIP) -> None:
+# Options every recipe takes (name -> (type, option)); each command adds its own.
+_COMMON = {
+    "raw": (Optional[Path], _RAW), "out": (Optional[Path], _OUT), "classes": (Optional[Path], _CLASSES),
+    "frame_size": (int, _FRAME_SIZE), "jpeg_quality": (int, _JPEG_QUALITY), "sample_rate": (int, _SAMPLE_RATE),
+    "audio_seconds": (Optional[float], _AUDIO_SECONDS), "audio_pad": (str, _AUDIO_PAD),
+    "missing_audio": (str, _MISSING_AUDIO), "n_fft": (int, _N_FFT), "hop_length": (int, _HOP),
+    "shard_size": (float, _SHARD_SIZE), "workers": (Optional[int], _WORKERS), "seed": (int, _SEED),
+    "timeout": (float, _TIMEOUT), "max_failure_rate": (float, _MAX_FAILURE), "cache": (Optional[Path], _CACHE),
+    "hash_content": (bool, _HASH), "force": (list[str], _FORCE), "dry_run": (bool, _DRY_RUN),
+    "frames_per_clip": (Optional[int], _FRAMES_PER_CLIP),
+}
+_SPLITS = {"split_list": (list[str], _SPLIT_LIST)}
+_SEEDED = {"test_fraction": (float, _TEST_FRACTION)}
+
+
+@command(preprocess_app, "kinetics", config_file=True, shared=_COMMON | _SPLITS)
+def preprocess_kinetics(**options) -> None:
     """Kinetics download (train/, val/ of {youtube_id}_{start:06d}_{end:06d}.mp4 + annotation CSVs) -> shards
     of the 31 Kinetics-Sounds classes; val becomes test."""
-    _preprocess("kinetics", locals())
+    _preprocess("kinetics", options)
 
 
-@command(preprocess_app, "cremad", config_file=True)
-def preprocess_cremad(
-        raw: Optional[Path] = _RAW, out: Optional[Path] = _OUT, classes: Optional[Path] = _CLASSES,
-        split_list: list[str] = _SPLIT_LIST, split: str = _SPLIT, test_fraction: float = _TEST_FRACTION,
-        frame_size: int = _FRAME_SIZE, jpeg_quality: int = _JPEG_QUALITY, sample_rate: int = _SAMPLE_RATE,
-        audio_seconds: Optional[float] = _AUDIO_SECONDS, audio_pad: str = _AUDIO_PAD,
-        missing_audio: str = _MISSING_AUDIO, n_fft: int = _N_FFT, hop_length: int = _HOP,
-        shard_size: float = _SHARD_SIZE, workers: Optional[int] = _WORKERS, seed: int = _SEED,
-        timeout: float = _TIMEOUT, max_failure_rate: float = _MAX_FAILURE, cache: Optional[Path] = _CACHE,
-        hash_content: bool = _HASH, force: list[str] = _FORCE, dry_run: bool = _DRY_RUN,
-        frames_per_clip: Optional[int] = _FRAMES_PER_CLIP) -> None:
+@command(preprocess_app, "cremad", config_file=True,
+         shared=_COMMON | _SPLITS | _SEEDED | {"split": (str, _SPLIT)})
+def preprocess_cremad(**options) -> None:
     """CREMA-D download (VideoFlash/*.flv for frames + AudioWAV/*.wav for audio, emotion = third name field)
     -> shards."""
-    _preprocess("cremad", locals())
+    _preprocess("cremad", options)
 
 
-@command(preprocess_app, "folder", config_file=True)
-def preprocess_folder(
-        raw: Optional[Path] = _RAW, out: Optional[Path] = _OUT, classes: Optional[Path] = _CLASSES,
-        test_fraction: float = _TEST_FRACTION, frame_size: int = _FRAME_SIZE, jpeg_quality: int = _JPEG_QUALITY,
-        sample_rate: int = _SAMPLE_RATE, audio_seconds: Optional[float] = _AUDIO_SECONDS,
-        audio_pad: str = _AUDIO_PAD, missing_audio: str = _MISSING_AUDIO, n_fft: int = _N_FFT,
-        hop_length: int = _HOP, shard_size: float = _SHARD_SIZE, workers: Optional[int] = _WORKERS,
-        seed: int = _SEED, timeout: float = _TIMEOUT, max_failure_rate: float = _MAX_FAILURE,
-        cache: Optional[Path] = _CACHE, hash_content: bool = _HASH, force: list[str] = _FORCE,
-        dry_run: bool = _DRY_RUN, frames_per_clip: Optional[int] = _FRAMES_PER_CLIP) -> None:
+@command(preprocess_app, "folder", config_file=True, shared=_COMMON | _SEEDED)
+def preprocess_folder(**options) -> None:
     """A folder of class sub-folders, DIR/{split}/{class}/* or DIR/{class}/* (any container ffmpeg reads)
     -> shards."""
-    _preprocess("folder", locals())
+    _preprocess("folder", options)
+
+
+_LABEL_FIELD = typer.Option(_RS.label_field, "--label-field", help="The field of each sample's json holding its "
+                            "label (a.b reaches into nested objects).")
+_WDS_RAW = typer.Option(None, "--raw", help="The tars: a brace pattern 'DIR/{00000..00009}.tar' or a folder of "
+                        "*.tar (required).", show_default=False)
+
+
+@command(preprocess_app, "wds", config_file=True,
+         shared=_COMMON | _SEEDED | {"raw": (Optional[str], _WDS_RAW), "label_field": (str, _LABEL_FIELD)})
+def preprocess_wds(**options) -> None:
+    """WebDataset tars of video files plus json, as video2dataset writes them (KEY.mp4 + KEY.json) -> shards.
+    Each video is copied once into the cache folder; labels come from --label-field."""
+    _preprocess("wds", {**options, "raw": Path(options["raw"]) if options["raw"] else None})

@@ -18,6 +18,7 @@ class RecipeSettings:
     split_list: tuple[str, ...] = ()      # "[SPLIT=]FILE" lists of the clips of a split
     split: str = "clip"                   # seeded split unit without a list: clip, or speaker
     test_fraction: float = 0.1            # seeded split: share of clips (or speakers) in test
+    label_field: str = "label"            # wds recipe: the json field that holds the label
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,11 @@ class PreprocessConfig:
     seed: int = 0                         # sample order in the shards, seeded splits
     recipe: RecipeSettings = field(default_factory=RecipeSettings)
 
-    def recipe_options(self) -> RecipeOptions:
-        """What a recipe's discover() takes."""
+    def recipe_options(self, extract_to: Path | None = None) -> RecipeOptions:
+        """What a recipe's discover() takes; `extract_to`: a folder for files a recipe unpacks (wds)."""
         r = self.recipe
-        return RecipeOptions(Path(r.classes) if r.classes else None, r.split_list, r.split, r.test_fraction, self.seed)
+        return RecipeOptions(Path(r.classes) if r.classes else None, r.split_list, r.split, r.test_fraction, self.seed,
+                             r.label_field, extract_to)
 
     def stage_settings(self) -> dict:
         """Stage name -> its settings, as the runner and the cache keys take them."""
@@ -44,7 +46,7 @@ class PreprocessConfig:
         return {"frames": asdict(self.frames), "audio": asdict(self.audio), "spectrogram": asdict(self.spectrogram),
                 "shard_size_mb": self.shard_size_mb, "seed": self.seed, "stage_versions": dict(stage_versions),
                 "recipe_options": {"classes": r.classes, "split_list": list(r.split_list), "split": r.split,
-                                   "test_fraction": r.test_fraction}}
+                                   "test_fraction": r.test_fraction, "label_field": r.label_field}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
@@ -56,7 +58,7 @@ class PreprocessConfig:
                       (("frames", FrameSettings), ("audio", AudioDecodeSettings), ("spectrogram", SpectrogramSettings))}
             r = d.get("recipe_options") or {}
             recipe = RecipeSettings(r.get("classes"), tuple(r.get("split_list") or ()), r.get("split", "clip"),
-                                    r.get("test_fraction", 0.1))
+                                    r.get("test_fraction", 0.1), r.get("label_field", "label"))
             return cls(**stages, shard_size_mb=d.get("shard_size_mb", 100.0), seed=d.get("seed", 0), recipe=recipe)
         except KeyError as e:
             raise ValueError(f"the preprocessing config has no {e.args[0]!r} entry") from None
@@ -105,6 +107,7 @@ class Options:
     split: str = _R.split
     test_fraction: float = _R.test_fraction
     frames_per_clip: int | None = None
+    label_field: str = _R.label_field
 
     def config(self, recipe_module) -> PreprocessConfig:
         return PreprocessConfig(
@@ -115,4 +118,4 @@ class Options:
                 audio_pad=self.audio_pad, n_fft=self.n_fft, win_length=self.n_fft, hop_length=self.hop_length),
             shard_size_mb=self.shard_size, seed=self.seed,
             recipe=RecipeSettings(str(self.classes) if self.classes else None, tuple(self.split_list), self.split,
-                                  self.test_fraction))
+                                  self.test_fraction, self.label_field))

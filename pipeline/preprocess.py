@@ -31,7 +31,7 @@ def preprocess(recipe: str, **options) -> None:
     """The whole command. Exits 2 on a usage error, 1 when too many clips were skipped."""
     opts = Options(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
     module = RECIPES[recipe]
-    raw, out = _check(opts)
+    raw, out = _check(opts, recipe)
     config = opts.config(module)
     settings = config.stage_settings()
     n_fft_seconds = settings["spectrogram"].n_fft / opts.sample_rate
@@ -41,7 +41,7 @@ def preprocess(recipe: str, **options) -> None:
     if recipe == "folder" and (out == raw or raw in out.parents):
         fail(f"--out {out} is inside --raw {raw}: the folder recipe would take it for a class folder")
     try:
-        found = module.discover(raw, config.recipe_options())
+        found = module.discover(raw, config.recipe_options(extract_to=Path(opts.cache or out / ".cache")))
     except LayoutError as e:
         fail(str(e))
     cache = Cache(opts.cache or out / ".cache")
@@ -98,11 +98,11 @@ def _write_shards(out: Path, by_split: dict[str, list], shard_bytes: int, cache:
             for split, samples in by_split.items()}
 
 
-def _check(opts: Options) -> tuple[Path, Path]:
+def _check(opts: Options, recipe: str) -> tuple[Path, Path]:
     """Usage errors, one line each, before any work."""
     if opts.raw is None:
         fail("--raw DIR is required: the raw dataset folder")
-    if not opts.raw.is_dir():
+    if recipe != "wds" and not opts.raw.is_dir():   # wds: tar patterns, checked when they are read
         fail(f"--raw {opts.raw}: no such folder")
     if opts.out is None:
         fail("--out DIR is required: the folder for shards, manifest and cache")
@@ -128,7 +128,7 @@ def _check(opts: Options) -> tuple[Path, Path]:
     for ok, message in checks:
         if not ok:
             fail(message)
-    return opts.raw.absolute(), opts.out.absolute()
+    return (opts.raw if recipe == "wds" else opts.raw.absolute()), opts.out.absolute()
 
 
 def _process_clips(found: Discovery, job: Job, cache: Cache, workers: int) -> list[ClipResult]:

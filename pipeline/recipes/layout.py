@@ -22,6 +22,8 @@ class RecipeOptions:
     split: str = "clip"                   # seeded split unit when no list: "clip" or "speaker" (CREMA-D)
     test_fraction: float = 0.1            # seeded split: share of clips (or speakers) in test
     seed: int = 0
+    label_field: str = "label"            # wds: the json field holding a sample's label
+    extract_to: Path | None = None        # wds: where videos read from tars are copied (the cache folder)
 
 
 def read_split_lists(specs: tuple[str, ...]) -> dict[str, tuple[str, str | None]]:
