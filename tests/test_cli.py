@@ -118,3 +118,16 @@ def test_tensorboard_gets_every_step_and_an_hparams_entry(rq, shards, tmp_path):
     assert [e.step for e in events.Scalars("step/lr")] == list(range(2 * steps))
     assert [e.step for e in events.Scalars("train/loss")] == [0, 1]
     assert list((tmp_path / "run" / "tb" / "hparams").glob("events.out.tfevents.*"))
+
+
+def test_wandb_offline_run_gets_the_config_and_every_epoch(rq, shards, tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="the wandb extra is not installed (pip install 'rq[wandb]')")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    result = rq("train", "--shards", shards, "--out", tmp_path / "run", "--epochs", 2, *TINY, "-q",
+                "--wandb", "rq-test-project")
+    assert result.exit_code == 0, result.output
+    [record] = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+    data = record.read_bytes()      # W&B's own record log: our keys and values are in it as written
+    for key in (b"step/loss", b"step/lr", b"train/loss", b"test/acc", b"rq-test-project", b'"tiny"'):
+        assert key in data, key

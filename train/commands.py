@@ -19,7 +19,7 @@ _TRAIN_PANELS = {
     "Optimisation": ("optimizer", "epochs", "lr", "batch_size", "momentum", "weight_decay", "warmup_epochs",
                      "grad_clip"),
     "RollingQ": ("rq_rho", "rq_beta", "rq_max_rotations", "rq_stats", "rq_rotation", "rq_air_scope"),
-    _PANEL: ("out", "resume", "stop_after", "seed", "device", "precision", "compile"),
+    _PANEL: ("out", "resume", "stop_after", "seed", "device", "precision", "compile", "wandb"),
 }
 
 
@@ -69,6 +69,8 @@ def train_cmd(
     compile: bool = typer.Option(False, help="torch.compile the model."),
     stop_after: Optional[int] = typer.Option(None, help="End this invocation after N epochs (time-limited jobs); "
                                              "`--resume` continues the run."),
+    wandb: Optional[str] = typer.Option(None, metavar="PROJECT", help="Also log to this Weights & Biases project "
+                                        "(pip install 'rq[wandb]'; WANDB_MODE=offline works without a network)."),
 ) -> None:
     """Train on shards (one process, or `torchrun --nproc-per-node N $(which rq) train ...` for DDP).
     Writes config.json, metrics.jsonl, tb/, last.pt (every epoch) and best.pt into the run folder."""

@@ -70,6 +70,7 @@ class TrainConfig:
     compile: bool = field(default=False, metadata=RUNTIME)
     resume: bool = field(default=False, metadata=RUNTIME)
     stop_after: int = field(default=0, metadata=RUNTIME)  # end this invocation after N epochs (--resume goes on)
+    wandb: str = field(default="", metadata=RUNTIME)      # W&B project to log to; "" = off
 
     def __post_init__(self):
         _check(self.preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")

@@ -35,7 +35,7 @@ from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors, defaul
 from rq.train.data import DataConfig, eval_batches, open_source, train_batches
 from rq.train.trainer.distributed import DistEnv, all_gather_objects, all_reduce_sum, barrier, process_group
 from rq.train.evaluation.metrics import last_layer
-from rq.train.trainer.logs import write_hparams, write_steps, write_summary_csv
+from rq.train.trainer.logs import WandbLog, write_hparams, write_steps, write_summary_csv
 from rq.train.trainer.resume import latest_run, resumed_config
 from rq.train.trainer.epoch import ForwardPass, evaluation_pass, statistics_pass, train_one_epoch
 
@@ -141,7 +141,12 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
             err.print(f"warning: {local} training process(es) x (1 + --workers {cfg.workers}) loader processes "
                       f"on {cores} cores: they will compete for the CPU (default: {default_workers()})", markup=False)
     metrics_path = run_dir / "metrics.jsonl"
-    writer = None
+    writer = wandb = None
+    if env.is_main and cfg.wandb:
+        try:
+            wandb = WandbLog(cfg.wandb, run_dir, cfg.to_dict())
+        except ImportError as e:
+            raise ConfigError(str(e)) from None
     if env.is_main:
         _drop_epochs_from(metrics_path, start_epoch)
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch)
@@ -170,6 +175,8 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
             is_best, best_acc = acc > best_acc, max(best_acc, acc)
             _log_epoch(line, metrics_path, writer)
             write_steps(writer, steps_log)
+            if wandb is not None:
+                wandb.epoch(line, steps_log)
             history.append(line)
             write_summary_csv(run_dir, history)
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": schedule,
@@ -187,6 +194,8 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
     if env.is_main:
         write_hparams(writer, cfg.to_dict(), history)
         writer.close()
+        if wandb is not None:
+            wandb.finish()
         _summary(history)
     return {"out": str(run_dir), "best_acc": best_acc, "epochs": history}
 
