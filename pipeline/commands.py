@@ -8,6 +8,7 @@ import typer
 
 from rq.pipeline.commandline import app, command, preprocess_app
 from rq.pipeline.config import Options as _PO, PreprocessConfig as _PC, RecipeSettings as _RS
+from rq.pipeline.stages.frontends import DEFAULT_RATE as _RATE
 from rq.pipeline.stages.settings import AudioDecodeSettings as _AS, FrameSettings as _FS, SpectrogramSettings as _SS
 
 
@@ -86,14 +87,26 @@ _SPLIT = typer.Option(_RS.split, "--split", help="Seeded split unit when no --sp
 _TEST_FRACTION = typer.Option(_RS.test_fraction, "--test-fraction", help="Seeded split: share of clips (or speakers) in test.")
 _FRAME_SIZE = typer.Option(_FS.frame_size, "--frame-size", help="Short side of the JPEG frames in pixels; 0 keeps the size.")
 _JPEG_QUALITY = typer.Option(_FS.jpeg_quality, "--jpeg-quality", help="JPEG quality of the frames, 1-100.")
-_SAMPLE_RATE = typer.Option(_AS.sample_rate, "--sample-rate", help="Audio is decoded to mono float32 at this rate (Hz).")
-_AUDIO_SECONDS = typer.Option(None, "--audio-seconds", help="Waveform length before the STFT [default: 10 for "
-                              "kinetics and folder, 3 for cremad].", show_default=False)
+_AUDIO_FEATURES = typer.Option(
+    _SS.audio_features, "--audio-features", help="Audio front end; sets the defaults of --sample-rate and "
+    "--audio-seconds. stft: the paper's text, log|STFT| (Hann 512, hop 159, no centring) at 16 kHz -> 257x1004 "
+    "(10 s) or 257x299 (3 s). cremad-official: the released code's CREMA-D input, 22,050 Hz tiled and cut to "
+    "3 s, clipped to +-1, centred STFT n_fft 512 hop 353 -> 257x188. ks-fbank: the released code's "
+    "Kinetics-Sounds input, Kaldi log-mel filter bank of the whole 16 kHz waveform (128 bins, 25 ms Hann, "
+    "10 ms shift), cut or zero-padded to 1024 frames, normalised -> 1024x128 (frames x bins).")
+_SAMPLE_RATE = typer.Option(None, "--sample-rate", help="Audio is decoded to mono float32 at this rate (Hz) "
+                            f"[default: {_RATE['stft']}; {_RATE['cremad-official']} with cremad-official].",
+                            show_default=False)
+_AUDIO_SECONDS = typer.Option(None, "--audio-seconds", help="Waveform length before the front end [default: 10 "
+                              "for kinetics and folder, 3 for cremad and with cremad-official; ks-fbank: the "
+                              "whole waveform].", show_default=False)
 _AUDIO_PAD = typer.Option(_SS.audio_pad, "--audio-pad", help="Shorter audio: repeat it (the official code) or zero-pad.")
 _MISSING_AUDIO = typer.Option(_AS.missing_audio, "--missing-audio", help="A clip with no audio stream: skip (recorded in "
                               "failures.jsonl) or silence (kept with a silent spectrogram).")
-_N_FFT = typer.Option(_SS.n_fft, "--n-fft", help="STFT size (and Hann window length); gives n_fft/2+1 bins.")
-_HOP = typer.Option(_SS.hop_length, "--hop-length", help="STFT hop in samples (159 = overlap 353 of 512).")
+_N_FFT = typer.Option(None, "--n-fft", help="STFT size (and Hann window length) of --audio-features stft; gives "
+                      f"n_fft/2+1 bins [default: {_SS.n_fft}].", show_default=False)
+_HOP = typer.Option(None, "--hop-length", help="STFT hop in samples of --audio-features stft [default: "
+                    f"{_SS.hop_length} = overlap 353 of 512].", show_default=False)
 _SHARD_SIZE = typer.Option(_PC.shard_size_mb, "--shard-size", help="Largest shard, in MB.")
 _WORKERS = typer.Option(None, "--workers", help="Parallel clip workers, one ffmpeg thread each [default: all "
                         "cores].", show_default=False)
@@ -122,9 +135,10 @@ def _preprocess(recipe: str, options: dict) -> None:
 # Options every recipe takes (name -> (type, option)); each command adds its own.
 _COMMON = {
     "raw": (Optional[Path], _RAW), "out": (Optional[Path], _OUT), "classes": (Optional[Path], _CLASSES),
-    "frame_size": (int, _FRAME_SIZE), "jpeg_quality": (int, _JPEG_QUALITY), "sample_rate": (int, _SAMPLE_RATE),
+    "frame_size": (int, _FRAME_SIZE), "jpeg_quality": (int, _JPEG_QUALITY),
+    "audio_features": (str, _AUDIO_FEATURES), "sample_rate": (Optional[int], _SAMPLE_RATE),
     "audio_seconds": (Optional[float], _AUDIO_SECONDS), "audio_pad": (str, _AUDIO_PAD),
-    "missing_audio": (str, _MISSING_AUDIO), "n_fft": (int, _N_FFT), "hop_length": (int, _HOP),
+    "missing_audio": (str, _MISSING_AUDIO), "n_fft": (Optional[int], _N_FFT), "hop_length": (Optional[int], _HOP),
     "shard_size": (float, _SHARD_SIZE), "workers": (Optional[int], _WORKERS), "seed": (int, _SEED),
     "timeout": (float, _TIMEOUT), "max_failure_rate": (float, _MAX_FAILURE), "cache": (Optional[Path], _CACHE),
     "hash_content": (bool, _HASH), "force": (list[str], _FORCE), "dry_run": (bool, _DRY_RUN),

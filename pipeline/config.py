@@ -8,7 +8,8 @@ from pathlib import Path
 
 from rq.pipeline.recipes.layout import RecipeOptions
 
-from rq.pipeline.stages.settings import AudioDecodeSettings, FrameSettings, SpectrogramSettings
+from rq.pipeline.stages.frontends import resolve as resolve_audio
+from rq.pipeline.stages.settings import AudioDecodeSettings, FrameSettings, SpectrogramSettings, settings_dict
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class PreprocessConfig:
     def to_dict(self, stage_versions: dict[str, int]) -> dict:
         """The manifest's "config" (key order and names are part of the manifest's bytes: keep them)."""
         r = self.recipe
-        return {"frames": asdict(self.frames), "audio": asdict(self.audio), "spectrogram": asdict(self.spectrogram),
+        return {"frames": asdict(self.frames), "audio": asdict(self.audio),
+                "spectrogram": settings_dict(self.spectrogram),
                 "shard_size_mb": self.shard_size_mb, "seed": self.seed, "stage_versions": dict(stage_versions),
                 "recipe_options": {"classes": r.classes, "split_list": list(r.split_list), "split": r.split,
                                    "test_fraction": r.test_fraction, "label_field": r.label_field}}
@@ -87,12 +89,13 @@ class Options:
     out: Path | None = None
     frame_size: int = _F.frame_size
     jpeg_quality: int = _F.jpeg_quality
-    sample_rate: int = _A.sample_rate
+    audio_features: str = _S.audio_features
+    sample_rate: int | None = None        # None here and below: the front end's default (frontends.resolve)
     audio_seconds: float | None = None
     audio_pad: str = _S.audio_pad
     missing_audio: str = _A.missing_audio
-    n_fft: int = _S.n_fft
-    hop_length: int = _S.hop_length
+    n_fft: int | None = None
+    hop_length: int | None = None
     shard_size: float = PreprocessConfig.shard_size_mb
     workers: int | None = None
     seed: int = PreprocessConfig.seed
@@ -110,12 +113,14 @@ class Options:
     label_field: str = _R.label_field
 
     def config(self, recipe_module) -> PreprocessConfig:
+        """Raises ValueError (one line) for audio options that do not fit the front end."""
+        audio, spectrogram = resolve_audio(
+            self.audio_features, recipe_module.AUDIO_SECONDS, sample_rate=self.sample_rate,
+            audio_seconds=self.audio_seconds, audio_pad=self.audio_pad, n_fft=self.n_fft,
+            hop_length=self.hop_length, missing_audio=self.missing_audio)
         return PreprocessConfig(
             frames=FrameSettings(frame_size=self.frame_size, jpeg_quality=self.jpeg_quality),
-            audio=AudioDecodeSettings(sample_rate=self.sample_rate, missing_audio=self.missing_audio),
-            spectrogram=SpectrogramSettings(
-                audio_seconds=self.audio_seconds if self.audio_seconds is not None else recipe_module.AUDIO_SECONDS,
-                audio_pad=self.audio_pad, n_fft=self.n_fft, win_length=self.n_fft, hop_length=self.hop_length),
+            audio=audio, spectrogram=spectrogram,
             shard_size_mb=self.shard_size, seed=self.seed,
             recipe=RecipeSettings(str(self.classes) if self.classes else None, tuple(self.split_list), self.split,
                                   self.test_fraction, self.label_field))

@@ -32,12 +32,11 @@ def preprocess(recipe: str, **options) -> None:
     opts = Options(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
     module = RECIPES[recipe]
     raw, out = _check(opts, recipe)
-    config = opts.config(module)
+    try:
+        config = opts.config(module)
+    except ValueError as e:   # an --audio-features combination that does not fit (frontends.resolve)
+        fail(str(e))
     settings = config.stage_settings()
-    n_fft_seconds = settings["spectrogram"].n_fft / opts.sample_rate
-    if settings["spectrogram"].audio_seconds < n_fft_seconds:
-        fail(f"--audio-seconds {settings['spectrogram'].audio_seconds:g} is shorter than one STFT window "
-             f"({settings['spectrogram'].n_fft} samples = {n_fft_seconds:g} s at {opts.sample_rate} Hz)")
     if recipe == "folder" and (out == raw or raw in out.parents):
         fail(f"--out {out} is inside --raw {raw}: the folder recipe would take it for a class folder")
     try:
@@ -113,11 +112,11 @@ def _check(opts: Options, recipe: str) -> tuple[Path, Path]:
         fail(f"--classes {opts.classes}: no such file")
     checks = [(opts.frame_size >= 0, "--frame-size must be >= 0"),
               (1 <= opts.jpeg_quality <= 100, "--jpeg-quality must be in 1..100"),
-              (opts.sample_rate > 0, "--sample-rate must be > 0"),
+              (opts.sample_rate is None or opts.sample_rate > 0, "--sample-rate must be > 0"),
               (opts.audio_seconds is None or opts.audio_seconds > 0, "--audio-seconds must be > 0"),
               (opts.audio_pad in ("repeat", "zero"), "--audio-pad must be repeat or zero"),
               (opts.missing_audio in ("skip", "silence"), "--missing-audio must be skip or silence"),
-              (opts.n_fft > 0 and opts.hop_length > 0, "--n-fft and --hop-length must be > 0"),
+              (all(n is None or n > 0 for n in (opts.n_fft, opts.hop_length)), "--n-fft and --hop-length must be > 0"),
               (opts.shard_size > 0, "--shard-size must be > 0"),
               (opts.workers is None or opts.workers >= 1, "--workers must be >= 1"),
               (opts.timeout > 0, "--timeout must be > 0"),

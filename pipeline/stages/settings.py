@@ -1,7 +1,11 @@
 """Frozen settings of each pipeline stage. A stage's cache key hashes exactly its own settings,
 so changing one stage's settings never invalidates another stage's cache."""
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 import json
+
+# Metadata of a field added after its stage's first release: left out of the cache key while it has
+# its default, so results cached before the field existed (which were computed that way) stay valid.
+_ADDED_LATER = {"added_later": True}
 
 
 @dataclass(frozen=True)
@@ -19,14 +23,23 @@ class AudioDecodeSettings:
 
 @dataclass(frozen=True)
 class SpectrogramSettings:
-    audio_seconds: float = 10.0   # waveform brought to exactly this length before the STFT
+    """Usually made by `rq.pipeline.stages.frontends.resolve`, which fills in each front end's values."""
+    audio_seconds: float | None = 10.0  # waveform brought to exactly this length first; None: as decoded
     audio_pad: str = "repeat"     # "repeat" (the official code) or "zero"
-    n_fft: int = 512
-    win_length: int = 512         # Hann window
+    n_fft: int = 512              # FFT size
+    win_length: int = 512         # analysis window in samples (Hann), zero-padded to n_fft
     hop_length: int = 159         # overlap 353 with a 512 window
-    eps: float = 1e-7             # log(|X| + eps), as the official code
+    eps: float = 1e-7             # log(|X| + eps), as the official code (ks-fbank: log(max(E, eps)))
+    audio_features: str = field(default="stft", metadata=_ADDED_LATER)  # the front end: see frontends.py
+
+
+def settings_dict(settings) -> dict:
+    """A settings object's fields by name, in order, less the fields added later that have their default:
+    what cache keys and manifests record, the same as before such a field existed."""
+    return {f.name: getattr(settings, f.name) for f in fields(settings)
+            if not (f.metadata.get("added_later") and getattr(settings, f.name) == f.default)}
 
 
 def canonical(settings) -> str:
     """Stable text of a settings object, the part of a cache key that names the settings."""
-    return json.dumps(asdict(settings), sort_keys=True, separators=(",", ":"))
+    return json.dumps(settings_dict(settings), sort_keys=True, separators=(",", ":"))

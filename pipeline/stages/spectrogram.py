@@ -1,5 +1,10 @@
-"""Stage `spectrogram`: the waveform brought to a fixed length, then `log(|STFT| + eps)` as float16
-(n_fft/2+1, T). Pure numpy/scipy on the upstream waveform; never calls ffmpeg.
+"""Stage `spectrogram`: the waveform's audio front end (`settings.audio_features`, see frontends.py) as
+float16. Pure numpy/scipy on the upstream waveform; never calls ffmpeg.
+- "stft" (the paper's text): the waveform brought to a fixed length, `log(|STFT| + eps)`, (n_fft/2+1, T).
+- "cremad-official": the same STFT of the waveform clipped to +-1 and centred as `librosa.stft`'s default
+  (n_fft/2 zeros at each end: librosa >= 0.9 pads with zeros, older versions reflected; the release's
+  requirements leave librosa unpinned, and an install of 2025 gets 0.10 or 0.11), (n_fft/2+1, T).
+- "ks-fbank": the Kaldi log-mel filter bank of fbank.py, (1024, 128) = frames x bins.
 
 The STFT is librosa's with `center=False` (periodic Hann window of `win_length`, zero-padded to
 `n_fft` in the middle, frames every `hop_length` samples), computed in float32 as real FFTs over
@@ -12,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rq.pipeline.stages import audio
+from rq.pipeline.stages import audio, fbank
 from rq.pipeline.errors import ClipError
 from rq.pipeline.stages.settings import SpectrogramSettings
 
@@ -24,12 +29,27 @@ _BLOCK = 64  # STFT frames per FFT call
 def spectrogram_stage(path: Path, inputs: Mapping[str, Mapping[str, bytes]], settings: SpectrogramSettings,
                       timeout: float = 60.0) -> dict[str, bytes]:
     rate = _rate(inputs)
-    n = round(settings.audio_seconds * rate)
-    if n < settings.n_fft:
-        raise ClipError(STAGE, f"audio_seconds={settings.audio_seconds:g} at {rate} Hz is shorter than "
-                               f"one STFT window ({settings.n_fft} samples)")
-    wave = fit_length(audio.load(inputs), n, settings.audio_pad)
-    return {"spec.npy": audio.to_npy(log_spectrogram(wave, settings).astype(np.float16))}
+    wave = audio.load(inputs)
+    if settings.audio_seconds is not None:
+        n = round(settings.audio_seconds * rate)
+        if n < settings.win_length:
+            raise ClipError(STAGE, f"audio_seconds={settings.audio_seconds:g} at {rate} Hz is shorter than "
+                                   f"one STFT window ({settings.win_length} samples)")
+        wave = fit_length(wave, n, settings.audio_pad)
+    return {"spec.npy": audio.to_npy(audio_features(wave, rate, settings).astype(np.float16))}
+
+
+def audio_features(wave: np.ndarray, rate: int, settings: SpectrogramSettings) -> np.ndarray:
+    """The front end `settings.audio_features` of a waveform already brought to length, float32."""
+    if settings.audio_features == "stft":
+        return log_spectrogram(wave, settings)
+    if settings.audio_features == "cremad-official":
+        clipped = np.clip(np.asarray(wave, np.float32), -1.0, 1.0)
+        return log_spectrogram(np.pad(clipped, settings.n_fft // 2), settings)
+    if settings.audio_features == "ks-fbank":
+        return fbank.kinetics_fbank(wave, rate, settings.win_length, settings.hop_length, settings.n_fft,
+                                    settings.eps)
+    raise ValueError(f"unknown audio_features {settings.audio_features!r}")
 
 
 def fit_length(wave: np.ndarray, n: int, pad: str = "repeat") -> np.ndarray:
