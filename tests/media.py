@@ -138,3 +138,31 @@ def make_bad_inputs(directory: Path) -> dict[str, Path]:
     (d / "random_bytes.mp4").write_bytes(random.Random(0).randbytes(4096))
     files["random_bytes"] = d / "random_bytes.mp4"
     return files
+
+
+def rich_waveform(seconds: float, rate: int) -> np.ndarray:
+    """A deterministic broadband float32 signal, the same on every machine (formulas and integer hashing,
+    no RNG stream): a 60 Hz -> 0.45·rate chirp, 39 log-spaced sines, slow amplitude modulation, white
+    noise 40 dB down, a DC offset of 0.05, and a 0.2 s gap of exact silence at 40 % of its length;
+    peaks below 0.9, on the 16-bit grid of a wav."""
+    t = np.arange(round(seconds * rate)) / rate
+    top = 0.45 * rate
+    wave = 0.3 * np.sin(2 * np.pi * (60 * t + (top - 60) * t ** 2 / (2 * seconds)))
+    for k in range(39):
+        wave += 0.012 * np.sin(2 * np.pi * 50 * 1.13 ** k * t + k)
+    wave *= 1 + 0.5 * np.sin(2 * np.pi * 1.7 * t)
+    wave += 0.01 * (_uniform_hash(t.size) - 0.5)
+    gap = (t >= 0.4 * seconds) & (t < 0.4 * seconds + 0.2)
+    wave = np.where(gap, 0.0, wave + 0.05)
+    return (np.round(wave * 32768) / 32768).astype(np.float32)
+
+
+def _uniform_hash(n: int) -> np.ndarray:
+    """n values in [0, 1): splitmix64's finaliser of 0, 1, 2, ... (exact integer arithmetic)."""
+    h = np.arange(n, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    h ^= h >> np.uint64(30)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(27)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(31)
+    return (h >> np.uint64(11)).astype(np.float64) / 2.0 ** 53
