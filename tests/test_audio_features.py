@@ -121,7 +121,8 @@ def test_switching_front_ends_recomputes_only_what_depends_on_them(rq, folder_ra
         assert result.exit_code == 0, result.stderr
         return read_manifest(out)["config"]
 
-    preprocess("--audio-seconds", "1")
+    config = preprocess("--audio-seconds", "1")
+    assert "audio_features" not in config["spectrogram"]   # the default's manifest, as before the option
     stft = {p.name: p.read_bytes() for p in out.glob("*.tar")}
     assert {s.shape for s in shard_specs(out).values()} == {(257, 98)}
     ffmpeg_log.clear()
