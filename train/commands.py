@@ -88,9 +88,13 @@ def eval_cmd(
     split: str = typer.Option("test", help="Split to evaluate."),
     noise_modality: Optional[str] = typer.Option(None, help="audio | visual: run the noise sweep on this modality."),
     noise_levels: str = typer.Option("0,0.25,0.5,0.75,1", help="Noise levels: x + level * σ * N(0,1) on the "
-                                     "normalised input, σ its standard deviation over the split."),
-    noisy_fraction: float = typer.Option(0.0, help="Pearson test: perturb this seeded random fraction of samples "
-                                         "(e.g. 0.5) and correlate attention with 'is noisy'; 0 = off."),
+                                     "input as the model reads it (σ: see --noise-scale)."),
+    noise_scale: str = typer.Option("relative", help="relative: σ = that input's standard deviation over the "
+                                    "split | absolute: σ = 1, N(0, level²) in the input's own units (MultiBench, "
+                                    "which the paper follows)."),
+    noisy_fraction: float = typer.Option(0.0, help="Pearson test: perturb exactly round(fraction x N) samples, "
+                                         "a seeded choice by key (e.g. 0.5), and correlate attention with 'is "
+                                         "noisy'; 0 = off."),
     noisy_level: float = typer.Option(1.0, help="Noise level of the Pearson test's perturbed samples."),
     out: Optional[Path] = typer.Option(None, help="Output folder for eval.json and the plots "
                                        "[default: <checkpoint folder>/eval]."),
