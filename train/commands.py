@@ -16,6 +16,7 @@ from rq.train.trainer.config import default_text as _d   # light: no torch
 _TRAIN_PANELS = {
     "Input": ("shards", "manifest", "frames", "image_size", "workers", "shuffle_buffer", "max_steps_per_epoch"),
     "Model": ("preset", "method", "fusion_layers", "pretrained"),
+    "Runs and selection": ("seeds", "select_on"),
     "Optimisation": ("optimizer", "epochs", "lr", "batch_size", "momentum", "weight_decay", "warmup_epochs",
                      "grad_clip"),
     "RollingQ": ("rq_rho", "rq_beta", "rq_max_rotations", "rq_stats", "rq_rotation", "rq_air_scope"),
@@ -29,8 +30,15 @@ def train_cmd(
                                 "or shard URL patterns joined by '::'."),
     manifest: Optional[str] = typer.Option(None, help="A local copy of the shards' manifest.json, for URL "
                                            "patterns with none beside them (e.g. pipe: commands)."),
-    preset: Optional[str] = typer.Option(None, help="ks (default) | cremad (the paper's model and settings) | tiny (small model, "
-                               "64 px frames, batch 16, 4 epochs, AdamW lr 1e-3: CPU runs, tests, the demo)."),
+    preset: Optional[str] = typer.Option(None, help="ks | cremad (the paper's model and settings) | tiny (small "
+                                         "model, 64 px frames, batch 16, 4 epochs, AdamW lr 1e-3: CPU runs, tests, "
+                                         "the demo) [default: the one that fits the shards' spectrograms, frames "
+                                         "per clip and frame size; none fitting stops the run]."),
+    seeds: Optional[str] = typer.Option(None, help="Train one run per seed, e.g. 0,1,2, into OUT/seed<N> (needs "
+                                        "--out); rq report aggregates them."),
+    select_on: Optional[str] = typer.Option(None, help="Split that picks best.pt: val (default) | test (the "
+                                            "released code's protocol: optimistic, and marked 'selected on test' "
+                                            "in every table). Shards without a val split keep the last epoch."),
     method: Optional[str] = typer.Option(None, help="rollingq (default) | mt (Vanilla MT) | concat | "
                                          "unimodal-audio | unimodal-visual."),
     out: Optional[Path] = typer.Option(None, help="Run folder [default: a new runs/<time>-<method>]."),
@@ -63,7 +71,7 @@ def train_cmd(
                                            f"an extra forward pass over the training set) [{_d('rq_stats')}]."),
     rq_rotation: Optional[str] = typer.Option(None, help=f"svd (the paper) | minimal (plane rotation) [{_d('rq_rotation')}]."),
     rq_air_scope: Optional[str] = typer.Option(None, help=f"epoch (AIR over the epoch) | last-batch (official) [{_d('rq_air_scope')}]."),
-    seed: Optional[int] = typer.Option(None, help=f"Seed of model init, shuffles and crops [{_d('seed')}]."),
+    seed: Optional[int] = typer.Option(None, help=f"Seed of model init, shuffles and crops [{_d('seed')}]; see --seeds."),
     device: Optional[str] = typer.Option(None, help=f"auto | cpu | cuda | cuda:N [{_d('device')}]."),
     precision: Optional[str] = typer.Option(None, help="auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32."),
     compile: bool = typer.Option(False, help="torch.compile the model."),
