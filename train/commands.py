@@ -171,15 +171,20 @@ def demo_cmd(
 @command(app, "report")
 def report_cmd(
     run_dirs: list[Path] = typer.Argument(None, help="Run folders of rq train (config.json, metrics.jsonl; "
-                                          "eval/eval.json of rq eval when present).", show_default=False),
+                                          "eval/eval.json of rq eval when present), or folders of rq train "
+                                          "--seeds runs (one group, aggregated).", show_default=False),
     out: Path = typer.Option(Path("report"), "--out", help="Folder for report.md and the PNGs it embeds."),
     eval_paths: list[Path] = typer.Option([], "--eval", help="eval.json of the i-th run, in run order, when rq "
                                           "eval wrote it elsewhere than RUN_DIR/eval/eval.json (repeatable)."),
+    bench: Optional[Path] = typer.Option(None, "--bench", help="The --json of a `rq bench train` run: the only "
+                                         "speed comparison of methods the report makes (both timed in one run)."),
 ) -> None:
-    """Compare runs side by side on one Markdown page: accuracy (fused, audio probe, visual probe), AIR per epoch
-    with rotations, attention shares, accuracy and attention vs audio noise, Pearson test, training speed."""
+    """Compare runs side by side on one Markdown page: seeds aggregated (mean ± std, 95% interval), RollingQ vs
+    Vanilla MT with a significance test for each claim, accuracy (fused, audio probe, visual probe), AIR per epoch
+    with rotations, attention shares, accuracy and attention vs audio noise, Pearson test, training speed with
+    each run's load average."""
     from rq.train.report.page import cli_report
-    cli_report(run_dirs or [], out, eval_paths)
+    cli_report(run_dirs or [], out, eval_paths, bench)
 
 
 @command(app, "predict")

@@ -173,7 +173,10 @@ def _eval(ec: EvalConfig, env) -> dict:
                   "clean": _outcomes(t_clean, keys, order)}
     result = {"ckpt": str(ckpt), "shards": ec.shards, "split": ec.split, "method": cfg.method,
               "manifest_sha256": src.manifest_sha256, "trained_on_manifest_sha256": state["manifest_sha256"],
-              "clean": clean, "noise": None, "pearson": None, "per_sample": PER_SAMPLE}
+              "clean": clean, "noise": None, "pearson": None, "per_sample": PER_SAMPLE,
+              # tokens the fused CLS attends to per modality: a uniform attention's shares follow these
+              "tokens": {"audio": math.prod(model.cfg.audio_grid),
+                         "visual": model.cfg.frames * math.prod(model.cfg.image_grid)}}
     if ec.noise_modality:
         sweep = {"modality": ec.noise_modality, "levels": list(ec.noise_levels), "scale": ec.noise_scale,
                  "sigma": sigma,   # what multiplies level * N(0, 1)
