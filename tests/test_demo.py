@@ -55,7 +55,7 @@ def test_first_run_makes_every_artefact(demo):
         assert (run / "eval" / "per_sample.json").is_file()
     page = (out / "report" / "report.md").read_text()
     assert "`mt` vs `rollingq`" in page and "paired t test over 2 seeds" in page
-    assert "AIR vs attention share" in page
+    assert "AIR vs attention share" in page and "## Corrupted sound (rq demo)" in page
     pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page)
     assert len(pictures) == 6
     for name in pictures:
@@ -77,6 +77,7 @@ def test_rerun_reuses_every_stage(demo, capsys):
     # the final table and where the report is
     assert "rq report (test split" in shown and f"report: {out / 'report' / 'report.md'}" in shown
     assert re.search(r"rq demo: \d+ s on \d+ cores .*load average", shown)
+    assert "Corrupted sound (rq synth: 2 of the 6 test clips)" in shown
 
 
 def test_changed_setting_retrains_and_says_why(demo, capsys):
