@@ -174,9 +174,7 @@ def _eval(ec: EvalConfig, env) -> dict:
     result = {"ckpt": str(ckpt), "shards": ec.shards, "split": ec.split, "method": cfg.method,
               "manifest_sha256": src.manifest_sha256, "trained_on_manifest_sha256": state["manifest_sha256"],
               "clean": clean, "noise": None, "pearson": None, "per_sample": PER_SAMPLE,
-              # tokens the fused CLS attends to per modality: a uniform attention's shares follow these
-              "tokens": {"audio": math.prod(model.cfg.audio_grid),
-                         "visual": model.cfg.frames * math.prod(model.cfg.image_grid)}}
+              "tokens": _attended_tokens(model)}
     if ec.noise_modality:
         sweep = {"modality": ec.noise_modality, "levels": list(ec.noise_levels), "scale": ec.noise_scale,
                  "sigma": sigma,   # what multiplies level * N(0, 1)
@@ -201,6 +199,15 @@ def _eval(ec: EvalConfig, env) -> dict:
     if env.is_main:
         _write(ec, ckpt, result, per_sample)
     return result
+
+
+def _attended_tokens(model) -> dict[str, int] | None:
+    """Tokens the fused CLS attends to per modality (a uniform attention's shares follow these counts);
+    None for a model without fusion attention."""
+    if not model.fusion_layers:
+        return None
+    own_cls = int(getattr(model.fusion, "encoder_cls", False))
+    return {m: math.prod(enc.grid) * max(enc.frames, 1) + own_cls for m, enc in model.encoders.items()}
 
 
 def _aligned(values: torch.Tensor, keys: list[str], order: list[str], kind=float) -> list:
