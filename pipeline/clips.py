@@ -9,11 +9,12 @@ class Clip:
     clip_id: str
     source: Path                       # absolute path of the video (frames, probe)
     rel_source: str                    # the same, relative to --raw (what outputs record)
-    split: str                         # "train" or "test"
+    split: str                         # "train", "val" or "test"
     label: int                         # index into the recipe's class list
     label_name: str
     audio_source: Path | None = None   # a separate audio file (CREMA-D's wav); None: audio from `source`
     rel_audio_source: str | None = None
+    group: str = ""                    # clips that must stay in one split (a CREMA-D actor under --split speaker)
 
     def input_path(self, reads: str | None) -> Path | None:
         """The file a stage reads: "video", "audio" (the separate audio file when there is one) or None."""

@@ -56,6 +56,17 @@ def synth_cmd(
                                           "from the grey background, 0-1 (1 = full colour; lower = harder to see)."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="kinetics: share of each class's clips "
                                        "written to val/ (cremad has no split in its raw layout)."),
+    audio_corrupt: float = typer.Option(0.0, "--audio-corrupt", help="Share of clips whose sound is corrupted "
+                                        "(exactly round(f x clips) in each split; kinds: --audio-corruption)."),
+    audio_corruptions: str = typer.Option("noise", "--audio-corruption", help="Kinds of audio corruption, "
+                                          "comma-separated, one drawn per corrupted clip: noise (white noise in "
+                                          "place of the tone, as loud), silence."),
+    visual_corrupt: float = typer.Option(0.0, "--visual-corrupt", help="Share of clips whose picture is "
+                                         "corrupted (never a clip whose sound is: audio + visual <= 1)."),
+    visual_corruptions: str = typer.Option("occlusion", "--visual-corruption", help="Kinds of picture "
+                                           "corruption, comma-separated: blur (shape and motion smeared, the "
+                                           "colour stays), occlusion (the middle 80% covered), noise (full-"
+                                           "strength pixel noise)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Clips rendered in parallel, one ffmpeg each "
                                           "[default: all cores].", show_default=False),
     force: bool = typer.Option(False, "--force", help="Replace an earlier rq synth output in --out (only the "
@@ -63,7 +74,8 @@ def synth_cmd(
 ) -> None:
     """Write a small synthetic dataset in the real raw layout of a recipe, drawn by ffmpeg's own sources: each
     class has its own sound (tone pitch and beat) and picture (box colour, shape, motion), with knobs for how
-    informative and how noisy each modality is. Ends with a table of clips per split and class."""
+    informative and how noisy each modality is, and for the share of clips whose sound or picture is corrupted.
+    Ends with a table of clips per split and class."""
     _synth(locals())
 
 
@@ -80,11 +92,15 @@ _OUT = typer.Option(None, "--out", help="Output folder: shards, manifest.json, c
 _CLASSES = typer.Option(None, "--classes", help="Class list file, one name per line; replaces the recipe's list "
                         "(clips of other classes are counted, not decoded).")
 _SPLIT_LIST = typer.Option([], "--split-list", help="[SPLIT=]FILE, repeatable: the clips of a split, lines "
-                           "`name,frames,label` or `name label`; SPLIT (train/test/val) is read from the file "
-                           "name when not given. Replaces the recipe's own split.")
+                           "`name,frames,label` or `name label`; SPLIT (train/val/test) is read from the file "
+                           "name when not given. Replaces the recipe's own split; without a val list, val is "
+                           "carved out of train.")
 _SPLIT = typer.Option(_RS.split, "--split", help="Seeded split unit when no --split-list: clip, or speaker (no actor "
                       "in both train and test).")
 _TEST_FRACTION = typer.Option(_RS.test_fraction, "--test-fraction", help="Seeded split: share of clips (or speakers) in test.")
+_VAL_FRACTION = typer.Option(_RS.val_fraction, "--val-fraction", help="Share of the train clips moved to the val "
+                             "split (model selection), seeded: exactly round(f x n) per class, or of the actors "
+                             "under --split speaker; 0 = no val split. Kinetics' raw val/ folder stays the test split.")
 _FRAME_SIZE = typer.Option(_FS.frame_size, "--frame-size", help="Short side of the JPEG frames in pixels; 0 keeps the size.")
 _JPEG_QUALITY = typer.Option(_FS.jpeg_quality, "--jpeg-quality", help="JPEG quality of the frames, 1-100.")
 _AUDIO_FEATURES = typer.Option(
@@ -142,7 +158,7 @@ _COMMON = {
     "shard_size": (float, _SHARD_SIZE), "workers": (Optional[int], _WORKERS), "seed": (int, _SEED),
     "timeout": (float, _TIMEOUT), "max_failure_rate": (float, _MAX_FAILURE), "cache": (Optional[Path], _CACHE),
     "hash_content": (bool, _HASH), "force": (list[str], _FORCE), "dry_run": (bool, _DRY_RUN),
-    "frames_per_clip": (Optional[int], _FRAMES_PER_CLIP),
+    "frames_per_clip": (Optional[int], _FRAMES_PER_CLIP), "val_fraction": (float, _VAL_FRACTION),
 }
 _SPLITS = {"split_list": (list[str], _SPLIT_LIST)}
 _SEEDED = {"test_fraction": (float, _TEST_FRACTION)}
@@ -151,7 +167,7 @@ _SEEDED = {"test_fraction": (float, _TEST_FRACTION)}
 @command(preprocess_app, "kinetics", config_file=True, shared=_COMMON | _SPLITS)
 def preprocess_kinetics(**options) -> None:
     """Kinetics download (train/, val/ of {youtube_id}_{start:06d}_{end:06d}.mp4 + annotation CSVs) -> shards
-    of the 31 Kinetics-Sounds classes; val becomes test."""
+    of the Kinetics-Sounds classes that have clips; the val/ folder becomes test, val is carved out of train."""
     _preprocess("kinetics", options)
 
 

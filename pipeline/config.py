@@ -20,6 +20,7 @@ class RecipeSettings:
     split: str = "clip"                   # seeded split unit without a list: clip, or speaker
     test_fraction: float = 0.1            # seeded split: share of clips (or speakers) in test
     label_field: str = "label"            # wds recipe: the json field that holds the label
+    val_fraction: float = 0.1             # share of the train clips (or speakers) carved out as val
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class PreprocessConfig:
         """What a recipe's discover() takes; `extract_to`: a folder for files a recipe unpacks (wds)."""
         r = self.recipe
         return RecipeOptions(Path(r.classes) if r.classes else None, r.split_list, r.split, r.test_fraction, self.seed,
-                             r.label_field, extract_to)
+                             r.label_field, extract_to, val_fraction=r.val_fraction)
 
     def stage_settings(self) -> dict:
         """Stage name -> its settings, as the runner and the cache keys take them."""
@@ -48,7 +49,8 @@ class PreprocessConfig:
                 "spectrogram": settings_dict(self.spectrogram),
                 "shard_size_mb": self.shard_size_mb, "seed": self.seed, "stage_versions": dict(stage_versions),
                 "recipe_options": {"classes": r.classes, "split_list": list(r.split_list), "split": r.split,
-                                   "test_fraction": r.test_fraction, "label_field": r.label_field}}
+                                   "test_fraction": r.test_fraction, "label_field": r.label_field,
+                                   "val_fraction": r.val_fraction}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
@@ -59,8 +61,10 @@ class PreprocessConfig:
             stages = {name: _settings(t, d[name]) for name, t in
                       (("frames", FrameSettings), ("audio", AudioDecodeSettings), ("spectrogram", SpectrogramSettings))}
             r = d.get("recipe_options") or {}
+            # manifests written before the val split had none: val_fraction 0 is what made them
             recipe = RecipeSettings(r.get("classes"), tuple(r.get("split_list") or ()), r.get("split", "clip"),
-                                    r.get("test_fraction", 0.1), r.get("label_field", "label"))
+                                    r.get("test_fraction", 0.1), r.get("label_field", "label"),
+                                    r.get("val_fraction", 0.0))
             return cls(**stages, shard_size_mb=d.get("shard_size_mb", 100.0), seed=d.get("seed", 0), recipe=recipe)
         except KeyError as e:
             raise ValueError(f"the preprocessing config has no {e.args[0]!r} entry") from None
@@ -109,6 +113,7 @@ class Options:
     split_list: tuple[str, ...] = ()
     split: str = _R.split
     test_fraction: float = _R.test_fraction
+    val_fraction: float = _R.val_fraction
     frames_per_clip: int | None = None
     label_field: str = _R.label_field
 
@@ -123,4 +128,4 @@ class Options:
             audio=audio, spectrogram=spectrogram,
             shard_size_mb=self.shard_size, seed=self.seed,
             recipe=RecipeSettings(str(self.classes) if self.classes else None, tuple(self.split_list), self.split,
-                                  self.test_fraction, self.label_field))
+                                  self.test_fraction, self.label_field, self.val_fraction))

@@ -18,12 +18,13 @@ from rq.pipeline.ffmpeg import FfmpegMissing, ffmpeg_location
 from rq.pipeline.indexes import write_indexes
 from rq.pipeline.manifest import CLIPS, FAILURES, MANIFEST, build_manifest, read_manifest, write_jsonl, write_manifest
 from rq.pipeline.recipes import RECIPES, LayoutError
+from rq.pipeline.recipes.layout import carve_validation, keep_classes_with_clips
 from rq.pipeline.config import Options
 from rq.pipeline.shards import make_sample, shuffled, split_content, write_split
 from rq.pipeline.runner import ClipResult, Job, plan_clip, process_clip
 from rq.pipeline.stages import STAGE_NAMES, STAGES
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 _REPAIRS = 3   # passes that may each find and recompute damaged cache entries
 
 
@@ -40,9 +41,14 @@ def preprocess(recipe: str, **options) -> None:
     if recipe == "folder" and (out == raw or raw in out.parents):
         fail(f"--out {out} is inside --raw {raw}: the folder recipe would take it for a class folder")
     try:
-        found = module.discover(raw, config.recipe_options(extract_to=Path(opts.cache or out / ".cache")))
+        recipe_options = config.recipe_options(extract_to=Path(opts.cache or out / ".cache"))
+        found = module.discover(raw, recipe_options)
     except LayoutError as e:
         fail(str(e))
+    found, empty = keep_classes_with_clips(carve_validation(found, recipe_options))
+    if empty:
+        err.print(f"warning: {len(empty)} of the {len(empty) + len(found.classes)} listed classes have no clips and "
+                  f"are left out of the class list: {', '.join(empty)}", markup=False)
     cache = Cache(opts.cache or out / ".cache")
     job = Job(cache.root, settings, frozenset(STAGE_NAMES if "all" in opts.force else opts.force), opts.timeout,
               opts.hash_content)
@@ -78,7 +84,7 @@ def preprocess(recipe: str, **options) -> None:
     write_manifest(out, manifest)
     write_indexes(out, manifest)
     _write_audit(out, results, found)
-    _summary(results, found, outcomes, time.perf_counter() - start, out)
+    _summary(results, found, outcomes, time.perf_counter() - start, out, opts)
     if found.clips and skipped / len(found.clips) > opts.max_failure_rate:
         fail(f"{skipped} of {len(found.clips)} clips skipped ({skipped / len(found.clips):.1%}), more than "
              f"--max-failure-rate {opts.max_failure_rate:g}; the reasons are in {out / FAILURES}", code=1)
@@ -122,6 +128,7 @@ def _check(opts: Options, recipe: str) -> tuple[Path, Path]:
               (opts.timeout > 0, "--timeout must be > 0"),
               (0 <= opts.max_failure_rate <= 1, "--max-failure-rate must be in 0..1"),
               (0 <= opts.test_fraction < 1, "--test-fraction must be in [0, 1)"),
+              (0 <= opts.val_fraction < 1, "--val-fraction must be in [0, 1)"),
               (opts.frames_per_clip is None or opts.frames_per_clip >= 1, "--frames-per-clip must be >= 1"),
               (set(opts.force) <= {*STAGE_NAMES, "all"}, f"--force takes a stage: {', '.join(STAGE_NAMES)} or all")]
     for ok, message in checks:
@@ -194,7 +201,8 @@ def _write_audit(out: Path, results: list[ClipResult], found: Discovery) -> None
     write_jsonl(out / FAILURES, sorted(failures, key=lambda f: f["source"]))
 
 
-def _summary(results: list[ClipResult], found: Discovery, outcomes: dict, seconds: float, out: Path) -> None:
+def _summary(results: list[ClipResult], found: Discovery, outcomes: dict, seconds: float, out: Path,
+             opts: Options) -> None:
     summary_table("Stages", ["stage", "computed", "cached", "failed", "time (s)"],
                   _stage_counts([r.states for r in results]))
     skipped = sum(r.failure is not None for r in results)
@@ -205,5 +213,8 @@ def _summary(results: list[ClipResult], found: Discovery, outcomes: dict, second
     summary_table("Output", ["", "count"], rows)
     console.print(f"{out} in {seconds:.1f} s; skipped clips and unmatched files: {out / FAILURES}")
     for split, o in outcomes.items():
-        if not o.entry["samples"]:  # e.g. --split speaker on a handful of actors
+        if split == "val" and not o.entry["samples"] and opts.val_fraction > 0:
+            err.print(f"warning: the val split is empty (--val-fraction {opts.val_fraction:g} of the train clips "
+                      "rounds to none): rq train will keep the last epoch as best.pt", markup=False)
+        elif split != "val" and not o.entry["samples"]:  # e.g. --split speaker on a handful of actors
             err.print(f"warning: the {split} split is empty", markup=False)

@@ -9,20 +9,15 @@ import subprocess
 import sys
 
 from helpers import write_shards
+from rq.train.evaluation.evaluate import EvalConfig, evaluate_checkpoint
 from rq.train.trainer.checkpoint import load_checkpoint
 
 
-def test_two_gloo_ranks_on_uneven_shards(tmp_path):
-    shards = tmp_path / "shards"
-    write_shards(shards, {"train": [5, 7, 11], "test": [5, 7, 11]}, classes=3, n_frames=3, spec_shape=(257, 20),
-                 frames_per_clip=2)
-    out = tmp_path / "run"
+def _torchrun(tmp_path, *args: str) -> str:
+    """`rq ARGS` on 2 gloo ranks; its stdout. A hang (the bug this test is for) is killed whole and reported."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           shutil.which("rq"), "train", "--shards", str(shards), "--preset", "tiny", "--method", "rollingq",
-           "--rq-beta", "0", "--epochs", "2", "--batch-size", "4", "--workers", "0", "--device", "cpu",
-           "--out", str(out)]
+           shutil.which("rq"), *args]
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    # Own process group, so a hang (the bug this test is for) is killed whole and reported.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**env, **_python_env()}, start_new_session=True)
     try:
@@ -30,8 +25,19 @@ def test_two_gloo_ranks_on_uneven_shards(tmp_path):
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
-        raise AssertionError(f"2-rank training hung; last output:\n{stdout[-2000:]}\n{stderr[-2000:]}")
+        raise AssertionError(f"2-rank {args[0]} hung; last output:\n{stdout[-2000:]}\n{stderr[-2000:]}")
     assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    return stdout
+
+
+def test_two_gloo_ranks_on_uneven_shards(tmp_path):
+    shards = tmp_path / "shards"
+    write_shards(shards, {"train": [5, 7, 11], "test": [5, 7, 11]}, classes=3, n_frames=3, spec_shape=(257, 20),
+                 frames_per_clip=2)
+    out = tmp_path / "run"
+    stdout = _torchrun(tmp_path, "train", "--shards", str(shards), "--preset", "tiny", "--method", "rollingq",
+                       "--rq-beta", "0", "--epochs", "2", "--batch-size", "4", "--workers", "0", "--device", "cpu",
+                       "--out", str(out))
 
     history = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [0, 1]  # one writer: no duplicated lines
@@ -44,6 +50,17 @@ def test_two_gloo_ranks_on_uneven_shards(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.jsonl", "summary.csv",
                                                       "tb"]
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    # the Pearson test's noisy samples: exactly round(0.5 x 23) = 12, the same set as on one process
+    eval_args = ("eval", "--ckpt", str(out / "last.pt"), "--shards", str(shards), "--noise-modality", "audio",
+                 "--noise-levels", "0", "--noisy-fraction", "0.5", "--workers", "0", "--device", "cpu")
+    _torchrun(tmp_path, *eval_args, "--out", str(tmp_path / "eval2"))
+    evaluate_checkpoint(EvalConfig(ckpt=str(out / "last.pt"), shards=str(shards), noise_modality="audio",
+                                   noise_levels=(0.0,), noisy_fraction=0.5, workers=0, device="cpu",
+                                   out=str(tmp_path / "eval1")))
+    two, one = (json.loads((tmp_path / f"eval{n}" / "per_sample.json").read_text()) for n in (2, 1))
+    assert two["keys"] == one["keys"] and len(two["keys"]) == 23
+    assert two["pearson"]["noisy"] == one["pearson"]["noisy"] and sum(two["pearson"]["noisy"]) == 12
+    assert two["clean"]["correct"] == one["clean"]["correct"]
 
 
 def _python_env() -> dict:

@@ -12,7 +12,7 @@ import torch
 from helpers import write_shards
 from rq.train.trainer.config import TrainConfig
 from rq.train.trainer.distributed import DistEnv
-from rq.train.evaluation.evaluate import InputSpread, add_noise, is_noisy
+from rq.train.evaluation.evaluate import InputSpread, add_noise, noisy_keys
 from rq.train.evaluation.metrics import accuracy, macro_f1, pearson
 from rq.train.trainer.fit import fit
 
@@ -46,8 +46,15 @@ def test_noise_sweep_and_pearson_write_json_and_plots(rq, trained, tmp_path):
     assert sweep["share_audio"][0] == pytest.approx(report["clean"]["share_audio"][0])
     assert sweep["share_audio"][-1] != pytest.approx(sweep["share_audio"][0])  # the noise reaches the model
     pearson_ = report["pearson"]
-    assert pearson_["samples"] == 13 and 0 < pearson_["noisy_samples"] < 13
-    assert pearson_["noisy_samples"] == sum(is_noisy(k, 0.5, 0) for k in _keys(shards, "test"))
+    assert pearson_["samples"] == 13 and pearson_["noisy_samples"] == 7   # exactly round(0.5 x 13), halves up
+    # per-sample outcomes, in key order, for the report's paired tests
+    samples = json.loads((out / report["per_sample"]).read_text())
+    assert samples["keys"] == sorted(_keys(shards, "test"))
+    noisy = noisy_keys(_keys(shards, "test"), 0.5, 0)
+    assert samples["pearson"]["noisy"] == [int(k in noisy) for k in samples["keys"]]
+    assert sum(samples["clean"]["correct"]) == round(report["clean"]["acc"] * 13)
+    assert [sum(c) for c in samples["noise"]["correct"]] == [round(a * 13) for a in sweep["acc"]]
+    assert len(samples["clean"]["air"]) == len(samples["pearson"]["share_visual"]) == 13
     for name in ("r", "p", "r_perturbed_share", "p_perturbed_share"):
         assert isinstance(pearson_[name], float) and math.isfinite(pearson_[name]), name
     assert -1 <= pearson_["r"] <= 1 and 0 <= pearson_["p"] <= 1
@@ -102,12 +109,35 @@ def test_noise_is_level_times_the_split_std():
     assert torch.equal(masked["spec"][1], spec[1]) and not torch.equal(masked["spec"][0], spec[0])
 
 
-def test_noisy_choice_is_seeded_and_near_the_fraction():
-    keys = [f"clip{i}" for i in range(2000)]
-    chosen = [is_noisy(k, 0.5, seed=3) for k in keys]
-    assert chosen == [is_noisy(k, 0.5, seed=3) for k in keys] != [is_noisy(k, 0.5, seed=4) for k in keys]
-    assert 900 < sum(chosen) < 1100
-    assert not any(is_noisy(k, 0.0, 3) for k in keys) and all(is_noisy(k, 1.0, 3) for k in keys)
+def test_noisy_choice_is_exact_seeded_and_order_free():
+    keys = [f"clip{i}" for i in range(2001)]
+    chosen = noisy_keys(keys, 0.5, seed=3)
+    assert len(chosen) == 1001 and chosen <= set(keys)   # round(0.5 x 2001), halves up
+    assert noisy_keys(keys[::-1], 0.5, seed=3) == chosen != noisy_keys(keys, 0.5, seed=4)
+    # what every rank computes from the gathered keys, whatever share of them it read itself
+    assert noisy_keys(keys[1::2] + keys[::2], 0.5, seed=3) == chosen
+    assert [len(noisy_keys(keys[:n], 0.5, 0)) for n in (1, 2, 3, 6)] == [1, 1, 2, 3]
+    assert not noisy_keys(keys, 0.0, 3) and noisy_keys(keys, 1.0, 3) == set(keys)
+    assert noisy_keys(keys, 0.3, 3) <= noisy_keys(keys, 0.5, 3)   # a larger fraction adds samples
+
+
+def test_absolute_noise_scale_is_level_in_the_inputs_units(rq, trained, tmp_path):
+    shards, ckpt = trained
+    result = rq("eval", "--ckpt", ckpt, "--shards", shards, "--noise-modality", "audio", "--noise-levels", "0,1",
+                "--noise-scale", "absolute", "--workers", 0, "--device", "cpu", "--out", tmp_path / "abs")
+    assert result.exit_code == 0, result.output
+    sweep = json.loads((tmp_path / "abs" / "eval.json").read_text())["noise"]
+    assert sweep["scale"] == "absolute" and "MultiBench" in sweep["definition"]
+    # write_shards' spectrograms hold the sample ordinal: spread well over 1, which absolute noise ignores
+    assert sweep["sigma"] == 1.0 and sweep["input_std"] > 1
+    relative = rq("eval", "--ckpt", ckpt, "--shards", shards, "--noise-modality", "audio", "--noise-levels", "0,1",
+                  "--workers", 0, "--device", "cpu", "--out", tmp_path / "rel")
+    assert relative.exit_code == 0
+    rel = json.loads((tmp_path / "rel" / "eval.json").read_text())["noise"]
+    assert rel["scale"] == "relative" and rel["sigma"] == rel["input_std"] == pytest.approx(sweep["input_std"])
+    result = rq("eval", "--ckpt", ckpt, "--shards", shards, "--noise-modality", "audio", "--noise-scale", "loud",
+                "--device", "cpu")
+    assert result.exit_code == 2 and "--noise-scale must be" in result.stderr
 
 
 def test_metrics_on_known_predictions():

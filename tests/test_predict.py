@@ -35,7 +35,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     assert result.exit_code == 0, result.output
     result = invoke(cli.app, ["train", "--shards", str(shards), "--preset", "tiny", "--method", "rollingq",
                               "--out", str(root / "run"), "--epochs", "1", "--batch-size", "4", "--workers", "0",
-                              "--device", "cpu"])
+                              "--device", "cpu", "--image-size", "32"])
     assert result.exit_code == 0, result.output
     return {"ckpt": root / "run" / "last.pt", "good": good, "shards": shards}
 

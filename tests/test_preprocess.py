@@ -33,7 +33,7 @@ def test_shards_follow_the_documented_format(rq, folder_raw, tmp_path):
     assert manifest["format"] == "rq-shards/1" and manifest["recipe"] == "folder"
     assert manifest["classes"] == ["a", "b"] and manifest["frames_per_clip"] == 3
     assert manifest["config"]["spectrogram"]["hop_length"] == 159 and manifest["config"]["seed"] == 0
-    assert {k: v["samples"] for k, v in manifest["splits"].items()} == {"train": 6, "test": 2}
+    assert {k: v["samples"] for k, v in manifest["splits"].items()} == {"train": 6, "val": 0, "test": 2}
     assert manifest["totals"] == {"clips": 8, "samples": 8, "skipped": 0, "unmatched": 0,
                                   "bytes": sum(s["bytes"] for s in manifest["splits"].values())}
     for split in manifest["splits"].values():

@@ -185,3 +185,51 @@ def test_help_texts_and_doctor(rq):
     assert re.search(r"ffmpeg from:\s+(\$RQ_FFMPEG|PATH|imageio-ffmpeg)", doctor.stdout)
     assert re.search(r"ffmpeg version:\s+ffmpeg version \S+", doctor.stdout)
     assert re.search(r"CPU cores:\s+\d+", doctor.stdout)
+
+
+def first_frame(path: Path) -> np.ndarray:
+    jpg = frames_stage(path, {"probe": probe_stage(path, {}, None, 30)}, FrameSettings(frame_size=0), 30)["f0000.jpg"]
+    return cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR).astype(float)
+
+
+def test_corruption_knobs_corrupt_an_exact_share_of_each_split(rq, tmp_path):
+    out = tmp_path / "raw"
+    listing = synth(rq, out, "--preset", "kinetics", "--clips", 8, "--classes", 1, "--val-fraction", 0.5,
+                    "--audio-informative", 1, "--visual-informative", 1, "--audio-noise", 0, "--visual-noise", 0,
+                    "--audio-corrupt", 0.5, "--audio-corruption", "noise,silence",
+                    "--visual-corrupt", 0.5, "--visual-corruption", "blur,occlusion")
+    clips = listing["clips"]
+    for split in ("train", "val"):   # 4 clips each: exactly 2 with corrupted sound, the 2 others a corrupted picture
+        assert sum(bool(c["audio_corruption"]) for c in clips if c["split"] == split) == 2
+        assert sum(bool(c["visual_corruption"]) for c in clips if c["split"] == split) == 2
+    assert not any(c["audio_corruption"] and c["visual_corruption"] for c in clips)
+    kinds = {c["audio_corruption"] or c["visual_corruption"] for c in clips}
+    assert kinds == {"noise", "silence", "blur", "occlusion"}
+    tone = class_tone(0)[0]
+    sharpness = {}
+    for clip in clips:
+        video = out / clip["video"]
+        inputs = {"probe": probe_stage(video, {}, None, 30)}
+        wave = np.load(io.BytesIO(audio_stage(video, inputs, AudioDecodeSettings(), 30)["audio.npy"]))
+        rms = float(np.sqrt(np.mean(wave ** 2)))
+        if clip["audio_corruption"] == "silence":
+            assert rms < 1e-3
+        elif clip["audio_corruption"] == "noise":   # as loud as the tone, but no tone in it
+            assert rms > 0.1 and abs(pitch(video) - tone * clip["pitch"]) > 50
+        else:
+            assert pitch(video) == pytest.approx(tone * clip["pitch"], abs=6)
+        image = first_frame(video)
+        h, w = image.shape[:2]
+        if clip["visual_corruption"] == "occlusion":   # the middle is the background grey
+            middle = image[round(0.15 * h):round(0.85 * h), round(0.15 * w):round(0.85 * w)]
+            assert np.abs(middle - 64).max() < 12
+        sharpness[clip["visual_corruption"]] = min(sharpness.get(clip["visual_corruption"], 1e9),
+                                                   cv2.Laplacian(image.mean(axis=2), cv2.CV_64F).var())
+    assert sharpness["blur"] < 0.3 * sharpness[""]   # the box's edges are smeared
+
+
+def test_corruption_usage_errors(rq, tmp_path):
+    for args, message in ((("--audio-corrupt", 0.6, "--visual-corrupt", 0.6), "exceed 1"),
+                          (("--audio-corruption", "noise,crackle"), "--audio-corruption must be")):
+        result = rq("synth", "--out", tmp_path / "raw", "--preset", "kinetics", *args)
+        assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -17,8 +17,8 @@ TRAIN_FIELDS = {"samples", "loss", "acc", "acc_audio", "acc_visual", "macro_f1",
                 "lr", "steps_per_rank", "samples_per_s", "data_wait_frac", "skipped_samples", "bad_tars"}
 TEST_FIELDS = {"samples", "loss", "acc", "acc_audio", "acc_visual", "macro_f1", "air", "share_audio", "share_visual",
                "unique_samples", "skipped_samples", "bad_tars"}
-CHECKPOINT_KEYS = {"model", "optimizer", "param_names", "scheduler", "rollingq", "rng", "epoch", "best_acc", "config",
-                   "classes", "spec_shape", "manifest_sha256", "preprocess", "provenance"}
+CHECKPOINT_KEYS = {"model", "optimizer", "param_names", "scheduler", "rollingq", "rng", "epoch", "best_acc",
+                   "selection", "config", "classes", "spec_shape", "manifest_sha256", "preprocess", "provenance"}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,8 @@ def synth_shards(tmp_path_factory) -> Path:
 def small_shards(tmp_path_factory) -> Path:
     """Docs/shards.md-format shards of dictated sizes (tests/helpers.py), spectrogram 257 x 20."""
     out = tmp_path_factory.mktemp("small") / "shards"
-    write_shards(out, {"train": [9, 7], "test": [5, 4]}, classes=3, n_frames=3, spec_shape=(257, 20), frames_per_clip=2)
+    write_shards(out, {"train": [9, 7], "val": [4], "test": [5, 4]}, classes=3, n_frames=3, spec_shape=(257, 20),
+                 frames_per_clip=2)
     return out
 
 
@@ -76,7 +77,13 @@ def test_training_lowers_the_loss_and_logs_every_epoch(rq, synth_shards, tmp_pat
     assert config["method"] == "mt" and config["frames"] == 3 and config["image_size"] == 64
     best, last = load_checkpoint(out / "best.pt"), load_checkpoint(out / "last.pt")  # weights_only=True
     assert set(last) == CHECKPOINT_KEYS and last["epoch"] == 2 and {**last["config"], **last["provenance"]} == config
-    assert best["best_acc"] == max(h["test"]["acc"] for h in history)
+    # best.pt is picked on val (rq preprocess carved it out of train), the first epoch of the highest val accuracy
+    val_acc = [h["val"]["acc"] for h in history]
+    assert best["selection"] == {"on": "val", "best_epoch": val_acc.index(max(val_acc)), "best_value": max(val_acc)}
+    assert best["epoch"] == val_acc.index(max(val_acc)) and best["best_acc"] == max(val_acc)
+    assert all(h["val"]["samples"] == splits["val"]["samples"] > 0 for h in history)
+    assert f"best.pt = epoch {best['epoch']}, selected on val" in result.stdout
+    assert all(len(h["load_avg"]) == 3 for h in history)
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +177,75 @@ def test_bench_train_times_both_methods(rq, tmp_path):
     assert all(m["samples_per_s"] > 0 for m in report["methods"].values())
     assert report["samples_per_s"] == report["methods"]["rollingq"]["samples_per_s"]
     assert isinstance(report["rollingq_overhead"], float) and "overhead" in result.stdout
+
+
+def _val_test_accuracies(run_dir: Path) -> tuple[list[float], list[float]]:
+    history = lines(run_dir)
+    return [h["val"]["acc"] for h in history], [h["test"]["acc"] for h in history]
+
+
+def test_selection_on_val_on_test_and_without_val(small_shards, tmp_path, capsys):
+    # on val: best.pt is the epoch of the highest val accuracy; test is reported there and at the last epoch
+    result = fit(tiny(small_shards, tmp_path / "val", epochs=3, method="mt"))
+    val, test = _val_test_accuracies(tmp_path / "val")
+    chosen = val.index(max(val))
+    assert result["selection"] == {"on": "val", "best_epoch": chosen, "val_acc_at_best": val[chosen],
+                                   "test_acc_at_best": test[chosen], "last_epoch": 2, "test_acc_at_last": test[2]}
+    assert load_checkpoint(tmp_path / "val" / "best.pt")["epoch"] == chosen
+    # --select-on test: the released code's protocol, said to be so
+    capsys.readouterr()
+    result = fit(tiny(small_shards, tmp_path / "test", epochs=3, method="mt", select_on="test"))
+    val, test = _val_test_accuracies(tmp_path / "test")
+    assert result["selection"]["on"] == "test" and result["selection"]["best_epoch"] == test.index(max(test))
+    shown = capsys.readouterr()
+    assert "selected on TEST" in shown.out and "--select-on test" in shown.err
+    # shards without a val split (made before rq had one): best.pt is the last epoch, and the run says so
+    old = tmp_path / "old"
+    write_shards(old, {"train": [9, 7], "test": [5, 4]}, classes=3, n_frames=3, spec_shape=(257, 20), frames_per_clip=2)
+    result = fit(tiny(old, tmp_path / "last", epochs=2, method="mt"))
+    shown = capsys.readouterr()
+    assert "no val split" in shown.err and "LAST epoch" in shown.err
+    assert result["selection"]["on"] == "last" and result["selection"]["best_epoch"] == 1
+    assert load_checkpoint(tmp_path / "last" / "best.pt")["epoch"] == 1
+    assert all(h["val"] is None for h in lines(tmp_path / "last"))
+
+
+def test_seeds_make_one_run_each(rq, small_shards, tmp_path):
+    out = tmp_path / "runs"
+    result = rq("train", "--shards", small_shards, "--preset", "tiny", "--method", "mt", "--seeds", "3,5", "--epochs",
+                1, "--max-steps-per-epoch", 1, "--batch-size", 4, "--workers", 0, "--device", "cpu", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["seed3", "seed5"]
+    for seed in (3, 5):
+        assert json.loads((out / f"seed{seed}" / "config.json").read_text())["seed"] == seed
+        assert len(lines(out / f"seed{seed}")) == 1
+    for args, message in ((("--seeds", "1,x", "--out", out), "--seeds must be"),
+                          (("--seeds", "1,1", "--out", out), "distinct"),
+                          (("--seeds", "1,2"), "--seeds needs --out")):
+        result = rq("train", "--shards", small_shards, "--preset", "tiny", "--device", "cpu", *args)
+        assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_preset_is_chosen_to_fit_the_shards_or_the_run_stops(rq, small_shards, tmp_path):
+    from rq.train.trainer.presets import resolve_preset
+    ks = tmp_path / "ks"
+    write_shards(ks, {"train": [1]}, classes=2, n_frames=3, spec_shape=(257, 1004), frame_hw=(224, 240))
+    cremad = tmp_path / "cremad"
+    write_shards(cremad, {"train": [1]}, classes=2, n_frames=2, spec_shape=(257, 299), frame_hw=(256, 300),
+                 frames_per_clip=1)
+    odd = tmp_path / "odd"
+    write_shards(odd, {"train": [1]}, classes=2, n_frames=3, spec_shape=(257, 499), frame_hw=(256, 300))
+    assert resolve_preset(str(ks), None, {}) == "ks" and resolve_preset(str(cremad), None, {}) == "cremad"
+    assert resolve_preset(str(small_shards), None, {}) == "tiny"   # 48 px frames: made for CPU runs
+    assert resolve_preset(str(odd), "ks", {}) == "ks"               # another clip length: the user's call
+    result = rq("train", "--shards", odd, "--device", "cpu")
+    assert result.exit_code == 2 and "no preset fits" in result.stderr and "257x499" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    # the README's toy shards with --preset ks: one line, not a ViT-B on upscaled frames
+    result = rq("train", "--shards", small_shards, "--preset", "ks", "--device", "cpu", "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "would be upscaled" in result.stderr and "--preset tiny" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+    result = rq("train", "--shards", small_shards, "--epochs", 1, "--max-steps-per-epoch", 1, "--workers", 0,
+                "--device", "cpu", "--out", tmp_path / "auto")
+    assert result.exit_code == 0 and "preset: tiny (chosen for the shards' 257x20 spectrograms" in result.stdout
+    assert json.loads((tmp_path / "auto" / "config.json").read_text())["preset"] == "tiny"

@@ -16,6 +16,7 @@ from rq.train.trainer.config import default_text as _d   # light: no torch
 _TRAIN_PANELS = {
     "Input": ("shards", "manifest", "frames", "image_size", "workers", "shuffle_buffer", "max_steps_per_epoch"),
     "Model": ("preset", "method", "fusion_layers", "pretrained"),
+    "Runs and selection": ("seeds", "select_on"),
     "Optimisation": ("optimizer", "epochs", "lr", "batch_size", "momentum", "weight_decay", "warmup_epochs",
                      "grad_clip"),
     "RollingQ": ("rq_rho", "rq_beta", "rq_max_rotations", "rq_stats", "rq_rotation", "rq_air_scope"),
@@ -29,8 +30,15 @@ def train_cmd(
                                 "or shard URL patterns joined by '::'."),
     manifest: Optional[str] = typer.Option(None, help="A local copy of the shards' manifest.json, for URL "
                                            "patterns with none beside them (e.g. pipe: commands)."),
-    preset: Optional[str] = typer.Option(None, help="ks (default) | cremad (the paper's model and settings) | tiny (small model, "
-                               "64 px frames, batch 16, 4 epochs, AdamW lr 1e-3: CPU runs, tests, the demo)."),
+    preset: Optional[str] = typer.Option(None, help="ks | cremad (the paper's model and settings) | tiny (small "
+                                         "model, 64 px frames, batch 16, 4 epochs, AdamW lr 1e-3: CPU runs, tests, "
+                                         "the demo) [default: the one that fits the shards' spectrograms, frames "
+                                         "per clip and frame size; none fitting stops the run]."),
+    seeds: Optional[str] = typer.Option(None, help="Train one run per seed, e.g. 0,1,2, into OUT/seed<N> (needs "
+                                        "--out); rq report aggregates them."),
+    select_on: Optional[str] = typer.Option(None, help="Split that picks best.pt: val (default) | test (the "
+                                            "released code's protocol: optimistic, and marked 'selected on test' "
+                                            "in every table). Shards without a val split keep the last epoch."),
     method: Optional[str] = typer.Option(None, help="rollingq (default) | mt (Vanilla MT) | concat | "
                                          "unimodal-audio | unimodal-visual."),
     out: Optional[Path] = typer.Option(None, help="Run folder [default: a new runs/<time>-<method>]."),
@@ -63,7 +71,7 @@ def train_cmd(
                                            f"an extra forward pass over the training set) [{_d('rq_stats')}]."),
     rq_rotation: Optional[str] = typer.Option(None, help=f"svd (the paper) | minimal (plane rotation) [{_d('rq_rotation')}]."),
     rq_air_scope: Optional[str] = typer.Option(None, help=f"epoch (AIR over the epoch) | last-batch (official) [{_d('rq_air_scope')}]."),
-    seed: Optional[int] = typer.Option(None, help=f"Seed of model init, shuffles and crops [{_d('seed')}]."),
+    seed: Optional[int] = typer.Option(None, help=f"Seed of model init, shuffles and crops [{_d('seed')}]; see --seeds."),
     device: Optional[str] = typer.Option(None, help=f"auto | cpu | cuda | cuda:N [{_d('device')}]."),
     precision: Optional[str] = typer.Option(None, help="auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32."),
     compile: bool = typer.Option(False, help="torch.compile the model."),
@@ -88,9 +96,13 @@ def eval_cmd(
     split: str = typer.Option("test", help="Split to evaluate."),
     noise_modality: Optional[str] = typer.Option(None, help="audio | visual: run the noise sweep on this modality."),
     noise_levels: str = typer.Option("0,0.25,0.5,0.75,1", help="Noise levels: x + level * σ * N(0,1) on the "
-                                     "normalised input, σ its standard deviation over the split."),
-    noisy_fraction: float = typer.Option(0.0, help="Pearson test: perturb this seeded random fraction of samples "
-                                         "(e.g. 0.5) and correlate attention with 'is noisy'; 0 = off."),
+                                     "input as the model reads it (σ: see --noise-scale)."),
+    noise_scale: str = typer.Option("relative", help="relative: σ = that input's standard deviation over the "
+                                    "split | absolute: σ = 1, N(0, level²) in the input's own units (MultiBench, "
+                                    "which the paper follows)."),
+    noisy_fraction: float = typer.Option(0.0, help="Pearson test: perturb exactly round(fraction x N) samples, "
+                                         "a seeded choice by key (e.g. 0.5), and correlate attention with 'is "
+                                         "noisy'; 0 = off."),
     noisy_level: float = typer.Option(1.0, help="Noise level of the Pearson test's perturbed samples."),
     out: Optional[Path] = typer.Option(None, help="Output folder for eval.json and the plots "
                                        "[default: <checkpoint folder>/eval]."),
@@ -145,13 +157,15 @@ def bench_loader_cmd(
 @command(app, "demo")
 def demo_cmd(
     out: Path = typer.Option(Path("demo"), "--out", help="Folder for everything the demo makes: raw/ (generated "
-                             "clips), shards/, runs/mt, runs/rollingq, report/. A rerun reuses what did not change."),
+                             "clips), shards/, runs/mt/seed<N>, runs/rollingq/seed<N>, report/. A rerun reuses what "
+                             "did not change."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Parallel clips in synth and preprocess "
                                           "[default: all cores].", show_default=False),
 ) -> None:
-    """The whole product on generated data (a few minutes on a 2-core CPU): rq synth -> rq preprocess kinetics ->
-    rq train (Vanilla MT and RollingQ, tiny preset, same seed) -> rq eval (audio-noise sweep, Pearson test) ->
-    rq report. Prints the final table and where the report is."""
+    """The whole product on generated data (under 10 minutes on a 2-core CPU): rq synth (30% of clips with
+    corrupted sound) -> rq preprocess kinetics (train/val/test) -> rq train (Vanilla MT and RollingQ, tiny preset,
+    seeds 0,1,2, best.pt on val) -> rq eval (audio-noise sweep, Pearson test) -> rq report (seeds aggregated,
+    every comparison tested). Prints the verdict with intervals and where the report is."""
     from rq.train.demo import cli_demo
     cli_demo(out, workers)
 
@@ -159,15 +173,20 @@ def demo_cmd(
 @command(app, "report")
 def report_cmd(
     run_dirs: list[Path] = typer.Argument(None, help="Run folders of rq train (config.json, metrics.jsonl; "
-                                          "eval/eval.json of rq eval when present).", show_default=False),
+                                          "eval/eval.json of rq eval when present), or folders of rq train "
+                                          "--seeds runs (one group, aggregated).", show_default=False),
     out: Path = typer.Option(Path("report"), "--out", help="Folder for report.md and the PNGs it embeds."),
     eval_paths: list[Path] = typer.Option([], "--eval", help="eval.json of the i-th run, in run order, when rq "
                                           "eval wrote it elsewhere than RUN_DIR/eval/eval.json (repeatable)."),
+    bench: Optional[Path] = typer.Option(None, "--bench", help="The --json of a `rq bench train` run: the only "
+                                         "speed comparison of methods the report makes (both timed in one run)."),
 ) -> None:
-    """Compare runs side by side on one Markdown page: accuracy (fused, audio probe, visual probe), AIR per epoch
-    with rotations, attention shares, accuracy and attention vs audio noise, Pearson test, training speed."""
+    """Compare runs side by side on one Markdown page: seeds aggregated (mean ± std, 95% interval), RollingQ vs
+    Vanilla MT with a significance test for each claim, accuracy (fused, audio probe, visual probe), AIR per epoch
+    with rotations, attention shares, accuracy and attention vs audio noise, Pearson test, training speed with
+    each run's load average."""
     from rq.train.report.page import cli_report
-    cli_report(run_dirs or [], out, eval_paths)
+    cli_report(run_dirs or [], out, eval_paths, bench)
 
 
 @command(app, "predict")

@@ -1,6 +1,7 @@
 """CREMA-D as downloaded: `VideoFlash/*.flv` (frames) and `AudioWAV/*.wav` (audio), names like
 `1001_DFA_ANG_XX` (actor, sentence, emotion, level); the label is the emotion. Split: split lists
-when given, else seeded by clip, or by speaker with `--split speaker` (no actor in both splits)."""
+when given, else seeded by clip, or by speaker with `--split speaker` (no actor in two splits: the actor
+is each clip's `group`, which the validation carve keeps whole too)."""
 from pathlib import Path
 
 from rq.manifests import CREMAD_EMOTIONS, read_class_list
@@ -35,7 +36,8 @@ def discover(raw: Path, options: RecipeOptions) -> Discovery:
         elif listed is not None and name not in listed:
             rejected.append(Rejected(source, "not in any --split-list"))
         else:
-            split = listed[name][0] if listed is not None else \
-                seeded_split(options, fields[0] if options.split == "speaker" else name)
-            clips.append(make_clip(raw, name, video, split, classes.index(fields[2]), classes, audio=wav))
+            speaker = fields[0] if options.split == "speaker" else ""
+            split = listed[name][0] if listed is not None else seeded_split(options, speaker or name)
+            clips.append(make_clip(raw, name, video, split, classes.index(fields[2]), classes, audio=wav,
+                                   group=speaker))
     return Discovery(tuple(clips), classes, tuple(rejected))

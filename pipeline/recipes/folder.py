@@ -1,4 +1,5 @@
-"""Any folder of class sub-folders: `DIR/{split}/{class}/*` (split = train, test or val) or
+"""Any folder of class sub-folders: `DIR/{split}/{class}/*` (split = train, test or val; val is the
+test split unless a test/ folder exists too, then it is the validation split) or
 `DIR/{class}/*` with a seeded `--test-fraction`. Any container ffmpeg reads; classes sorted by name
 unless `--classes` gives the list (files of other classes are then counted, not decoded)."""
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 from rq.manifests import read_class_list
 
 from rq.pipeline.clips import Discovery, Rejected
-from rq.pipeline.recipes.layout import SPLIT_ALIASES, VIDEO_EXTENSIONS, LayoutError, RecipeOptions, make_clip, seeded_split
+from rq.pipeline.recipes.layout import LIST_SPLITS, SPLIT_ALIASES, VIDEO_EXTENSIONS, LayoutError, RecipeOptions, make_clip, seeded_split
 
 AUDIO_SECONDS = 10.0
 FRAMES_PER_CLIP = 3
@@ -14,8 +15,10 @@ FRAMES_PER_CLIP = 3
 
 def discover(raw: Path, options: RecipeOptions) -> Discovery:
     top = _subfolders(raw)
-    if top and all(d.name in SPLIT_ALIASES for d in top):
-        groups = [(SPLIT_ALIASES[s.name], c) for s in top for c in _subfolders(s)]
+    # val/ is the test split, as in Kinetics, unless there is a test/ folder too: then it is val.
+    aliases = {**SPLIT_ALIASES, **LIST_SPLITS} if (raw / "test").is_dir() else SPLIT_ALIASES
+    if top and all(d.name in aliases for d in top):
+        groups = [(aliases[s.name], c) for s in top for c in _subfolders(s)]
     else:
         groups = [(None, c) for c in top]
     if not groups:

@@ -1,7 +1,8 @@
 """Kinetics as downloaded: `train/` and `val/` folders of `{youtube_id}_{start:06d}_{end:06d}.mp4`
 (optionally in class sub-folders), annotation CSVs `annotations/{train,val}.csv` or `{train,val}.csv`
 (columns label, youtube_id, time_start, time_end, split), or split lists instead of the CSVs.
-Keeps the 31 Kinetics-Sounds classes (or `--classes`); `val` becomes the test split."""
+Keeps the 31 Kinetics-Sounds classes (or `--classes`); the `val/` folder becomes the test split (a
+split list may name rq's own val split; otherwise it is carved out of train)."""
 import csv
 from pathlib import Path
 
@@ -28,11 +29,11 @@ def discover(raw: Path, options: RecipeOptions) -> Discovery:
     for split, entries in listed.items():
         for name, label in sorted(entries.items()):
             index = label_index(label, classes)
-            path = files[split].pop(name, None) or files[_other(split)].pop(name, None)
+            path = _take(files, name, split)
             if index is None:
                 other += 1
             elif path is None:
-                rejected.append(Rejected(f"{FOLDERS[split]}/{name}.mp4", "annotated, but there is no such file"))
+                rejected.append(Rejected(f"{FOLDERS.get(split, 'train')}/{name}.mp4", "annotated, but there is no such file"))
             else:
                 clips.append(make_clip(raw, name, path, split, index, classes))
     rejected += [Rejected(p.relative_to(raw).as_posix(), "not in the annotations")
@@ -42,8 +43,11 @@ def discover(raw: Path, options: RecipeOptions) -> Discovery:
     return Discovery(tuple(clips), classes, tuple(sorted(rejected, key=lambda r: r.source)), other)
 
 
-def _other(split: str) -> str:
-    return "test" if split == "train" else "train"
+def _take(files: dict[str, dict[str, Path]], name: str, split: str) -> Path | None:
+    """The file of `name`, looked up in the folder of its split first (a val clip, carved out of
+    train by a split list, in train/), then in the other folder; taken out of `files`."""
+    first = "test" if split == "test" else "train"
+    return files[first].pop(name, None) or files["train" if first == "test" else "test"].pop(name, None)
 
 
 def _videos(folder: Path) -> tuple[dict[str, Path], list[tuple[Path, Path]]]:
@@ -85,7 +89,7 @@ def _read_csv(path: Path) -> dict[str, str]:
 
 
 def _from_split_lists(options: RecipeOptions) -> dict[str, dict[str, str]]:
-    listed: dict[str, dict[str, str]] = {"train": {}, "test": {}}
+    listed: dict[str, dict[str, str]] = {"train": {}, "val": {}, "test": {}}
     for name, (split, label) in read_split_lists(options.split_lists).items():
         if label is None:
             raise LayoutError(f"--split-list: the line of {name} has no label (need `name,frames,label` or `name label`)")

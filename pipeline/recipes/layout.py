@@ -1,14 +1,21 @@
-"""What every recipe shares: the options, split lists, seeded splits, label lookup and the clip record."""
+"""What every recipe shares: the options, split lists, seeded splits, label lookup and the clip record;
+and what `rq preprocess` does to every recipe's discovery: the validation split carved out of train,
+and the class list cut down to the classes that have clips."""
 import re
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rq.pipeline.clips import Clip, seeded_fraction
+from rq.pipeline.clips import Clip, Discovery, seeded_fraction
 
 # Containers the folder and Kinetics recipes pick up (anything else is reported, not decoded).
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mkv", ".webm", ".avi", ".flv", ".mov", ".mpg", ".mpeg",
                               ".ts", ".wmv", ".ogv", ".3gp"})
+# Split folder names. A raw `val/` folder is the TEST split (Kinetics' public `val/` is what papers test
+# on); rq's own validation split is carved out of train (`carve_validation`).
 SPLIT_ALIASES = {"train": "train", "test": "test", "val": "test", "valid": "test", "validation": "test"}
+# Split names a --split-list may carry: there, val means rq's validation split.
+LIST_SPLITS = {"train": "train", "test": "test", "val": "val", "valid": "val", "validation": "val"}
 
 
 class LayoutError(Exception):
@@ -24,6 +31,7 @@ class RecipeOptions:
     seed: int = 0
     label_field: str = "label"            # wds: the json field holding a sample's label
     extract_to: Path | None = None        # wds: where videos read from tars are copied (the cache folder)
+    val_fraction: float = 0.1             # share of the train clips (or speakers) moved to val
 
 
 def read_split_lists(specs: tuple[str, ...]) -> dict[str, tuple[str, str | None]]:
@@ -49,12 +57,13 @@ def read_split_lists(specs: tuple[str, ...]) -> dict[str, tuple[str, str | None]
 
 def _split_spec(spec: str) -> tuple[str, str]:
     head, sep, rest = spec.partition("=")
-    if sep and head in SPLIT_ALIASES:
-        return SPLIT_ALIASES[head], rest
+    if sep and head in LIST_SPLITS:
+        return LIST_SPLITS[head], rest
     words = re.findall(r"[a-z]+", Path(spec).name.lower())
-    found = {SPLIT_ALIASES[w] for w in words if w in SPLIT_ALIASES}
+    found = {LIST_SPLITS[w] for w in words if w in LIST_SPLITS}
     if len(found) != 1:
-        raise LayoutError(f"--split-list {spec}: cannot tell its split from the name; write train={spec} or test={spec}")
+        raise LayoutError(f"--split-list {spec}: cannot tell its split from the name; write train={spec}, "
+                          f"val={spec} or test={spec}")
     return found.pop(), spec
 
 
@@ -73,6 +82,50 @@ def label_index(label: str, classes: tuple[str, ...]) -> int | None:
 
 
 def make_clip(raw: Path, clip_id: str, path: Path, split: str, label: int, classes: tuple[str, ...],
-              audio: Path | None = None) -> Clip:
+              audio: Path | None = None, group: str = "") -> Clip:
     return Clip(clip_id, path.absolute(), path.relative_to(raw).as_posix(), split, label, classes[label],
-                audio.absolute() if audio else None, audio.relative_to(raw).as_posix() if audio else None)
+                audio.absolute() if audio else None, audio.relative_to(raw).as_posix() if audio else None, group)
+
+
+def share(fraction: float, n: int) -> int:
+    """round(fraction * n), halves rounded up (Python's round() would send 0.5 to 0)."""
+    return int(fraction * n + 0.5)
+
+
+def carve_validation(found: Discovery, options: RecipeOptions) -> Discovery:
+    """Move a seeded `val_fraction` of the train clips into a 'val' split, unless a split list already
+    named val clips. Clips with a `group` (CREMA-D actors under --split speaker) move group by group:
+    exactly share(val_fraction, train groups) of them, so no actor is in both train and val. Otherwise
+    the carve is stratified: of each class, exactly share(val_fraction, its train clips). Which ones is
+    fixed by a hash of (seed, clip id or group), so the choice is the same on every run."""
+    if options.val_fraction <= 0 or any(c.split == "val" for c in found.clips):
+        return found
+    train = [c for c in found.clips if c.split == "train"]
+    def rank(unit: str) -> float:
+        return seeded_fraction(options.seed, f"val:{unit}")
+    if any(c.group for c in train):
+        groups = sorted({c.group for c in train}, key=rank)
+        chosen = set(groups[:share(options.val_fraction, len(groups))])
+        moved = {c.clip_id for c in train if c.group in chosen}
+    else:
+        by_class: dict[int, list[str]] = defaultdict(list)
+        for c in train:
+            by_class[c.label].append(c.clip_id)
+        moved = {clip_id for ids in by_class.values()
+                 for clip_id in sorted(ids, key=rank)[:share(options.val_fraction, len(ids))]}
+    return replace(found, clips=tuple(replace(c, split="val") if c.clip_id in moved else c for c in found.clips))
+
+
+def keep_classes_with_clips(found: Discovery) -> tuple[Discovery, list[str]]:
+    """The class list cut to the classes that have at least one clip (in the list's order), labels
+    renumbered to match; and the names of the listed classes that have none. A classifier is then
+    never trained over classes the data cannot show it (the Kinetics-Sounds list has 31 names; a
+    subset download or a generated dataset has clips of only some)."""
+    present = {c.label for c in found.clips}
+    kept = [i for i in range(len(found.classes)) if i in present]
+    empty = [name for i, name in enumerate(found.classes) if i not in present]
+    if not empty or not kept:
+        return found, empty
+    index = {old: new for new, old in enumerate(kept)}
+    clips = tuple(replace(c, label=index[c.label]) for c in found.clips)
+    return replace(found, clips=clips, classes=tuple(found.classes[i] for i in kept)), empty

@@ -8,6 +8,7 @@ burst of other load), and the overhead is the ratio of the two medians, minus 1.
 """
 from dataclasses import replace
 import json
+import os
 from pathlib import Path
 import statistics
 import time
@@ -95,7 +96,7 @@ def bench_train(preset: str = "tiny", method: str = "rollingq", steps: int = 20,
               "precision": "bf16" if step.bf16 else "fp32",
               "batch_size": base.batch_size, "frames": base.frames, "image_size": base.image_size,
               "spec_shape": list(spec_shape), "steps": steps, "threads": torch.get_num_threads(),
-              "rounds": rounds,
+              "rounds": rounds, "load_avg": [round(v, 2) for v in os.getloadavg()],
               "methods": {m: {"step_ms": round(1000 * step_s[m], 3),
                               "samples_per_s": round(base.batch_size / step_s[m], 2),
                               "parameters": sum(p.numel() for p in runners[m][3].parameters())} for m in methods}}

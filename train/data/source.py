@@ -49,7 +49,7 @@ def open_source(location: str, *, manifest: str | None = None, classes: Sequence
                 samples: Mapping[str, int] | None = None) -> ShardSource:
     """A shards folder (reads its manifest.json), or shard URLs: brace patterns joined by `::`, local
     paths or `pipe:` commands, e.g. `pipe:aws s3 cp s3://b/train-{000000..000009}.tar -`. A URL's split
-    is the `train-`/`test-` prefix of its shard name. Counts and classes come from `manifest` (a local
+    is the `train-`/`val-`/`test-` prefix of its shard name. Counts and classes come from `manifest` (a local
     copy of the shards' manifest.json, e.g. for `pipe:` URLs), else from the manifest.json beside a
     local first URL (the keyword arguments are then unused); otherwise `classes` and `frames_per_clip` are required, and `samples` (per split) is
     needed to train: shard sizes are then taken as even."""
@@ -69,9 +69,9 @@ def open_source(location: str, *, manifest: str | None = None, classes: Sequence
     splits: dict[str, list[str]] = {}
     names: dict[str, str] = {}   # url -> shard file name, the manifest's key
     for url in urls:
-        name = re.search(r"(train|test)-[^/\s]*\.tar", url)
+        name = re.search(r"(train|val|test)-[^/\s]*\.tar", url)
         if name is None:
-            raise DataError(f"{url}: cannot tell the split; shard names must start with train- or test-")
+            raise DataError(f"{url}: cannot tell the split; shard names must start with train-, val- or test-")
         splits.setdefault(name.group(1), []).append(url)
         names[url] = name.group(0)
     remote = urls[0].startswith(("pipe:", "http:", "https:"))

@@ -3,18 +3,26 @@ noisy-fraction Pearson test of its Table 2; writes eval.json and PNG plots.
 
 Noise ("Gaussian noise on the normalised input"): for the perturbed modality's input x as the model
 reads it (log-spectrogram [1, F, T] as stored; frames [k, 3, H, W] after ImageNet mean/std),
-    x' = x + level · σ · ε,   ε ~ N(0, 1) elementwise,
-    σ = the standard deviation of that modality's input over the whole split (all samples, all
-        elements), measured during the clean pass.
-That is N(0, level²) noise on the input standardised to unit variance, whatever the modality's scale;
-a silent (constant) clip still gets noise.
+    x' = x + level · σ · ε,   ε ~ N(0, 1) elementwise, with
+    --noise-scale relative (default): σ = the standard deviation of that modality's input over the
+        whole split (all samples, all elements), measured during the clean pass: N(0, level²) noise on
+        the input standardised to unit variance, whatever the modality's scale;
+    --noise-scale absolute: σ = 1, i.e. N(0, level²) in the input's own units, as MultiBench (Liang et
+        al. 2021, which the paper follows) adds it.
+A silent (constant) clip still gets noise.
 
-Pearson (Table 2): over the samples of the split, a seeded random `--noisy-fraction` of them get the
-noise above at `--noisy-level` on `--noise-modality`; r is the Pearson correlation between
+Pearson (Table 2): of the N samples of the split, exactly round(`--noisy-fraction` · N) (halves up),
+chosen by a seeded hash of their keys (the same set on any number of processes), get the noise
+above at `--noisy-level` on `--noise-modality`; r is the Pearson correlation between
     the fused CLS attention share on the OTHER modality (last fusion layer)  and  is_noisy ∈ {0, 1}.
 Sign: r > 0 means attention moves away from a modality when it is noisy (what dynamic fusion
 should do; the paper reports 0.44-0.52 for Vanilla MT, 0.76-0.78 with RollingQ). The correlation with
 the share on the perturbed modality itself is reported too (`r_perturbed_share`, expected < 0).
+
+Per-sample outcomes go to `per_sample.json` beside eval.json, in key order: label, correct or not and
+the last fusion layer's AIR and attention shares on the clean pass, correct or not at each noise
+level, and for the Pearson pass whether the sample was noisy, correct, and its shares. `rq report`
+pairs two models' outcomes sample by sample for its significance tests.
 """
 from dataclasses import dataclass
 import hashlib
@@ -34,10 +42,14 @@ from rq.train.data import INPUT_FIELDS, DataConfig, DataError, eval_batches, ope
 from rq.train.trainer.distributed import all_reduce_sum, process_group  # noqa: E402
 from rq.train.trainer.epoch import ForwardPass, evaluation_pass  # noqa: E402
 from rq.train.evaluation.metrics import last_layer, pearson  # noqa: E402
+from rq.pipeline.recipes.layout import share  # noqa: E402
 from rq.train.trainer.build import build_model  # noqa: E402
 
 _INPUT = INPUT_FIELDS
 _OTHER = {"audio": "visual", "visual": "audio"}
+PER_SAMPLE = "per_sample.json"
+_DEFINITIONS = {"relative": "x + level * input_std * N(0, 1); input_std over the split's normalised input",
+                "absolute": "x + level * N(0, 1) in the input's own units (MultiBench)"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,7 @@ class EvalConfig:
     noise_levels: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     noisy_fraction: float = 0.0              # 0 = no Pearson test
     noisy_level: float = 1.0
+    noise_scale: str = "relative"            # relative: level x the split's std; absolute: level (MultiBench)
     out: str = ""                            # "" = <checkpoint folder>/eval
     workers: int = 2
     seed: int = 0
@@ -64,6 +77,8 @@ class EvalConfig:
             raise ConfigError("--noisy-fraction needs --noise-modality")
         if any(level < 0 for level in self.noise_levels) or self.noisy_level < 0:
             raise ConfigError("noise levels must not be negative")
+        if self.noise_scale not in ("relative", "absolute"):
+            raise ConfigError(f"--noise-scale must be relative or absolute, got {self.noise_scale!r}")
 
 
 def parse_levels(text: str) -> tuple[float, ...]:
@@ -102,10 +117,11 @@ class InputSpread:
         return max(sq / n - (s / n) ** 2, 0.0) ** 0.5 if n else 0.0
 
 
-def is_noisy(key: str, fraction: float, seed: int) -> bool:
-    """A seeded coin per sample key: the same samples are noisy on any number of processes, in any order."""
-    h = int.from_bytes(hashlib.sha1(f"{seed}:{key}".encode()).digest()[:8], "big")
-    return h / 2 ** 64 < fraction
+def noisy_keys(keys, fraction: float, seed: int) -> frozenset[str]:
+    """Exactly share(fraction, N) of the N distinct keys, the first in the order of a seeded hash of each
+    key: the same set whatever the order of `keys` and however many processes read the split."""
+    ranked = sorted(set(keys), key=lambda k: (hashlib.sha1(f"{seed}:{k}".encode()).digest(), k))
+    return frozenset(ranked[:share(fraction, len(ranked))])
 
 
 def cli_eval(noise_levels: str, noise_modality: str | None, ckpt, out, **options) -> None:
@@ -148,58 +164,93 @@ def _eval(ec: EvalConfig, env) -> dict:
         return torch.Generator(env.device).manual_seed(ec.seed * 1_000_003 + 7919 * i + env.rank)
 
     spread = InputSpread(env.device)
-    clean, _, _ = measure(f"{ec.split} clean", spread)
+    clean, t_clean, keys = measure(f"{ec.split} clean", spread)
     if not clean["samples"]:
         raise DataError(f"{ec.shards}: no readable sample in the {ec.split} split (the skipped ones are listed above)")
-    sigma = spread.std(ec.noise_modality, env) if ec.noise_modality else 0.0
+    sigma = 1.0 if ec.noise_scale == "absolute" else spread.std(ec.noise_modality, env) if ec.noise_modality else 0.0
+    order = sorted(set(keys))
+    per_sample = {"keys": order, "label": _aligned(t_clean["label"], keys, order, int),
+                  "clean": _outcomes(t_clean, keys, order)}
     result = {"ckpt": str(ckpt), "shards": ec.shards, "split": ec.split, "method": cfg.method,
               "manifest_sha256": src.manifest_sha256, "trained_on_manifest_sha256": state["manifest_sha256"],
-              "clean": clean, "noise": None, "pearson": None}
+              "clean": clean, "noise": None, "pearson": None, "per_sample": PER_SAMPLE,
+              "tokens": _attended_tokens(model)}
     if ec.noise_modality:
-        sweep = {"modality": ec.noise_modality, "levels": list(ec.noise_levels), "input_std": sigma,
-                 "definition": "x + level * input_std * N(0, 1); input_std over the split's normalised input"}
-        rows = []
+        sweep = {"modality": ec.noise_modality, "levels": list(ec.noise_levels), "scale": ec.noise_scale,
+                 "sigma": sigma,   # what multiplies level * N(0, 1)
+                 "input_std": sigma if ec.noise_scale == "relative" else spread.std(ec.noise_modality, env),
+                 "definition": _DEFINITIONS[ec.noise_scale]}
+        rows, per_sample["noise"] = [], {"levels": list(ec.noise_levels), "correct": []}
         for i, level in enumerate(ec.noise_levels):
             g = generator(i)
-            s, _, _ = measure(f"{ec.noise_modality} noise {level:g}",
+            s, t, k = measure(f"{ec.noise_modality} noise {level:g}",
                               lambda b, g=g, level=level: add_noise(b, ec.noise_modality, level, sigma, g))
             rows.append(s)
+            per_sample["noise"]["correct"].append(_outcomes(t, k, order)["correct"])
         for name in ("acc", "acc_audio", "acc_visual", "macro_f1"):
             sweep[name] = [s[name] for s in rows]
         for name in ("share_audio", "share_visual", "air"):
             sweep[name] = [last_layer(s[name]) for s in rows]
         result["noise"] = sweep
     if ec.noisy_fraction:
-        result["pearson"] = _pearson_test(ec, env, measure, sigma, generator(len(ec.noise_levels)))
+        result["pearson"], per_sample["pearson"] = _pearson_test(
+            ec, env, measure, sigma, generator(len(ec.noise_levels)), noisy_keys(order, ec.noisy_fraction, ec.seed),
+            order)
     if env.is_main:
-        _write(ec, ckpt, result)
+        _write(ec, ckpt, result, per_sample)
     return result
 
 
-def _pearson_test(ec: EvalConfig, env, measure, sigma: float, g: torch.Generator) -> dict:
+def _attended_tokens(model) -> dict[str, int] | None:
+    """Tokens the fused CLS attends to per modality (a uniform attention's shares follow these counts);
+    None for a model without fusion attention."""
+    if not model.fusion_layers:
+        return None
+    own_cls = int(getattr(model.fusion, "encoder_cls", False))
+    return {m: math.prod(enc.grid) * max(enc.frames, 1) + own_cls for m, enc in model.encoders.items()}
+
+
+def _aligned(values: torch.Tensor, keys: list[str], order: list[str], kind=float) -> list:
+    """`values` (one per key of a pass) in the order of `order`; None for a key that pass did not read."""
+    at = {k: i for i, k in enumerate(keys)}
+    return [None if k not in at else kind(round(float(values[at[k]]), 6)) for k in order]
+
+
+def _outcomes(t: dict[str, torch.Tensor], keys: list[str], order: list[str]) -> dict[str, list]:
+    """Per sample (in `order`): correct (0/1) and, for fused models, the last fusion layer's AIR and shares."""
+    outcome = {"correct": _aligned(t["pred"] == t["label"], keys, order, int)}
+    for name in ("air", "share_audio", "share_visual"):
+        if name in t:
+            outcome[name] = _aligned(t[name][:, -1], keys, order)
+    return outcome
+
+
+def _pearson_test(ec: EvalConfig, env, measure, sigma: float, g: torch.Generator, noisy: frozenset[str],
+                  order: list[str]) -> tuple[dict, dict]:
     m = ec.noise_modality
 
     def perturb(b):
-        mask = torch.tensor([is_noisy(k, ec.noisy_fraction, ec.seed) for k in b["key"]], device=env.device)
+        mask = torch.tensor([k in noisy for k in b["key"]], device=env.device)
         return add_noise(b, m, ec.noisy_level, sigma, g, mask)
 
     summary, t, keys = measure(f"{m} noise on {ec.noisy_fraction:g} of samples", perturb)
-    res = {"modality": m, "fraction": ec.noisy_fraction, "level": ec.noisy_level, "samples": len(keys),
-           "acc": summary["acc"], "layer": "last fusion layer",
+    res = {"modality": m, "fraction": ec.noisy_fraction, "level": ec.noisy_level, "scale": ec.noise_scale,
+           "samples": len(keys), "acc": summary["acc"], "layer": "last fusion layer",
            "convention": f"r = pearson(attention share on {_OTHER[m]}, is_noisy); > 0 = attention leaves the noisy {m}"}
-    noisy = [float(is_noisy(k, ec.noisy_fraction, ec.seed)) for k in keys]
-    res["noisy_samples"] = int(sum(noisy))
+    is_noisy = [float(k in noisy) for k in keys]
+    res["noisy_samples"] = int(sum(is_noisy))
+    samples = {"noisy": [int(k in noisy) for k in order], **_outcomes(t, keys, order)}
     if f"share_{m}" not in t:
         res.update(r=None, p=None, r_perturbed_share=None, p_perturbed_share=None)
-        return res
-    r, p = pearson(t[f"share_{_OTHER[m]}"][:, -1].tolist(), noisy)
-    r2, p2 = pearson(t[f"share_{m}"][:, -1].tolist(), noisy)
+        return res, samples
+    r, p = pearson(t[f"share_{_OTHER[m]}"][:, -1].tolist(), is_noisy)
+    r2, p2 = pearson(t[f"share_{m}"][:, -1].tolist(), is_noisy)
     numbers = dict(r=r, p=p, r_perturbed_share=r2, p_perturbed_share=p2)
     res.update({k: None if math.isnan(v) else v for k, v in numbers.items()})  # JSON has no NaN
-    return res
+    return res, samples
 
 
-def _write(ec: EvalConfig, ckpt: Path, result: dict) -> None:
+def _write(ec: EvalConfig, ckpt: Path, result: dict, per_sample: dict) -> None:
     out_dir = Path(ec.out) if ec.out else ckpt.parent / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     c = result["clean"]
@@ -220,6 +271,7 @@ def _write(ec: EvalConfig, ckpt: Path, result: dict) -> None:
                       [[f"{p['noisy_samples']} / {p['samples']}", p["r"], p["p"], p["r_perturbed_share"],
                         p["p_perturbed_share"]]])
     (out_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / PER_SAMPLE).write_text(json.dumps(per_sample, separators=(",", ":")) + "\n")
     out.print(f"wrote {out_dir / 'eval.json'}" + (f" and plots in {out_dir}" if result["noise"] else ""))
 
 
@@ -235,7 +287,7 @@ def _plot(sweep: dict, out_dir: Path) -> None:
             ys = sweep[key]
             if any(y is not None for y in ys):
                 ax.plot(levels, [float("nan") if y is None else y for y in ys], marker="o", label=label)
-        ax.set_xlabel(f"Gaussian noise level on {m} (× split std)")
+        ax.set_xlabel(f"Gaussian noise level on {m}" + (" (× split std)" if sweep.get("scale") != "absolute" else ""))
         ax.set_ylabel(ylabel)
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)

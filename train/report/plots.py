@@ -150,8 +150,10 @@ def speed_per_epoch(runs: Sequence[RunRecord], path: Path) -> Path:
     def draw(axes):
         ax = axes[0]
         for i, run in enumerate(runs):
+            loads = [line["load_avg"][0] for line in run.epochs if line.get("load_avg")]
+            load = f" (load {sum(loads) / len(loads):.1f})" if loads else ""
             ax.plot(_epochs(run), [_value((line.get("train") or {}).get("samples_per_s")) for line in run.epochs],
-                    "-o", color=_colour(i), label=run.name)
+                    "-o", color=_colour(i), label=run.name + load)
         ax.set(xlabel="epoch", ylabel="training samples / s")
         ax.set_ylim(bottom=0)
-    return _figure(path, "Training speed per epoch", draw)
+    return _figure(path, "Training speed per epoch, under each run's machine load (not a method comparison)", draw)

@@ -71,11 +71,13 @@ class TrainConfig:
     resume: bool = field(default=False, metadata=RUNTIME)
     stop_after: int = field(default=0, metadata=RUNTIME)  # end this invocation after N epochs (--resume goes on)
     wandb: str = field(default="", metadata=RUNTIME)      # W&B project to log to; "" = off
+    select_on: str = "val"           # best.pt: val (default) | test (the released code's protocol); selection.py
 
     def __post_init__(self):
         _check(self.preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         _check(self.method in METHODS, f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         _check(self.optimizer in ("sgd", "adamw"), f"--optimizer must be sgd or adamw, got {self.optimizer!r}")
+        _check(self.select_on in ("val", "test"), f"--select-on must be val or test, got {self.select_on!r}")
         _check(self.precision in PRECISIONS,
                f"--precision must be auto, bf16 or fp32, got {self.precision!r}")
         for name in ("epochs", "batch_size"):

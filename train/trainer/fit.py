@@ -3,15 +3,18 @@ Importable: `fit(TrainConfig(...))` trains in-process (the tests do), under torc
 
 The run folder:
   config.json     the resolved TrainConfig
-  metrics.jsonl   one line per epoch: {"epoch", "train": {...}, "test": {...} or null, "rollingq": [...],
-                  "epoch_s"}. train/test: samples, loss, acc, acc_audio, acc_visual, macro_f1, and per
+  metrics.jsonl   one line per epoch: {"epoch", "train": {...}, "val": {...} or null, "test": {...} or null,
+                  "rollingq": [...], "selection": {on, best_epoch}, "epoch_s", "load_avg"}.
+                  train/val/test: samples, loss, acc, acc_audio, acc_visual, macro_f1, and per
                   fusion layer air, share_audio, share_visual (CLS attention mass on each modality's
                   tokens; null without fusion attention), skipped_samples, bad_tars; train also lr,
                   steps_per_rank, samples_per_s, data_wait_frac; test also unique_samples.
                   rollingq: one decision per fusion layer {layer, epoch, air, alpha, rotated, angle_deg,
-                  rotations_done} (mt models too: measured, never rotated).
+                  rotations_done} (mt models too: measured, never rotated). load_avg: os.getloadavg()
+                  at the epoch's end (1, 5, 15 min), so speed figures can be read against the machine's load.
   tb/             the same numbers for TensorBoard
-  last.pt, best.pt  checkpoints (train/trainer/checkpoint.py), best = highest test accuracy
+  last.pt, best.pt  checkpoints (train/trainer/checkpoint.py), best = highest VAL accuracy (selection.py:
+                  --select-on test for the released code's protocol; the last epoch without a val split)
 """
 from dataclasses import replace
 import json
@@ -38,24 +41,35 @@ from rq.train.evaluation.metrics import last_layer
 from rq.train.trainer.logs import WandbLog, write_hparams, write_steps, write_summary_csv
 from rq.train.trainer.resume import latest_run, resumed_config
 from rq.train.trainer.epoch import ForwardPass, evaluation_pass, statistics_pass, train_one_epoch
+from rq.train.trainer.presets import resolve_preset
+from rq.train.trainer.seeds import seed_runs
+from rq.train.trainer.selection import Selection, effective_selection, selection_line, selection_summary
 
 
 def fit(cfg: TrainConfig) -> dict:
-    """Train as `cfg` says; returns {"out", "best_acc", "epochs": [metrics line per epoch]}."""
+    """Train as `cfg` says; returns {"out", "best_acc", "selection", "epochs": [metrics line per epoch]}."""
     with process_group(cfg.device) as env:
         return _fit(cfg, env)
 
 
-def cli_train(shards: str, preset: str | None, resume: str | None = None, **options) -> None:
+def cli_train(shards: str, preset: str | None, resume: str | None = None, seeds: str | None = None,
+              **options) -> None:
     """`rq train`: the options as the CLI parsed them (None = not given: the preset's default, or with
-    --resume the run's own). `resume`: "out" (the --out folder), "auto" (the latest run) or a folder."""
+    --resume the run's own). `resume`: "out" (the --out folder), "auto" (the latest run) or a folder.
+    Without --preset, the preset that fits the shards (presets.py). With --seeds, one run per seed in
+    OUT/seed<N> (the report aggregates them)."""
     with cli_errors():
         options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
         plain = "::" not in shards and "{" not in shards and "://" not in shards and not shards.startswith("pipe:")
         if plain and not Path(shards).exists():
             raise ConfigError(f"--shards {shards}: no such file or folder")
         if resume is None:
-            return fit(TrainConfig.from_options(shards, preset, **options))
+            preset = resolve_preset(shards, preset, options)
+            for run in seed_runs(TrainConfig.from_options(shards, preset, **options), seeds):
+                fit(run)
+            return
+        if seeds is not None:
+            raise ConfigError("--seeds starts new runs; resume a seed's run with --resume OUT/seed<N>")
         if resume == "auto":
             out = latest_run()
         elif resume == "out":
@@ -115,6 +129,11 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
         steps = min(steps, cfg.max_steps_per_epoch) if n_train else cfg.max_steps_per_epoch
     lr_at, schedule = lr_schedule(cfg, steps)
 
+    n_val = (src.splits["val"][1] or 0) if "val" in src.splits else 0
+    selected_on, warning = effective_selection(cfg.select_on, n_val)
+    if warning and env.is_main:
+        err.print(warning, markup=False)
+    selection = Selection(selected_on)
     start_epoch, best_acc = 0, -1.0
     if resumed is not None:
         model.load_state_dict(resumed["model"])
@@ -124,6 +143,7 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
         rngs = resumed["rng"]
         set_rng_state(rngs[env.rank] if len(rngs) == env.world else rngs[0])
         start_epoch, best_acc = resumed["epoch"] + 1, resumed["best_acc"]
+        selection = Selection.from_state(resumed.get("selection"), selected_on)
 
     step = ForwardPass.create(_wrap(model, cfg, env), env, cfg.precision)
     data_cfg = DataConfig(batch_size=cfg.batch_size, frames=cfg.frames, image_size=cfg.image_size,
@@ -131,7 +151,7 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
                           pin_memory=env.device.type == "cuda")
     n_test = (src.splits["test"][1] or 0) if "test" in src.splits else 0
     if env.is_main:
-        out.print(f"rq train: {cfg.method} on {cfg.preset} preset, {n_train} train / {n_test} test samples, "
+        out.print(f"rq train: {cfg.method} on {cfg.preset} preset, {n_train} train / {n_val} val / {n_test} test samples, "
                   f"{num_classes} classes, {env.world} process(es) on {env.device}, global batch {global_batch}, "
                   f"{steps} steps/epoch, warm-up {schedule['warmup_steps']} of {schedule['total_steps']} steps, "
                   f"{'bf16 autocast' if step.bf16 else 'fp32'}; run folder {run_dir}")
@@ -163,16 +183,17 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
             observe=controller.observe if controller is not None else None, num_classes=num_classes,
             steps_log=steps_log)
         events = _rollingq_epoch_end(controller, step, src, data_cfg, epoch, steps, global_batch)
-        test = None
-        if n_test:
-            test, _, _ = evaluation_pass(step, eval_batches(src, data_cfg, split="test", rank=env.rank, world=env.world),
-                                  num_classes=num_classes, samples=n_test, desc=f"test {epoch}")
-        line = {"epoch": epoch, "train": train, "test": test, "rollingq": events,
-                "epoch_s": round(time.perf_counter() - started, 3)}
+        val, test = (evaluation_pass(step, eval_batches(src, data_cfg, split=split, rank=env.rank, world=env.world),
+                                     num_classes=num_classes, samples=n, desc=f"{split} {epoch}")[0] if n else None
+                     for split, n in (("val", n_val), ("test", n_test)))
+        is_best = selection.update(epoch, val, test)
+        line = {"epoch": epoch, "train": train, "val": val, "test": test, "rollingq": events,
+                "selection": {"on": selection.on, "best_epoch": selection.best_epoch},
+                "epoch_s": round(time.perf_counter() - started, 3),
+                "load_avg": [round(v, 2) for v in os.getloadavg()]}
         rngs = all_gather_objects(rng_state(), env)
         if env.is_main:
-            acc = test["acc"] if test and test["acc"] is not None else -1.0
-            is_best, best_acc = acc > best_acc, max(best_acc, acc)
+            best_acc = selection.best_value
             _log_epoch(line, metrics_path, writer)
             write_steps(writer, steps_log)
             if wandb is not None:
@@ -181,7 +202,8 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
             write_summary_csv(run_dir, history)
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": schedule,
                      "rollingq": controller.state_dict() if controller is not None else {}, "rng": rngs,
-                     "epoch": epoch, "best_acc": best_acc, "config": cfg.to_dict(), "classes": list(src.classes),
+                     "epoch": epoch, "best_acc": best_acc, "selection": selection.state_dict(),
+                     "config": cfg.to_dict(), "classes": list(src.classes),
                      "param_names": [name for name, _ in model.named_parameters()], "provenance": made_by,
                      "spec_shape": list(src.spec_shape), "manifest_sha256": src.manifest_sha256,
                      # how the shards were made, so `rq predict` can treat raw videos the same way without them
@@ -191,13 +213,14 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
             if is_best:
                 save_checkpoint(state, run_dir / "best.pt")
         barrier(env)
+    summary = selection_summary(history, selection.on)
     if env.is_main:
         write_hparams(writer, cfg.to_dict(), history)
         writer.close()
         if wandb is not None:
             wandb.finish()
-        _summary(history)
-    return {"out": str(run_dir), "best_acc": best_acc, "epochs": history}
+        _summary(history, summary)
+    return {"out": str(run_dir), "best_acc": best_acc, "selection": summary, "epochs": history}
 
 
 def _load_resume(cfg: TrainConfig, src) -> dict:
@@ -256,7 +279,7 @@ def _log_epoch(line: dict, path: Path, writer: SummaryWriter) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(line) + "\n")
     epoch = line["epoch"]
-    for split in ("train", "test"):
+    for split in ("train", "val", "test"):
         for name, value in (line[split] or {}).items():
             if isinstance(value, list) and name in ("air", "share_audio", "share_visual"):
                 for layer, v in enumerate(value):
@@ -282,21 +305,22 @@ def _read_history(path: Path) -> list[dict]:
     return [json.loads(s) for s in path.read_text().splitlines() if s.strip()] if path.is_file() else []
 
 
-def _summary(history: list[dict]) -> None:
-    def pair(a, b):
-        return "/".join("-" if v is None else f"{v:.2f}" for v in (a, b))
+def _summary(history: list[dict], selection: dict) -> None:
+    def pair(*values):
+        return "/".join("-" if v is None else f"{v:.2f}" for v in values)
 
     rows = []
     for h in history:
         tr, te = h["train"], h["test"] or {}
-        rows.append([h["epoch"], tr["loss"], pair(tr["acc"], te.get("acc")),
+        rows.append([h["epoch"], tr["loss"], pair(tr["acc"], (h.get("val") or {}).get("acc"), te.get("acc")),
                      pair(te.get("acc_audio"), te.get("acc_visual")),
                      te.get("macro_f1"), last_layer(te.get("air")),
                      pair(last_layer(te.get("share_audio")), last_layer(te.get("share_visual"))),
                      sum(e["rotated"] for e in h["rollingq"]), tr["samples_per_s"], tr["data_wait_frac"]])
     summary_table("rq train (test split; AIR and attention: last fusion layer)",
-                  ["epoch", "loss", "acc train/test", "probe A/V", "F1", "AIR", "attn A/V", "rot", "samples/s", "wait"],
-                  rows)
+                  ["epoch", "loss", "acc train/val/test", "probe A/V", "F1", "AIR", "attn A/V", "rot", "samples/s",
+                   "wait"], rows)
+    out.print(selection_line(selection), markup=False)
     skipped = sum(h["train"]["skipped_samples"] + (h["test"] or {}).get("skipped_samples", 0) for h in history)
     if skipped:
         out.print(f"{skipped} bad samples were skipped by the loader (named in the warnings above; "
