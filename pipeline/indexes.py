@@ -20,6 +20,9 @@ def write_indexes(out: Path, manifest: dict) -> None:
     for split, info in manifest["splits"].items():
         shards = info["shards"]
         sizes.update({s["name"]: s["samples"] for s in shards})
+        if not shards:   # an empty split (e.g. no val): wids cannot open an index without shards
+            (out / wids_index_name(split)).unlink(missing_ok=True)
+            continue
         # urls relative to the index's own folder: wids resolves them from there, so the folder can move
         index = {"wids_version": 1, "name": f"{manifest.get('recipe', 'rq')}-{split}",
                  "shardlist": [{"url": s["name"], "nsamples": s["samples"]} for s in shards]}
