@@ -30,9 +30,9 @@ from rq.pipeline.console import err, out, summary_table
 from rollingq import RollingQ, load_pretrained
 from rq.train.trainer.checkpoint import (check_fits, optimizer_state_for, read_run_checkpoint, rng_state, save_checkpoint,
                                          set_rng_state)
-from rq.train.trainer.build import build_model, build_optimizer, lr_schedule
+from rq.train.trainer.build import build_model, build_optimizer, check_input_shape, data_config, lr_schedule
 from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors, default_workers, provenance
-from rq.train.data import DataConfig, eval_batches, open_source, train_batches
+from rq.train.data import eval_batches, open_source, train_batches
 from rq.train.trainer.distributed import DistEnv, all_gather_objects, all_reduce_sum, barrier, process_group
 from rq.train.evaluation.metrics import last_layer
 from rq.train.trainer.logs import WandbLog, write_hparams, write_steps, write_summary_csv
@@ -89,6 +89,7 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(run_dir / "config.json", made_by)
 
+    check_input_shape(cfg, src.spec_shape)
     _seed_everything(cfg.seed)
     num_classes = len(src.classes)
     try:
@@ -126,9 +127,8 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
         start_epoch, best_acc = resumed["epoch"] + 1, resumed["best_acc"]
 
     step = ForwardPass.create(_wrap(model, cfg, env), env, cfg.precision)
-    data_cfg = DataConfig(batch_size=cfg.batch_size, frames=cfg.frames, image_size=cfg.image_size,
-                          workers=cfg.workers, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
-                          pin_memory=env.device.type == "cuda")
+    data_cfg = data_config(cfg, workers=cfg.workers, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
+                           pin_memory=env.device.type == "cuda")
     n_test = (src.splits["test"][1] or 0) if "test" in src.splits else 0
     if env.is_main:
         out.print(f"rq train: {cfg.method} on {cfg.preset} preset, {n_train} train / {n_test} test samples, "
