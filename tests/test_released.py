@@ -55,6 +55,10 @@ def test_rq_model_command(rq):
     assert card["config"]["fusion_block"] == "released" and card["tokens"] == {"audio": 289, "visual": 197}
     table = rq("model", "--preset", "cremad-official", "--method", "mt", "--fusion-layers", "2")
     assert table.exit_code == 0 and "59,871,762" not in table.stdout and "patched transposed" in table.stdout
+    # the help shows the defaults, read from RollingQConfig and the presets
+    help_text = " ".join(rq("train", "--help").output.split())
+    for default in ("[pass]", "[last-batch]", "[svd]", "[0: alpha = 1/2]", "cremad-official frame]"):
+        assert default in help_text
     bad = rq("model", "--preset", "cremad", "--fusion-block", "postnorm")
     assert bad.exit_code == 2 and "--fusion-block must be one of released, prenorm" in bad.output
 
