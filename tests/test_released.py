@@ -3,6 +3,7 @@ paper's Table 4, `rq model`, and the released RollingQ defaults on a real tiny t
 improvement one option away, restoring rq 0.1's behaviour."""
 import json
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from helpers import write_shards
 from rollingq import RollingQ, RollingQConfig, balanced_anchor, create_model, preset_config, summarize
 from rollingq.fusion import AttentionFusion, PreNormFusionLayer, ReleasedFusionLayer
-from rq.train.trainer.build import build_model, data_config
+from rq.train.trainer.build import build_model, data_config, input_warnings
 from rq.train.trainer.checkpoint import load_checkpoint
 from rq.train.trainer.config import ConfigError, TrainConfig
 from rq.train.trainer.fit import fit
@@ -56,8 +57,8 @@ def test_rq_model_command(rq):
     table = rq("model", "--preset", "cremad-official", "--method", "mt", "--fusion-layers", "2")
     assert table.exit_code == 0 and "59,871,762" not in table.stdout and "patched transposed" in table.stdout
     # the help shows the defaults, read from RollingQConfig and the presets
-    help_text = " ".join(rq("train", "--help").output.split())
-    for default in ("[pass]", "[last-batch]", "[svd]", "[0: alpha = 1/2]", "cremad-official frame]"):
+    help_text = " ".join(re.sub("[│╭╮╰╯─]", " ", rq("train", "--help").output).split())
+    for default in ("[pass]", "[last-batch]", "[svd]", "[0: alpha = 1/2]"):
         assert default in help_text
     bad = rq("model", "--preset", "cremad", "--fusion-block", "postnorm")
     assert bad.exit_code == 2 and "--fusion-block must be one of released, prenorm" in bad.output
@@ -274,3 +275,8 @@ def test_shards_of_another_shape_stop_the_run_in_one_line(shards, tmp_path, rq):
     result = rq("train", "--shards", shards, "--preset", "ks", "--workers", 0, "--device", "cpu", "--out", tmp_path / "r")
     assert result.exit_code == 2 and "64x40" in result.output and "257x1004" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    # frames of other times still train, with a warning naming the preprocessing option
+    official = replace(_run(shards, tmp_path / "run"), preset="ks-official")
+    assert "--frame-times middle" in input_warnings(official, {"frames": {"frame_size": 256}})[0]
+    assert input_warnings(official, {"frames": {"times": "middle"}}) == input_warnings(
+        replace(official, preset="ks"), {}) == []

@@ -43,6 +43,16 @@ def check_input_shape(cfg: TrainConfig, spec_shape: tuple[int, int]) -> None:
                           "--preset tiny takes any shape")
 
 
+def input_warnings(cfg: TrainConfig, preprocess: dict) -> list[str]:
+    """What the preset expects of the shards that they do not have but can still be trained on: the
+    released Kinetics-Sounds frames are taken at t = i + 0.5 s."""
+    times = (preprocess.get("frames") or {}).get("times", "start")
+    if cfg.preset == "ks-official" and times != "middle":
+        return [f"warning: {cfg.shards}: frames at t = 0, 1, 2 ... s; the released code's are at t = i + 0.5 s "
+                "(rq preprocess --frame-times middle)"]
+    return []
+
+
 def data_config(cfg: TrainConfig, **runtime) -> DataConfig:
     """The loader settings of a run; `runtime` adds workers, seed, pin_memory, shuffle_buffer."""
     return DataConfig(batch_size=cfg.batch_size, frames=cfg.frames or PRESETS[cfg.preset].get("frames", 3),

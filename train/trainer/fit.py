@@ -30,7 +30,8 @@ from rq.pipeline.console import err, out, summary_table
 from rollingq import RollingQ, load_pretrained
 from rq.train.trainer.checkpoint import (check_fits, optimizer_state_for, read_run_checkpoint, rng_state, save_checkpoint,
                                          set_rng_state)
-from rq.train.trainer.build import build_model, build_optimizer, check_input_shape, data_config, lr_schedule
+from rq.train.trainer.build import (build_model, build_optimizer, check_input_shape, data_config, input_warnings,
+                                    lr_schedule)
 from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors, default_workers, provenance
 from rq.train.data import eval_batches, open_source, train_batches
 from rq.train.trainer.distributed import DistEnv, all_gather_objects, all_reduce_sum, barrier, process_group
@@ -81,6 +82,10 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
             err.print(f"warning: --workers {cfg.workers} differs from the run's {resumed['config']['workers']}: "
                       "the resumed epochs see other batches than an uninterrupted run would", markup=False)
         cfg = resumed_config(TrainConfig.from_dict(resumed["config"]), cfg, resumed["epoch"] + 1)
+    check_input_shape(cfg, src.spec_shape)
+    if env.is_main:
+        for line in input_warnings(cfg, src.preprocess):
+            err.print(line, markup=False)
     # Every process must write into the same folder: the main process's choice of name wins.
     cfg = replace(cfg, out=all_gather_objects(cfg.with_run_folder().out, env)[0])
     run_dir = Path(cfg.out)
@@ -89,7 +94,6 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(run_dir / "config.json", made_by)
 
-    check_input_shape(cfg, src.spec_shape)
     _seed_everything(cfg.seed)
     num_classes = len(src.classes)
     try:
