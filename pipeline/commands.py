@@ -103,6 +103,9 @@ _VAL_FRACTION = typer.Option(_RS.val_fraction, "--val-fraction", help="Share of 
                              "under --split speaker; 0 = no val split. Kinetics' raw val/ folder stays the test split.")
 _FRAME_SIZE = typer.Option(_FS.frame_size, "--frame-size", help="Short side of the JPEG frames in pixels; 0 keeps the size.")
 _JPEG_QUALITY = typer.Option(_FS.jpeg_quality, "--jpeg-quality", help="JPEG quality of the frames, 1-100.")
+_FRAME_TIMES = typer.Option(_FS.times, "--frame-times", help="start: the frames shown at t = 0, 1, 2, ... s; "
+                            "middle: the last frame before t = 0.5, 1.5, ... s (ffmpeg's default fps rounding, "
+                            "as the released code's Kinetics-Sounds frames).")
 _AUDIO_FEATURES = typer.Option(
     _SS.audio_features, "--audio-features", help="Audio front end; sets the defaults of --sample-rate and "
     "--audio-seconds. stft: the paper's text, log|STFT| (Hann 512, hop 159, no centring) at 16 kHz -> 257x1004 "
@@ -151,7 +154,7 @@ def _preprocess(recipe: str, options: dict) -> None:
 # Options every recipe takes (name -> (type, option)); each command adds its own.
 _COMMON = {
     "raw": (Optional[Path], _RAW), "out": (Optional[Path], _OUT), "classes": (Optional[Path], _CLASSES),
-    "frame_size": (int, _FRAME_SIZE), "jpeg_quality": (int, _JPEG_QUALITY),
+    "frame_size": (int, _FRAME_SIZE), "jpeg_quality": (int, _JPEG_QUALITY), "frame_times": (str, _FRAME_TIMES),
     "audio_features": (str, _AUDIO_FEATURES), "sample_rate": (Optional[int], _SAMPLE_RATE),
     "audio_seconds": (Optional[float], _AUDIO_SECONDS), "audio_pad": (str, _AUDIO_PAD),
     "missing_audio": (str, _MISSING_AUDIO), "n_fft": (Optional[int], _N_FFT), "hop_length": (Optional[int], _HOP),

@@ -45,7 +45,7 @@ class PreprocessConfig:
     def to_dict(self, stage_versions: dict[str, int]) -> dict:
         """The manifest's "config" (key order and names are part of the manifest's bytes: keep them)."""
         r = self.recipe
-        return {"frames": asdict(self.frames), "audio": asdict(self.audio),
+        return {"frames": settings_dict(self.frames), "audio": asdict(self.audio),
                 "spectrogram": settings_dict(self.spectrogram),
                 "shard_size_mb": self.shard_size_mb, "seed": self.seed, "stage_versions": dict(stage_versions),
                 "recipe_options": {"classes": r.classes, "split_list": list(r.split_list), "split": r.split,
@@ -93,6 +93,7 @@ class Options:
     out: Path | None = None
     frame_size: int = _F.frame_size
     jpeg_quality: int = _F.jpeg_quality
+    frame_times: str = _F.times
     audio_features: str = _S.audio_features
     sample_rate: int | None = None        # None here and below: the front end's default (frontends.resolve)
     audio_seconds: float | None = None
@@ -124,7 +125,7 @@ class Options:
             audio_seconds=self.audio_seconds, audio_pad=self.audio_pad, n_fft=self.n_fft,
             hop_length=self.hop_length, missing_audio=self.missing_audio)
         return PreprocessConfig(
-            frames=FrameSettings(frame_size=self.frame_size, jpeg_quality=self.jpeg_quality),
+            frames=FrameSettings(frame_size=self.frame_size, jpeg_quality=self.jpeg_quality, times=self.frame_times),
             audio=audio, spectrogram=spectrogram,
             shard_size_mb=self.shard_size, seed=self.seed,
             recipe=RecipeSettings(str(self.classes) if self.classes else None, tuple(self.split_list), self.split,

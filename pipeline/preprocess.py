@@ -20,6 +20,7 @@ from rq.pipeline.manifest import CLIPS, FAILURES, MANIFEST, build_manifest, read
 from rq.pipeline.recipes import RECIPES, LayoutError
 from rq.pipeline.recipes.layout import carve_validation, keep_classes_with_clips
 from rq.pipeline.config import Options
+from rq.pipeline.stages.settings import FRAME_TIMES
 from rq.pipeline.shards import make_sample, shuffled, split_content, write_split
 from rq.pipeline.runner import ClipResult, Job, plan_clip, process_clip
 from rq.pipeline.stages import STAGE_NAMES, STAGES
@@ -118,6 +119,7 @@ def _check(opts: Options, recipe: str) -> tuple[Path, Path]:
         fail(f"--classes {opts.classes}: no such file")
     checks = [(opts.frame_size >= 0, "--frame-size must be >= 0"),
               (1 <= opts.jpeg_quality <= 100, "--jpeg-quality must be in 1..100"),
+              (opts.frame_times in FRAME_TIMES, f"--frame-times must be one of {', '.join(FRAME_TIMES)}"),
               (opts.sample_rate is None or opts.sample_rate > 0, "--sample-rate must be > 0"),
               (opts.audio_seconds is None or opts.audio_seconds > 0, "--audio-seconds must be > 0"),
               (opts.audio_pad in ("repeat", "zero"), "--audio-pad must be repeat or zero"),

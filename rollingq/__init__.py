@@ -10,6 +10,7 @@ _EXPORTS = {
     "create_model": "factory", "FusionStats": "fusion", "ModelOutput": "model", "MultimodalTransformer": "model",
     "parameter_count": "model", "upgrade_state_dict": "model", "load_pretrained": "pretrained",
     "attention_imbalance_rate": "rotation", "balanced_anchor": "rotation", "rotation_matrix": "rotation",
+    "ModelSummary": "summary", "summarize": "summary",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -9,6 +9,8 @@ Usage by a trainer, per epoch:
 Reducing twice is fine: the second all-reduce multiplies the already-global AIR sums and their
 counts alike, so AIR is unchanged, while the pass's means are summed once as they should be.
 With several fusion layers all rotate together, each from statistics of the un-rotated model.
+With running statistics, a layer whose CLS query does not depend on the input (the first layer:
+fusion.AttentionFusion.fixed_queries) takes E[q] = its current query, the keys' running means.
 
 The controller is model-agnostic: it works on any model whose `fusion_layers` report FusionStats
 (the query, each modality's mean key, the attention shares) and, to rotate, hold a `rotation`
@@ -36,6 +38,7 @@ class RollingQ:
         for attr in ("module", "_orig_mod"):
             model = getattr(model, attr, model)
         self.cfg = cfg
+        self.fusion = model.fusion
         self.layers = model.fusion_layers
         if self.layers and len(model.modalities) < 2:
             raise ValueError("AIR needs two modalities")
@@ -83,12 +86,17 @@ class RollingQ:
         """Apply the rule to every fusion layer, return one event per layer, reset the accumulators."""
         events = []
         stats = self._stats.cpu()
+        fixed = self._fixed_queries()
         for i, (layer, air) in enumerate(zip(self.layers, self.air())):
             alpha = imbalance_alpha(air, self.cfg.rho) if not math.isnan(air) else math.nan
             angle = 0.0
             rotated = self._due(i, air) and stats[i, MEAN_N] > 0
             if rotated:
                 mean_q, mean_ka, mean_kv = (stats[i, col] / stats[i, MEAN_N] for col in (self._q, self._ka, self._kv))
+                if fixed[i] is not None:
+                    # The running mean of an input-independent query averages the queries of an epoch
+                    # in which it moved; the query now is the one the rotation must take to the anchor.
+                    mean_q = fixed[i].double().cpu()
                 anchor = balanced_anchor(mean_q, mean_ka, mean_kv, air, self.cfg.rho)
                 # mean_q is the query as used, i.e. already rotated by R: R_new·R maps the
                 # un-rotated mean onto the anchor, so after this E[q used] = anchor.
@@ -121,6 +129,14 @@ class RollingQ:
     def load_state_dict(self, state: dict) -> None:
         self.load_stats_tensor(state["stats"])
         self._pass = bool(state["pass"])
+
+    def _fixed_queries(self) -> list:
+        """Per layer, the current query where it is input-independent, for running statistics only
+        (a statistics pass measures the current model anyway); None elsewhere."""
+        fixed = getattr(self.fusion, "fixed_queries", None)
+        if self.cfg.stats != "running" or fixed is None:
+            return [None] * len(self.layers)
+        return fixed()
 
     def _due(self, i: int, air: float) -> bool:
         return (self.rotates and self._done(i) < self.cfg.max_rotations

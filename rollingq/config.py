@@ -2,24 +2,40 @@
 from dataclasses import dataclass
 
 METHODS = ("mt", "rollingq", "concat", "unimodal-audio", "unimodal-visual")
+# "released": the fusion layer of the authors' code (fusion.ReleasedFusionLayer); "prenorm": rq 0.1's
+# pre-norm block with a residual and a final LayerNorm (fusion.PreNormFusionLayer).
+FUSION_BLOCKS = ("released", "prenorm")
+# "timm": truncated-normal Linear weights (std 0.02), as timm's ViT; "released": the authors' code
+# (Xavier-normal on every Linear, before pretrained weights are loaded; factory.released_init).
+INITS = ("timm", "released")
+# How the visual encoder tells the frames apart: "shared" = one spatial position table for every
+# frame plus a learned embedding per frame (rq 0.1); "per-frame" = one learned position per
+# (frame, patch), as the authors' code.
+VISUAL_POSITIONS = ("shared", "per-frame")
 
 
 @dataclass(frozen=True)
 class RollingQConfig:
-    # rho = sigma in the official code: how hard alpha reacts to AIR. With rho = 1 an AIR of 0.5
-    # (a clearly biased query) gives alpha = 0.27, i.e. the anchor leans ~3:1 to the neglected side.
-    rho: float = 1.0
-    # |AIR| must exceed beta to rotate. AIR lives in [-2, 2]; 0.1 ignores the small imbalance an
-    # untrained model has by chance while catching the bias the paper reports.
-    beta: float = 0.1
-    max_rotations: int = 1          # r_time; the official default
-    # "running": means gathered during the epoch (no extra cost); "pass": an extra forward pass over
-    # the training set when a rotation is due (the paper). Running is the default: same estimate of
-    # the same quantities, one less pass over the data.
-    stats: str = "running"
+    """The rule's settings. The defaults are the released code's argument-parser defaults (r_time 1,
+    beta 0, sigma 0, an extra statistics pass, AIR of the last batch): one rotation at the end of
+    epoch 0 with alpha = 1/2. The paper does not publish the values behind its tables."""
+    # rho = sigma in the official code: how hard alpha reacts to AIR. 0 = alpha is always 1/2, the
+    # anchor halfway between the two modalities' mean keys. rho = 1 with an AIR of 0.5 (a clearly
+    # biased query) gives alpha = 0.27, i.e. an anchor leaning ~3:1 to the neglected side.
+    rho: float = 0.0
+    # |AIR| must exceed beta to rotate. AIR lives in [-2, 2]; 0 rotates at the first epoch end
+    # whatever the imbalance; 0.1 ignores the small imbalance an untrained model has by chance.
+    beta: float = 0.0
+    max_rotations: int = 1          # r_time
+    # "pass": an extra no-grad pass over the training loader when a rotation is due (model in eval
+    # mode, augmentations on), as the released code. "running": means gathered while training (no
+    # extra pass); where the query does not depend on the input (the first fusion layer's CLS
+    # query) E[q] is the current query itself, so the rotation takes it exactly onto the anchor.
+    stats: str = "pass"
     rotation: str = "svd"           # "svd" is the paper's construction; "minimal" the plane rotation
-    # "epoch": AIR averaged over every sample of the epoch; "last-batch": the official behaviour.
-    air_scope: str = "epoch"
+    # "last-batch": AIR of the epoch's last training batch, as the released code; "epoch": AIR over
+    # every training sample of the epoch (one batch is a noisy estimate).
+    air_scope: str = "last-batch"
 
     def __post_init__(self):
         _one_of("rq stats", self.stats, ("running", "pass"))
@@ -40,14 +56,24 @@ class ModelConfig:
     patch: int = 16
     image_size: int = 224
     frames: int = 3                 # frames per clip the visual encoder sees
-    spec_bins: int = 257            # spectrogram height F
-    spec_frames: int = 1004         # spectrogram width T
+    # The spectrogram as the shards store it, rows x columns: F x T for the STFT front ends, frames x
+    # bins for the Kinetics filter bank (1024 x 128, as the released code stores it).
+    spec_bins: int = 257
+    spec_frames: int = 1004
+    audio_transpose: bool = False   # patch the stored spectrogram transposed (the released code does)
     fusion_layers: int = 1          # 1 = Vanilla MT, 2 = MT*
     fusion_heads: int = 1           # the official fusion attention is single-head
-    dropout: float = 0.0
+    fusion_block: str = "released"
+    fusion_dropout: float = 0.2     # released block: on the attention weights and on its output
+    dropout: float = 0.0            # encoders (and the prenorm fusion block)
+    visual_positions: str = "shared"
+    init: str = "timm"
 
     def __post_init__(self):
         _one_of("method", self.method, METHODS)
+        _one_of("fusion_block", self.fusion_block, FUSION_BLOCKS)
+        _one_of("init", self.init, INITS)
+        _one_of("visual_positions", self.visual_positions, VISUAL_POSITIONS)
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if self.dim % self.heads or self.dim % self.fusion_heads:
@@ -58,24 +84,41 @@ class ModelConfig:
             raise ValueError(f"spectrogram {self.spec_bins}x{self.spec_frames} is smaller than one {self.patch}px patch")
         if self.frames < 1 or self.depth < 1 or self.fusion_layers < 1:
             raise ValueError("frames, depth and fusion_layers must be >= 1")
+        if not 0 <= self.fusion_dropout < 1 or not 0 <= self.dropout < 1:
+            raise ValueError("dropout and fusion_dropout must be in [0, 1)")
+
+    @property
+    def audio_image(self) -> tuple[int, int]:
+        """The (height, width) the audio encoder patches: the stored spectrogram, transposed or not."""
+        return (self.spec_frames, self.spec_bins) if self.audio_transpose else (self.spec_bins, self.spec_frames)
 
     @property
     def audio_grid(self) -> tuple[int, int]:
         """Token grid of the spectrogram: a stride-`patch` convolution drops the remainder rows/columns."""
-        return self.spec_bins // self.patch, self.spec_frames // self.patch
+        return self.audio_image[0] // self.patch, self.audio_image[1] // self.patch
 
     @property
     def image_grid(self) -> tuple[int, int]:
         return self.image_size // self.patch, self.image_size // self.patch
 
 
+# The released code's model details, shared by its two datasets' presets.
+_RELEASED = dict(audio_transpose=True, visual_positions="per-frame", init="released")
+
 PRESETS: dict[str, dict] = {
-    # Kinetics-Sounds: 3 frames, 10 s of audio -> 257 x 1004 (the paper's text; README "presets").
+    # The paper's text: Kinetics-Sounds 3 frames, 10 s at 16 kHz, hop 159 -> 257 x 1004 (992 tokens).
     "ks": dict(frames=3, spec_bins=257, spec_frames=1004),
-    # CREMA-D: 1 frame, 3 s of audio -> 257 x 299.
+    # CREMA-D: 1 frame, 3 s -> 257 x 299 (288 tokens).
     "cremad": dict(frames=1, spec_bins=257, spec_frames=299),
-    # Small enough to train on a 2-core CPU; frames and spec_frames come from the data.
-    "tiny": dict(dim=64, depth=2, heads=4, mlp_dim=128, patch=16, image_size=64),
+    # The released code's inputs: a 1024 x 128 log-mel filter bank (frames x bins), patched as
+    # 128 x 1024 -> 8 x 64 = 512 tokens (`rq preprocess --audio-features ks-fbank`) ...
+    "ks-official": dict(frames=3, spec_bins=1024, spec_frames=128, **_RELEASED),
+    # ... and a 257 x 188 STFT at 22.05 kHz, patched as 188 x 257 -> 11 x 16 = 176 tokens
+    # (`--audio-features cremad-official`).
+    "cremad-official": dict(frames=1, spec_bins=257, spec_frames=188, **_RELEASED),
+    # Small enough to train on a 2-core CPU; frames and the spectrogram's shape come from the data.
+    # Its fusion block is today's pre-norm one: see README "presets" for the measurement behind it.
+    "tiny": dict(dim=64, depth=2, heads=4, mlp_dim=128, patch=16, image_size=64, fusion_block="prenorm"),
 }
 
 
@@ -88,6 +131,12 @@ def preset_config(name: str, num_classes: int, method: str = "rollingq", **overr
     if unknown:
         raise ValueError(f"unknown model setting(s): {', '.join(sorted(unknown))}")
     return ModelConfig(num_classes=num_classes, method=method, **fields)
+
+
+def preset_input_shape(name: str) -> tuple[int, int] | None:
+    """The stored spectrogram shape a preset is made for, or None when it takes the data's (tiny)."""
+    preset = PRESETS[name]
+    return (preset["spec_bins"], preset["spec_frames"]) if "spec_bins" in preset else None
 
 
 def _one_of(what: str, value: str, choices: tuple[str, ...]) -> None:

@@ -6,12 +6,22 @@ from collections.abc import Callable
 import torch.nn as nn
 
 from .config import ModelConfig
-from .fusion import AttentionFusion, ConcatFusion, PreNormFusionLayer
+from .fusion import AttentionFusion, ConcatFusion, PreNormFusionLayer, ReleasedFusionLayer
 from .model import MultimodalTransformer
 from .vit import ViTEncoder
 
 
 def _attention(cfg: ModelConfig, rolling: bool) -> nn.Module:
+    """Vanilla MT's fusion: `fusion_layers` attention layers over [fusion CLS; audio; visual].
+
+    released: the authors' layer over every encoder token, the encoders' CLS tokens included, its
+    output classified as it is (MT*, which the release does not have, stacks these layers as they
+    are: layer 2 attends over layer 1's outputs). prenorm: rq 0.1's block (pre-norm, residual, a
+    final LayerNorm) over the encoders' patch tokens only."""
+    if cfg.fusion_block == "released":
+        layers = [ReleasedFusionLayer(cfg.dim, cfg.fusion_heads, cfg.fusion_dropout, rolling)
+                  for _ in range(cfg.fusion_layers)]
+        return AttentionFusion(cfg.dim, layers, nn.Identity(), encoder_cls=True)
     layers = [PreNormFusionLayer(cfg.dim, cfg.fusion_heads, cfg.dropout, rolling) for _ in range(cfg.fusion_layers)]
     return AttentionFusion(cfg.dim, layers, nn.LayerNorm(cfg.dim, eps=1e-6), encoder_cls=False)
 
@@ -27,20 +37,42 @@ METHOD_MODALITIES = {"unimodal-audio": ("audio",), "unimodal-visual": ("visual",
 DEFAULT_MODALITIES = ("audio", "visual")
 
 
-def _vit(cfg: ModelConfig, in_chans: int, grid: tuple[int, int], frames: int = 0) -> nn.Module:
+def _vit(cfg: ModelConfig, in_chans: int, grid: tuple[int, int], **kw) -> nn.Module:
     return ViTEncoder(in_chans, grid, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, mlp_dim=cfg.mlp_dim,
-                      patch=cfg.patch, dropout=cfg.dropout, frames=frames)
+                      patch=cfg.patch, dropout=cfg.dropout, **kw)
 
 
 # Modality -> its encoder: a ViT over the spectrogram as a 1-channel image, or over k RGB frames.
 ENCODERS: dict[str, Callable[[ModelConfig], nn.Module]] = {
-    "audio": lambda cfg: _vit(cfg, 1, cfg.audio_grid),
-    "visual": lambda cfg: _vit(cfg, 3, cfg.image_grid, frames=cfg.frames),
+    "audio": lambda cfg: _vit(cfg, 1, cfg.audio_grid, transpose=cfg.audio_transpose),
+    "visual": lambda cfg: _vit(cfg, 3, cfg.image_grid, frames=cfg.frames,
+                               per_frame_positions=cfg.visual_positions == "per-frame"),
 }
 
 
 def create_model(cfg: ModelConfig) -> MultimodalTransformer:
     """The model a ModelConfig describes."""
     modalities = METHOD_MODALITIES.get(cfg.method, DEFAULT_MODALITIES)
-    return MultimodalTransformer({m: ENCODERS[m](cfg) for m in modalities}, METHOD_FUSION[cfg.method](cfg),
-                                 cfg.num_classes, cfg.dim)
+    model = MultimodalTransformer({m: ENCODERS[m](cfg) for m in modalities}, METHOD_FUSION[cfg.method](cfg),
+                                  cfg.num_classes, cfg.dim)
+    if cfg.init == "released":
+        released_init(model)
+    return model
+
+
+def released_init(model: nn.Module) -> None:
+    """The released code's initialisation (its `weight_init`, applied to the whole model before the
+    pretrained encoder weights are loaded): Xavier-normal weights and zero biases on every Linear
+    (encoder blocks, fusion, classifier, probes); Kaiming-normal (fan_out) on the audio patch
+    convolution, its only nn.Conv2d (its visual patch embedding is a Conv3d, left at PyTorch's
+    default, as ours is); the encoders' CLS tokens N(0, 1e-6) as its backbone sets them."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_normal_(m.weight)
+            nn.init.zeros_(m.bias)
+    encoders = getattr(model, "encoders", {})
+    if "audio" in encoders:
+        nn.init.kaiming_normal_(encoders["audio"].patch_embed.proj.weight, mode="fan_out", nonlinearity="relu")
+    for enc in encoders.values():
+        if isinstance(enc, ViTEncoder):
+            nn.init.normal_(enc.cls_token, std=1e-6)

@@ -7,6 +7,7 @@ any layer that reports FusionStats and may hold a `rotation` buffer plugs into i
 controller (balance.py) works on every such layer. `ConcatFusion` is the static baseline.
 """
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -48,9 +49,15 @@ class RotatableQuery(nn.Module):
     def rotate(self, q_cls: Tensor) -> Tensor:
         if self.rotation is None:
             return q_cls
-        # rows: (R·q)ᵀ = qᵀ·Rᵀ, in fp32 even under bf16 autocast (a bf16 R is orthogonal only to ~1e-2)
-        with torch.autocast(q_cls.device.type, enabled=False):
+        # rows: (R·q)ᵀ = qᵀ·Rᵀ, in fp32 even under bf16 autocast (a bf16 R is orthogonal only to ~1e-2).
+        # The meta device (`rq model` counts there) has no autocast to switch off.
+        off = torch.autocast(q_cls.device.type, enabled=False) if q_cls.device.type != "meta" else nullcontext()
+        with off:
             return (q_cls.float() @ self.rotation.float().T).to(q_cls.dtype)
+
+    def rotation_macs(self) -> int:
+        """Multiply-accumulates of the rotation per sample: one D x D product on the CLS query."""
+        return 0 if self.rotation is None else self.rotation.numel()
 
 
 def cls_stats(q_cls: Tensor, k: Tensor, attn: Tensor, spans: dict[str, slice]) -> FusionStats:
@@ -59,6 +66,32 @@ def cls_stats(q_cls: Tensor, k: Tensor, attn: Tensor, spans: dict[str, slice]) -
     return FusionStats(q=q_cls.detach(),
                        keys={m: k[:, s].detach().mean(dim=1) for m, s in spans.items()},
                        shares={m: a[:, :, s].sum(-1).mean(1) for m, s in spans.items()})
+
+
+def attend(q_cls: Tensor, q_rest: Tensor | None, k: Tensor, v: Tensor, heads: int, dropout: float,
+           training: bool) -> tuple[Tensor, Tensor]:
+    """Scaled dot-product attention of the CLS query [B, D] (and, unless q_rest is None, the other
+    queries [B, N-1, D]) over keys and values [B, N, D], split into `heads`, scale 1/√(D/heads),
+    dropout on the attention weights. Returns (outputs [B, 1 or N, D] with heads merged, the CLS
+    row's attention before dropout [B, H, N]). The CLS row is computed explicitly because its
+    weights are what the metrics and RollingQ read; the other rows go through the fused kernel."""
+    b, n, d = k.shape
+    kh, vh = (t.view(b, n, heads, d // heads).transpose(1, 2) for t in (k, v))
+    scores = (q_cls.view(b, heads, 1, d // heads) @ kh.transpose(-2, -1)) * (d // heads) ** -0.5
+    attn = scores.softmax(dim=-1)                                         # [B, H, 1, N]
+    drop = dropout if training else 0.0
+    out = F.dropout(attn, drop, training) @ vh                            # [B, H, 1, d/h]
+    if q_rest is not None:
+        rest = F.scaled_dot_product_attention(q_rest.view(b, n - 1, heads, d // heads).transpose(1, 2), kh, vh,
+                                              dropout_p=drop)
+        out = torch.cat([out, rest], dim=2)
+    return out.transpose(1, 2).reshape(b, -1, d), attn[:, :, 0]
+
+
+def attention_macs(x: Tensor, cls_only: bool) -> int:
+    """Multiply-accumulates of the attention products (QKᵀ and AV) of one fusion layer call on x [B, N, D]."""
+    b, n, d = x.shape
+    return 2 * b * (1 if cls_only else n) * n * d
 
 
 class PreNormFusionLayer(RotatableQuery):
@@ -84,22 +117,55 @@ class PreNormFusionLayer(RotatableQuery):
     def forward(self, x: Tensor, spans: dict[str, slice], cls_only: bool) -> tuple[Tensor, FusionStats]:
         """x [B, N, D] -> (x updated, stats). With cls_only (the last layer) only the CLS row is
         computed and the returned x is [B, 1, D]: nothing reads the other tokens after it."""
-        b, n, d = x.shape
-        h = self.heads
         q, k, v = self.qkv(self.norm(x)).chunk(3, dim=-1)
         q_cls = self.rotate(q[:, 0])
-        kh = k.view(b, n, h, d // h).transpose(1, 2)
-        vh = v.view(b, n, h, d // h).transpose(1, 2)
-        scores = (q_cls.view(b, h, 1, d // h) @ kh.transpose(-2, -1)) * (d // h) ** -0.5
-        attn = scores.softmax(dim=-1)                                     # [B, H, 1, N]
-        drop = self.dropout if self.training else 0.0
-        out = F.dropout(attn, drop, self.training) @ vh                   # [B, H, 1, d/h]
-        if not cls_only:
-            rest = F.scaled_dot_product_attention(q[:, 1:].view(b, n - 1, h, d // h).transpose(1, 2), kh, vh,
-                                                  dropout_p=drop)
-            out = torch.cat([out, rest], dim=2)
-        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, -1, d)))
-        return x[:, :out.shape[1]] + out, cls_stats(q_cls, k, attn[:, :, 0], spans)
+        out, attn = attend(q_cls, None if cls_only else q[:, 1:], k, v, self.heads, self.dropout, self.training)
+        out = self.proj_drop(self.proj(out))
+        return x[:, :out.shape[1]] + out, cls_stats(q_cls, k, attn, spans)
+
+    def cls_query(self, cls: Tensor) -> Tensor:
+        """The query [D] used for a CLS input vector [D] (rotation included)."""
+        return self.rotate(self.qkv(self.norm(cls[None]))[:, :cls.shape[-1]])[0]
+
+    def matmul_macs(self, x: Tensor, spans: dict[str, slice], cls_only: bool) -> int:
+        return attention_macs(x, cls_only) + x.shape[0] * self.rotation_macs()
+
+
+class ReleasedFusionLayer(RotatableQuery):
+    """The fusion layer of the authors' code: attention with separate q, k, v maps (D -> D, bias),
+    scale 1/√(D/heads), dropout on the attention weights, an output map, dropout again. No residual,
+    no LayerNorm applied, no MLP: the layer's output IS the attention's output, so the classifier
+    reads the fusion CLS row of the mixed values directly. With its input a constant CLS token, the
+    first layer's CLS query is a function of the parameters only (see `cls_query`).
+
+    The release creates a LayerNorm here and never applies it. It is kept (frozen: no gradient, so
+    DDP and the optimiser skip it; it changes no output) so the parameter count equals Table 4's.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float, rolling: bool):
+        super().__init__(dim, rolling)
+        self.heads, self.dropout = heads, dropout
+        self.q, self.k, self.v, self.proj = (nn.Linear(dim, dim) for _ in range(4))
+        self.proj_drop = nn.Dropout(dropout)
+        self.unused_norm = nn.LayerNorm(dim, eps=1e-6).requires_grad_(False)
+        for m in (self.q, self.k, self.v, self.proj):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor, spans: dict[str, slice], cls_only: bool) -> tuple[Tensor, FusionStats]:
+        """x [B, N, D] -> (the attention output [B, N, D], or [B, 1, D] with cls_only, and stats)."""
+        q_cls = self.rotate(self.q(x[:, 0]))
+        k, v = self.k(x), self.v(x)
+        out, attn = attend(q_cls, None if cls_only else self.q(x[:, 1:]), k, v, self.heads, self.dropout,
+                           self.training)
+        return self.proj_drop(self.proj(out)), cls_stats(q_cls, k, attn, spans)
+
+    def cls_query(self, cls: Tensor) -> Tensor:
+        """The query [D] used for a CLS input vector [D] (rotation included)."""
+        return self.rotate(self.q(cls[None]))[0]
+
+    def matmul_macs(self, x: Tensor, spans: dict[str, slice], cls_only: bool) -> int:
+        return attention_macs(x, cls_only) + x.shape[0] * self.rotation_macs()
 
 
 class AttentionFusion(nn.Module):
@@ -126,6 +192,15 @@ class AttentionFusion(nn.Module):
             x, s = layer(x, spans, cls_only=i == len(self.layers) - 1)
             stats.append(s)
         return self.norm(x[:, 0]), stats
+
+    @torch.no_grad()
+    def fixed_queries(self) -> list[Tensor | None]:
+        """Per layer, the CLS query as used [D] when it does not depend on the input, else None. The
+        first layer's CLS input is the constant fusion CLS token, so a layer that can say which query
+        a CLS vector gets (`cls_query`) has an input-independent query there; later layers see mixed
+        tokens. RollingQ's running statistics take E[q] from here."""
+        first = getattr(self.layers[0], "cls_query", None) if len(self.layers) else None
+        return [first(self.cls_token[0, 0]) if i == 0 and first is not None else None for i in range(len(self.layers))]
 
 
 class ConcatFusion(nn.Module):

@@ -81,8 +81,8 @@ def upgrade_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def parameter_count(model: nn.Module, buffers: bool = False) -> int:
     """Number of parameters; with buffers=True also the floating-point buffers (the RollingQ
-    rotation), the way the paper's Table 4 counts RollingQ's extra 768x768. Integer counters
-    (rotations_done) are bookkeeping, not weights, and never counted."""
+    rotation, which Table 4 counts as RollingQ's extra 768x768; Table 4 itself counts leaf modules
+    only: rollingq.summary). Integer counters (rotations_done) are bookkeeping, never counted."""
     n = sum(p.numel() for p in model.parameters())
     if buffers:
         n += sum(b.numel() for b in model.buffers() if b.is_floating_point())

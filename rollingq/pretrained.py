@@ -2,12 +2,18 @@
 
 Accepted files: `.safetensors` and `.pth`/`.pt` holding timm's state_dict names, and `.npz` in the
 original google-research / big_vision layout (`Transformer/encoderblock_N/...`), converted to timm
-names first. One filter then adapts the timm weights to each encoder:
+names first. The MIIL ImageNet-21K-P weights the paper cites (Ridnik et al. 2021; timm's
+`vit_base_patch16_224_miil_in21k`) are timm names too, with two differences: the attention's qkv
+map has no bias, and the head has 11,221 classes (no pre-logits layer). One filter then adapts the
+weights to each encoder:
 - only blocks 0..depth-1 are used (the paper keeps the first 4 of 12);
+- a checkpoint without qkv biases (MIIL) gives zero qkv biases: the encoder then computes what the
+  checkpoint's bias-free attention computes, whatever its own initialisation was;
 - the audio patch embedding is the RGB kernel summed over its 3 input channels (a gray image
   through the RGB filter gives the same response);
 - position embeddings are resampled bilinearly from the checkpoint's square grid (14x14 for
-  224/16) to each encoder's grid, which for audio is not square (16 x 62 for 257 x 1004).
+  224/16) to each encoder's grid, which for audio is not square (16 x 62 for 257 x 1004); with one
+  position per (frame, patch) (the released visual encoder) every frame starts from the same table.
 """
 import math
 from dataclasses import dataclass
@@ -27,10 +33,15 @@ class LoadReport:
     missing: list[str]         # encoder parameters the checkpoint did not provide
     unexpected: list[str]      # checkpoint tensors not used (later blocks, classifier head, ...)
     path: Path | None = None
+    layout: str = "timm"       # timm | big_vision | miil
 
     def lines(self) -> list[str]:
         """What a person should see: what was loaded, left out and left at random init."""
-        text = [f"pretrained {self.path}: {self.loaded} tensors loaded into the encoders"]
+        text = [f"pretrained {self.path} ({self.layout} layout): {self.loaded} tensors loaded into the encoders"]
+        if self.layout == "miil":
+            text.append("  qkv biases: none in the checkpoint (MIIL ImageNet-21K-P), set to 0; its weights were "
+                        "trained on [0, 1] pixels without mean/std, rq feeds ImageNet-normalised frames as the "
+                        "released code does")
         # Blocks beyond the model's depth are dropped on purpose: summarise them in one line.
         later = [k for k in self.unexpected if k.startswith("blocks.")]
         if later:
@@ -63,7 +74,8 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
         loaded += len(target)
         missing += [f"{name}.{k}" for k in own if k not in target]
     unexpected = sorted(k for k in weights if k not in used)
-    return LoadReport(loaded, missing, unexpected, path)
+    layout = "big_vision" if path.suffix.lower() == ".npz" else "miil" if _without_qkv_bias(weights) else "timm"
+    return LoadReport(loaded, missing, unexpected, path, layout)
 
 
 def read_checkpoint(path: Path) -> dict[str, Tensor]:
@@ -112,8 +124,19 @@ def _adapt(weights: dict[str, Tensor], enc: ViTEncoder, path: Path) -> dict[str,
             raise ValueError(f"{path}: cannot adapt a {kernel.shape[1]}-channel patch kernel to {in_chans} channels")
         kernel = kernel.sum(dim=1, keepdim=True)
     target["patch_embed.proj.weight"] = kernel
-    target["pos_embed"] = resample_pos_embed(weights["pos_embed"], enc.grid, path)
+    pos = resample_pos_embed(weights["pos_embed"], enc.grid, path)
+    tables = (enc.pos_embed.shape[1] - 1) // (enc.grid[0] * enc.grid[1])   # > 1: one table per frame
+    target["pos_embed"] = torch.cat([pos[:, :1], pos[:, 1:].repeat(1, tables, 1)], dim=1)
+    if _without_qkv_bias(weights):
+        for i in range(depth):
+            if f"blocks.{i}.attn.qkv.weight" in weights:
+                target[f"blocks.{i}.attn.qkv.bias"] = torch.zeros(enc.blocks[i].attn.qkv.out_features)
     return target
+
+
+def _without_qkv_bias(weights: dict[str, Tensor]) -> bool:
+    """The MIIL layout: timm names, attention qkv weights without biases."""
+    return "blocks.0.attn.qkv.weight" in weights and "blocks.0.attn.qkv.bias" not in weights
 
 
 def resample_pos_embed(pos: Tensor, grid: tuple[int, int], path: Path | str = "checkpoint") -> Tensor:

@@ -34,9 +34,10 @@ def imbalance_alpha(air: float, rho: float) -> float:
 def balanced_anchor(mean_q: Tensor, mean_k_audio: Tensor, mean_k_visual: Tensor, air: float, rho: float) -> Tensor:
     """The anchor q_b: the direction α·E[k̂_a]/‖E[k̂_a]‖ + (1−α)·E[k̂_v]/‖E[k̂_v]‖, with length ‖E[q]‖.
 
-    The paper multiplies the mixed direction by ‖E[q]‖ without normalising it first; its length is
-    then below ‖E[q]‖ (unless α is 0 or 1) and no rotation could reach it. Only the direction matters
-    to the rotation, so we normalise the mix: R·E[q] = q_b then holds exactly.
+    The paper's formula multiplies the mixed direction by ‖E[q]‖ without normalising it first; its
+    length is then below ‖E[q]‖ (unless α is 0 or 1) and no rotation could reach it. The released
+    code normalises the mix (since its 21 Jun 2025 commit, of the unit keys, as here), so R·E[q] = q_b
+    holds exactly.
     """
     q = mean_q.double()
     alpha = imbalance_alpha(air, rho)

@@ -23,6 +23,11 @@ class Attention(nn.Module):
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, d)))
 
+    def matmul_macs(self, x: Tensor) -> int:
+        """Multiply-accumulates of QKᵀ and AV for x [B, N, D] (the Linear maps count on their own)."""
+        b, n, d = x.shape
+        return 2 * b * n * n * d
+
 
 class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int, dropout: float):
@@ -63,19 +68,24 @@ class ViTEncoder(nn.Module):
     """CLS + learned absolute position embeddings + pre-norm blocks + final norm.
 
     Input [B, C, H, W], or [B, k, C, H, W] for k frames: every frame goes through the same patch
-    embedding and position embeddings, gets its own learned temporal embedding, and the k·N tokens
-    share one CLS. `grid` is the token grid (rows, cols) and need not be square (spectrograms).
+    embedding and the k·N tokens share one CLS. `per_frame_positions` False: every frame gets the
+    same spatial position embeddings plus its own learned temporal embedding; True: one learned
+    position per (frame, patch), as the released code (pos_embed then has 1 + k·N rows). `grid` is
+    the token grid (rows, cols) and need not be square (spectrograms). `transpose`: the input's
+    last two axes are swapped before patching (the released code patches its spectrograms so).
     """
 
     def __init__(self, in_chans: int, grid: tuple[int, int], dim: int, depth: int, heads: int,
-                 mlp_dim: int, patch: int, dropout: float, frames: int = 0):
+                 mlp_dim: int, patch: int, dropout: float, frames: int = 0, per_frame_positions: bool = False,
+                 transpose: bool = False):
         super().__init__()
-        self.grid, self.patch, self.frames = grid, patch, frames
+        self.grid, self.patch, self.frames, self.transpose = grid, patch, frames, transpose
         self.patch_embed = PatchEmbed(in_chans, dim, patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid[0] * grid[1], dim))
-        # frames = 0: a single image (the spectrogram), no temporal embedding.
-        self.temporal_embed = nn.Parameter(torch.zeros(1, frames, 1, dim)) if frames else None
+        tables = frames if frames and per_frame_positions else 1
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + tables * grid[0] * grid[1], dim))
+        # frames = 0: a single image (the spectrogram), no temporal embedding; nor with per-frame positions.
+        self.temporal_embed = nn.Parameter(torch.zeros(1, frames, 1, dim)) if frames and tables == 1 else None
         self.pos_drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_dim, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
@@ -93,18 +103,20 @@ class ViTEncoder(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         """[B, (k,) C, H, W] -> tokens [B, 1 + k·N, D] after the final norm; token 0 is the CLS."""
         b = x.shape[0]
-        k = x.shape[1] if self.temporal_embed is not None else 1
-        expected = (self.grid[0] * self.patch, self.grid[1] * self.patch)
-        if (x.shape[-2] // self.patch, x.shape[-1] // self.patch) != self.grid or (
-                self.temporal_embed is not None and k != self.frames):
-            raise ValueError(f"input {tuple(x.shape[1:])} does not fit this encoder "
-                             f"({self.frames or 1} x {expected[0]}x{expected[1]} after cropping to patches)")
-        tokens = self.patch_embed(x.reshape(b * k, *x.shape[-3:])) + self.pos_embed[:, 1:]
-        tokens = tokens.view(b, k, -1, tokens.shape[-1])
-        if self.temporal_embed is not None:
-            tokens = tokens + self.temporal_embed
+        k = x.shape[1] if self.frames else 1
+        image = x.transpose(-2, -1) if self.transpose else x
+        if (image.shape[-2] // self.patch, image.shape[-1] // self.patch) != self.grid or (self.frames and k != self.frames):
+            want = (self.grid[0] * self.patch, self.grid[1] * self.patch)[::-1 if self.transpose else 1]
+            raise ValueError(f"input {tuple(x.shape[1:])} does not fit this encoder ({self.frames or 1} x "
+                             f"{want[0]}x{want[1]}{', patched transposed' if self.transpose else ''}, "
+                             "after cropping to patches)")
+        tokens = self.patch_embed(image.reshape(b * k, *image.shape[-3:])).view(b, k, -1, self.pos_embed.shape[-1])
+        if self.temporal_embed is not None:   # one spatial table for every frame, plus the frame's own embedding
+            tokens = (tokens + self.pos_embed[:, None, 1:] + self.temporal_embed).flatten(1, 2)
+        else:                                 # one position per (frame, patch), or a single image
+            tokens = tokens.flatten(1, 2) + self.pos_embed[:, 1:]
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1)
-        x = self.pos_drop(torch.cat([cls, tokens.flatten(1, 2)], dim=1))
+        x = self.pos_drop(torch.cat([cls, tokens], dim=1))
         for block in self.blocks:
             x = block(x)
         return self.norm(x)

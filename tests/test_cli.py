@@ -34,7 +34,8 @@ def test_help_shows_panels_defaults_and_types_in_words(rq):
     for panel in ("Input", "Model", "Optimisation", "RollingQ", "Run and output"):
         assert f"─ {panel} " in text, panel
     flat = " ".join(text.replace("│", " ").split())
-    assert "Epochs [ks 30, cremad 30, tiny 4]" in flat and "[0.1]" in flat       # from the presets, RollingQConfig
+    assert "Epochs [ks, cremad, ks-official, cremad-official 30; tiny 4]" in flat      # from the presets
+    assert "|AIR| > beta [0]" in flat                                                  # RollingQConfig
     assert not re.search(r"[A-Za-z] \.(\s|$)", flat), "an empty default placeholder"
     assert "<float>" not in text and "list[str]" not in text and "NUMBER" in text
     for command in (("preprocess", "cremad"), ("eval",), ("synth",), ("report",), ("bench", "loader")):

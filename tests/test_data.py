@@ -81,6 +81,46 @@ def test_loader_picks_centres_for_eval_and_segment_frames_for_training(shards):
     assert len({tuple(clip) for clip in seen}) > 5  # random, not a fixed pick
 
 
+def test_pick_frames_released_rules():
+    # Kinetics-Sounds (files numbered from 1, our index = file - 1): 10 frames, seg 3.
+    assert pick_frames(10, 3, None, "released-ks") == [0, 3, 6]
+    rng = np.random.default_rng(0)
+    draws = np.array([pick_frames(10, 3, rng, "released-ks") for _ in range(300)])
+    for s, allowed in enumerate(({0, 1, 2}, {3, 4, 5}, {6, 7, 8})):   # the 10th frame is never used
+        assert set(draws[:, s]) == allowed
+    assert {tuple(pick_frames(20, 3, rng, "released-ks")) for _ in range(50)} <= {
+        (a, b, c) for a in range(6) for b in range(6, 12) for c in range(8, 9)}   # file numbers stop at 9
+    assert pick_frames(6, 3, rng, "released-ks") == [0, 0, 0] == pick_frames(6, 3, None, "released-ks")
+    # CREMA-D: uniform with replacement over the whole clip, in time order; eval the segment centres.
+    draws = [pick_frames(5, 2, rng, "random") for _ in range(300)]
+    assert all(a <= b for a, b in draws) and {a for a, _ in draws} | {b for _, b in draws} == set(range(5))
+    assert any(a == b for a, b in draws) and pick_frames(5, 2, None, "random") == pick_frames(5, 2, None)
+
+
+def test_per_frame_crops_and_random_test_frames(shards):
+    src = open_source(str(shards[0]))
+
+    def reds(clip):            # the red ramp of each frame: where and how it was cropped (and flipped)
+        return [f[0].float().mean(0) for f in clip]
+
+    def same_crop(clip):
+        r = reds(clip)
+        return all(torch.allclose(r[0], x, atol=4) for x in r[1:])
+
+    for crop, shared in (("clip", True), ("frame", False)):
+        clips = [c for b in train_batches(src, cfg(frame_crop=crop), epoch=0, rank=0, world=1, steps=4)
+                 for c in b["frames"]]
+        assert all(map(same_crop, clips)) if shared else not all(map(same_crop, clips))
+    fixed = [frame_indices(b) for b in eval_batches(src, cfg(frame_pick="random"), split="test")]
+    drawn = [frame_indices(b) for b in eval_batches(src, cfg(frame_pick="random", random_eval_frames=True), split="test")]
+    assert all(clip == [1, 4, 7] for batch in fixed for clip in batch)
+    assert any(clip != [1, 4, 7] for batch in drawn for clip in batch)
+    assert drawn == [frame_indices(b) for b in eval_batches(src, cfg(frame_pick="random", random_eval_frames=True),
+                                                             split="test")]     # seeded: the same draw again
+    # and evaluation frames are still resized whole, never cropped
+    assert all(same_crop(c) for b in eval_batches(src, cfg(random_eval_frames=True), split="test") for c in b["frames"])
+
+
 def test_crop_and_flip_on_uint8():
     jpeg = frame_jpeg(2, 48, 64)
     out = np.empty((16, 16, 3), np.uint8)

@@ -133,3 +133,35 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path):
     save_file(timm_weights(dim=32), str(narrow))
     with pytest.raises(ValueError, match=r"dim32.safetensors: .* has shape"):
         load_pretrained(model(), narrow)
+
+
+def test_miil_imagenet_21k_p_layout(tmp_path):
+    """timm's vit_base_patch16_224_miil_in21k layout: timm names, no qkv biases, an 11,221-class head."""
+    w = {k: v for k, v in timm_weights(seed=1).items() if not k.endswith("attn.qkv.bias")}
+    gen = torch.Generator().manual_seed(2)
+    w["head.weight"], w["head.bias"] = torch.randn(11221, D, generator=gen), torch.randn(11221, generator=gen)
+    path = tmp_path / "vit_base_patch16_224_miil_in21k.pth"
+    torch.save(w, path)
+    m = model()
+    for enc in m.encoders.values():                     # a non-zero init the checkpoint must override
+        torch.nn.init.normal_(enc.blocks[0].attn.qkv.bias)
+    report = load_pretrained(m, path)
+    assert report.layout == "miil" and report.missing == ["visual.temporal_embed"]
+    for enc in m.encoders.values():
+        for i in range(2):
+            assert torch.equal(enc.blocks[i].attn.qkv.weight, w[f"blocks.{i}.attn.qkv.weight"])
+            assert torch.equal(enc.blocks[i].attn.qkv.bias, torch.zeros(3 * D))     # = the bias-free attention
+    assert {"head.weight", "head.bias"} <= set(report.unexpected)
+    printed = "\n".join(report.lines())
+    assert "(miil layout)" in printed and "qkv biases: none in the checkpoint" in printed
+
+
+def test_per_frame_positions_start_from_the_same_table_for_every_frame(checkpoints):
+    w, d = checkpoints
+    torch.manual_seed(0)
+    m = create_model(preset_config("tiny", 3, "mt", frames=2, spec_bins=64, spec_frames=160,
+                                   visual_positions="per-frame"))
+    report = load_pretrained(m, d / "vit.safetensors")
+    pos = m.encoders["visual"].pos_embed
+    assert pos.shape == (1, 1 + 2 * GRID * GRID, D) and report.missing == []
+    assert torch.equal(pos[:, 1:1 + 16], w["pos_embed"][:, 1:]) and torch.equal(pos[:, 17:], w["pos_embed"][:, 1:])

@@ -17,7 +17,7 @@ from rq.pipeline.errors import ClipError, NoAudioStream
 from rq.pipeline.ffmpeg import FfmpegMissing, ffmpeg_binary
 from rq.pipeline.stages.frames import frames_stage
 from rq.pipeline.stages.probe import layout_channels, probe_stage
-from rq.pipeline.stages.settings import AudioDecodeSettings, FrameSettings, SpectrogramSettings
+from rq.pipeline.stages.settings import AudioDecodeSettings, FrameSettings, SpectrogramSettings, canonical
 from rq.pipeline.stages.spectrogram import fit_length, log_spectrogram, spectrogram_stage
 
 ORIGINAL = FrameSettings(frame_size=0, jpeg_quality=95)
@@ -67,6 +67,16 @@ def test_ten_second_clip_gives_ten_frames_at_whole_seconds_in_name_order(tmp_pat
     assert names[0] == "f0000.jpg" and names[-1] == "f0009.jpg"
     # the frame shown at t = k is the one whose pts is k (25 fps grid), not 0.48 s later as `fps=1` gives
     assert np.allclose([frame_time(frames[n]) for n in names], np.arange(10), atol=0.02)
+
+
+def test_middle_frame_times_are_the_released_codes_and_keep_old_cache_keys(tmp_path):
+    clip = make_clip(tmp_path / "ten.mp4", seconds=10, size=(64, 48), audio=False)
+    frames = frames_of(clip, FrameSettings(frame_size=0, jpeg_quality=95, times="middle"))
+    # the last frame before t = k + 0.5 on the 25 fps grid: k + 0.48, what a plain `fps=1` gives
+    assert np.allclose([frame_time(frames[n]) for n in sorted(frames)], np.arange(10) + 0.48, atol=0.02)
+    # The setting joined the cache key after caches existed: at its default, keys stay as they were.
+    assert canonical(FrameSettings()) == '{"fps":1.0,"frame_size":256,"jpeg_quality":90}'
+    assert canonical(FrameSettings(times="middle")) != canonical(FrameSettings())
 
 
 @pytest.mark.parametrize("kind, expected", [

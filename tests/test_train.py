@@ -156,7 +156,8 @@ def test_bf16_autocast_path_runs_on_cpu(small_shards, tmp_path):
     (("--pretrained", "vit.safetensors"), 2, "vit.safetensors: no such checkpoint file"),
 ])
 def test_usage_errors_are_one_line(rq, small_shards, tmp_path, args, code, message):
-    result = rq("train", "--shards", small_shards, "--out", tmp_path / "run", "--device", "cpu", *args)  # last wins
+    result = rq("train", "--shards", small_shards, "--out", tmp_path / "run", "--device", "cpu", "--preset", "tiny",
+                *args)  # last wins
     assert result.exit_code == code
     assert message in result.stderr and "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1

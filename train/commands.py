@@ -14,8 +14,9 @@ from rq.train.trainer.config import default_text as _d   # light: no torch
 
 
 _TRAIN_PANELS = {
-    "Input": ("shards", "manifest", "frames", "image_size", "workers", "shuffle_buffer", "max_steps_per_epoch"),
-    "Model": ("preset", "method", "fusion_layers", "pretrained"),
+    "Input": ("shards", "manifest", "frames", "image_size", "frame_crop", "frame_pick", "random_test_frames", "workers",
+              "shuffle_buffer", "max_steps_per_epoch"),
+    "Model": ("preset", "method", "fusion_layers", "fusion_block", "pretrained"),
     "Runs and selection": ("seeds", "select_on"),
     "Optimisation": ("optimizer", "epochs", "lr", "batch_size", "momentum", "weight_decay", "warmup_epochs",
                      "grad_clip"),
@@ -30,10 +31,12 @@ def train_cmd(
                                 "or shard URL patterns joined by '::'."),
     manifest: Optional[str] = typer.Option(None, help="A local copy of the shards' manifest.json, for URL "
                                            "patterns with none beside them (e.g. pipe: commands)."),
-    preset: Optional[str] = typer.Option(None, help="ks | cremad (the paper's model and settings) | tiny (small "
-                                         "model, 64 px frames, batch 16, 4 epochs, AdamW lr 1e-3: CPU runs, tests, "
-                                         "the demo) [default: the one that fits the shards' spectrograms, frames "
-                                         "per clip and frame size; none fitting stops the run]."),
+    preset: Optional[str] = typer.Option(None, help="ks | cremad (the paper's text: 257x1004 / 257x299 "
+                                         "spectrograms, the released model) | ks-official | cremad-official (the "
+                                         "released code's inputs, 1024x128 filter bank / 257x188 STFT, its init and "
+                                         "frame handling) | tiny (small model, 64 px frames, batch 16, 4 epochs, AdamW "
+                                         "lr 1e-3: CPU runs, tests, the demo) [default: the one that fits the shards' "
+                                         "spectrograms, frames per clip and frame size; none fitting stops the run]."),
     seeds: Optional[str] = typer.Option(None, help="Train one run per seed, e.g. 0,1,2, into OUT/seed<N> (needs "
                                         "--out); rq report aggregates them."),
     select_on: Optional[str] = typer.Option(None, help="Split that picks best.pt: val (default) | test (the "
@@ -58,19 +61,41 @@ def train_cmd(
     grad_clip: Optional[float] = typer.Option(None, help=f"Max gradient norm; 0 = no clipping [{_d('grad_clip')}]."),
     frames: Optional[int] = typer.Option(None, help="Frames per clip [the manifest's frames_per_clip]."),
     image_size: Optional[int] = typer.Option(None, help=f"Frame crop size in pixels [{_d('image_size')}]."),
+    frame_crop: Optional[str] = typer.Option(None, help="clip (one RandomResizedCrop + flip for all of a clip's "
+                                             "frames) | frame (each frame its own: the released code) "
+                                             f"[{_d('frame_crop')}]."),
+    frame_pick: Optional[str] = typer.Option(None, help="segments (a random frame in each of k equal segments, "
+                                             "eval the centres) | released-ks (the released Kinetics-Sounds rule) | "
+                                             "random (k frames drawn uniformly: the released CREMA-D rule, eval the "
+                                             f"centres) [{_d('frame_pick')}]."),
+    random_test_frames: Optional[bool] = typer.Option(None, "--random-test-frames", help="Evaluation draws its "
+                                                      "frames at random too, as the released CREMA-D code does "
+                                                      "(seeded, but test accuracy then depends on the draw).",
+                                                      show_default=False),
     workers: Optional[int] = typer.Option(None, help=f"Loader worker processes per GPU/process [{_d('workers')}]."),
     shuffle_buffer: Optional[int] = typer.Option(None, help=f"Samples in the shuffle buffer [{_d('shuffle_buffer')}]."),
     max_steps_per_epoch: Optional[int] = typer.Option(None, help="Cap on steps per epoch (smoke tests); 0 = none."),
     fusion_layers: Optional[int] = typer.Option(None, help=f"Fusion attention layers: 1 = Vanilla MT, 2 = MT* [{_d('fusion_layers')}]."),
-    pretrained: Optional[Path] = typer.Option(None, help="Local timm ViT-B/16 checkpoint (.safetensors/.npz/.pth) "
-                                              "for both encoders; never downloaded."),
-    rq_rho: Optional[float] = typer.Option(None, help=f"RollingQ rho (official `sigma`): how hard the anchor leans [{_d('rq_rho')}]."),
+    fusion_block: Optional[str] = typer.Option(None, help="released (the authors' layer: single-head attention over "
+                                               "every token, encoder CLS tokens included, dropout 0.2, no residual, no "
+                                               "norm) | prenorm (rq 0.1: pre-norm, residual, final LayerNorm, patch "
+                                               f"tokens only) [{_d('fusion_block')}]."),
+    pretrained: Optional[Path] = typer.Option(None, help="Local ViT-B/16 checkpoint for both encoders: timm names "
+                                              "(.safetensors/.pth, MIIL ImageNet-21K-P included) or big_vision .npz; "
+                                              "never downloaded."),
+    rq_rho: Optional[float] = typer.Option(None, help="RollingQ rho (official `sigma`): how hard the anchor leans "
+                                           f"away from the favoured modality [{_d('rq_rho')}: alpha = 1/2]."),
     rq_beta: Optional[float] = typer.Option(None, help=f"RollingQ rotates when |AIR| > beta [{_d('rq_beta')}]."),
     rq_max_rotations: Optional[int] = typer.Option(None, help=f"RollingQ rotations at most (official `r_time`) [{_d('rq_max_rotations')}]."),
-    rq_stats: Optional[str] = typer.Option(None, help="running (means gathered while training) | pass (the paper: "
-                                           f"an extra forward pass over the training set) [{_d('rq_stats')}]."),
+    rq_stats: Optional[str] = typer.Option(None, help="pass (the released code: an extra no-grad pass over the "
+                                           "training loader) | running (means gathered while training; an "
+                                           "input-independent query is taken as it is now) "
+                                           f"[{_d('rq_stats')}]."),
     rq_rotation: Optional[str] = typer.Option(None, help=f"svd (the paper) | minimal (plane rotation) [{_d('rq_rotation')}]."),
-    rq_air_scope: Optional[str] = typer.Option(None, help=f"epoch (AIR over the epoch) | last-batch (official) [{_d('rq_air_scope')}]."),
+    rq_air_scope: Optional[str] = typer.Option(None, help="last-batch (the released code) | epoch (AIR over every "
+                                               f"training sample of the epoch) [{_d('rq_air_scope')}]. The defaults "
+                                               "of every --rq-* option are the released code's; the paper does not "
+                                               "publish the values behind its tables."),
     seed: Optional[int] = typer.Option(None, help=f"Seed of model init, shuffles and crops [{_d('seed')}]; see --seeds."),
     device: Optional[str] = typer.Option(None, help=f"auto | cpu | cuda | cuda:N [{_d('device')}]."),
     precision: Optional[str] = typer.Option(None, help="auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32."),
@@ -117,9 +142,28 @@ def eval_cmd(
     cli_eval(**options)
 
 
+@command(app, "model")
+def model_cmd(
+    preset: str = typer.Option("ks", help="ks | cremad | ks-official | cremad-official | tiny (257x1004 "
+                               "spectrogram, 3 frames), as for rq train."),
+    method: str = typer.Option("rollingq", help="rollingq | mt | concat | unimodal-audio | unimodal-visual."),
+    classes: Optional[int] = typer.Option(None, min=1, help="Classes [31 for ks*, 6 for cremad*, 4 for tiny].",
+                                          show_default=False),
+    fusion_layers: Optional[int] = typer.Option(None, help=f"Fusion attention layers [{_d('fusion_layers')}]."),
+    fusion_block: Optional[str] = typer.Option(None, help=f"released | prenorm [{_d('fusion_block')}]."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Parameters (all; of leaf modules, the way thop and the paper's Table 4 count them; per part), buffers (the
+    RollingQ rotation), audio and visual token counts and multiply-accumulates per sample of a preset's model.
+    Built on the meta device: no memory, no weights."""
+    from rq.train.model_card import cli_model
+    cli_model(preset, method, classes, fusion_layers, fusion_block, as_json)
+
+
 @command(bench_app, "train")
 def bench_train_cmd(
-    preset: str = typer.Option("tiny", help="tiny | ks | cremad: the model and input shapes to time."),
+    preset: str = typer.Option("tiny", help="tiny | ks | cremad | ks-official | cremad-official: the model and input "
+                               "shapes to time."),
     method: str = typer.Option("rollingq", help="The method whose samples/s is the headline; mt and rollingq are "
                                "always both timed, for RollingQ's overhead."),
     steps: int = typer.Option(20, min=1, help="Timed training steps per method (after warm-up)."),

@@ -1,4 +1,5 @@
-"""Stage `frames`: the frames shown at t = 0, 1/fps, 2/fps, ... as JPEGs, short side `frame_size`.
+"""Stage `frames`: the frames shown at t = 0, 1/fps, 2/fps, ... as JPEGs, short side `frame_size`
+(with times "middle": at t = 1/2, 3/2, ... over fps, the released code's frames).
 
 "Shown at t" = the last frame whose presentation time is <= t. ffmpeg's `fps` filter gives exactly
 that with `round=up` (a frame at 0.96 s maps to output slot 1, and of several frames mapping to a
@@ -34,8 +35,10 @@ def frames_stage(path: Path, inputs: Mapping[str, Mapping[str, bytes]], settings
     if not info["has_video"]:
         raise ClipError(STAGE, "no video stream")
     w, h = output_size(info["width"], info["height"], settings.frame_size)
+    # round=up: slot i collects the frames of ((i-1)/fps, i/fps] and keeps the last, the one shown at
+    # i/fps; round=near (ffmpeg's default): [(i-1/2)/fps, (i+1/2)/fps), the last before (i+1/2)/fps.
     picture = (input_file(path)["V:0"]  # V: a real video stream, never an attached cover picture
-               .filter("fps", fps=settings.fps, round="up", start_time=0)
+               .filter("fps", fps=settings.fps, round="up" if settings.times == "start" else "near", start_time=0)
                .filter("scale", w, h, flags="area"))
     frame_bytes = w * h * 3
     params = [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality]

@@ -6,6 +6,7 @@ import json
 # Metadata of a field added after its stage's first release: left out of the cache key while it has
 # its default, so results cached before the field existed (which were computed that way) stay valid.
 _ADDED_LATER = {"added_later": True}
+FRAME_TIMES = ("start", "middle")
 
 
 @dataclass(frozen=True)
@@ -13,6 +14,9 @@ class FrameSettings:
     fps: float = 1.0          # frames at t = 0, 1/fps, 2/fps, ...
     frame_size: int = 256     # short side in pixels; 0 keeps the original size
     jpeg_quality: int = 90
+    # "start": the frame shown at t = i/fps. "middle": the last frame before t = (i + 1/2)/fps, what
+    # ffmpeg's fps filter gives by default, as in the released code's 1 fps frames (t = i + 0.5 s).
+    times: str = field(default="start", metadata=_ADDED_LATER)
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,29 @@ Box = tuple[float, float, float, float]  # (top, left, bottom, right) as fractio
 FULL: Box = (0.0, 0.0, 1.0, 1.0)
 
 
-def pick_frames(n_frames: int, k: int, rng: np.random.Generator | None) -> list[int]:
-    """One frame index in each of `k` equal segments of `n_frames`: a random one when `rng` is
-    given (training), the segment centre otherwise (evaluation). Fewer frames than segments
-    repeats frames rather than failing, so a short clip still yields `k`."""
+def pick_frames(n_frames: int, k: int, rng: np.random.Generator | None, rule: str = "segments") -> list[int]:
+    """Which k of a clip's `n_frames` frames (indices in time order) a sample uses; random when `rng`
+    is given (training), fixed otherwise (evaluation). Fewer frames than needed repeats frames rather
+    than failing, so a short clip still yields `k`.
+
+    segments: one frame in each of k equal segments, a random one or the segment centre.
+    released-ks: the released Kinetics-Sounds loader's rule, on its frame files numbered from 1 (ffmpeg's
+      default; file t is our index t - 1): with more than 6 frames, seg = n // k, training draws file
+      t in [i·seg + 1, i·seg + seg] (at most 9: it cannot name a file 10), evaluation takes
+      i·seg + max(seg // 2, 1); with 6 or fewer, file 1 every time.
+    random: k frames drawn uniformly with replacement, in time order (the released CREMA-D loader);
+      without `rng`, the segment centres."""
+    if rule == "released-ks":
+        if n_frames <= 6:
+            return [0] * k
+        seg = n_frames // k
+        files = ([min(int(rng.integers(i * seg + 1, i * seg + seg + 1)), 9) for i in range(k)] if rng is not None
+                 else [i * seg + max(seg // 2, 1) for i in range(k)])
+        return [min(t, n_frames) - 1 for t in files]
+    if rule == "random" and rng is not None:
+        return sorted(int(i) for i in rng.integers(0, n_frames, k))
+    if rule not in ("segments", "random"):
+        raise ValueError(f"unknown frame rule {rule!r}")
     picks = []
     for s in range(k):
         lo = min(s * n_frames // k, n_frames - 1)

@@ -63,6 +63,9 @@ class DataConfig:
     seed: int = 0
     pin_memory: bool = field(default_factory=torch.cuda.is_available)
     crop_scale: tuple[float, float] = (0.08, 1.0)   # RandomResizedCrop area fraction
+    frame_crop: str = "clip"          # "clip": one crop + flip for all of a clip's frames; "frame": each its own
+    frame_pick: str = "segments"      # which frames: augment.pick_frames's rule
+    random_eval_frames: bool = False  # evaluation picks its frames at random too (seeded), as training does
 
 
 def shard_order(n_shards: int, seed: int, epoch: int, cycle: int = 0) -> list[int]:
@@ -187,7 +190,9 @@ class _Epoch(IterableDataset):
             samples = _read(urls, ((k, (self.rank - k) % self.world, None, self.world)
                                    for k in range(worker, len(urls), workers)), log)
             augment = None
-        clips = _decoded(samples, cfg, self.src.spec_shape, len(self.src.classes), augment, log)
+        # Random evaluation frames depend on the worker count, like every random stream here.
+        picks = np.random.default_rng([cfg.seed, self.epoch, self.rank, worker, 2]) if cfg.random_eval_frames else None
+        clips = _decoded(samples, cfg, self.src.spec_shape, len(self.src.classes), augment, picks, log)
         yield from _batches(clips, cfg, n_batches, log)
 
 
@@ -217,12 +222,13 @@ def _read(urls: Sequence[str], pieces, log: list[Skip]) -> Iterator[dict]:
 
 
 def _decoded(samples, cfg: DataConfig, spec_shape: tuple[int, int], n_classes: int,
-             rng: np.random.Generator | None, log: list[Skip]) -> Iterator[tuple]:
+             rng: np.random.Generator | None, pick_rng: np.random.Generator | None, log: list[Skip]) -> Iterator[tuple]:
     """`decode_clip` of each sample; bad ones recorded and skipped."""
     for sample in samples:
         try:
             yield decode_clip(sample, frames=cfg.frames, image_size=cfg.image_size, spec_shape=spec_shape,
-                              n_classes=n_classes, rng=rng, crop_scale=cfg.crop_scale)
+                              n_classes=n_classes, rng=rng, crop_scale=cfg.crop_scale, frame_crop=cfg.frame_crop,
+                              frame_pick=cfg.frame_pick, pick_rng=pick_rng)
         except Exception as exn:  # any undecodable member: record it with shard and key, go on
             log.append(Skip(sample["__url__"], sample["__key__"], _one_line(exn)))
 

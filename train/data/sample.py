@@ -10,10 +10,14 @@ from rq.train.data.source import FRAME_MEMBER
 
 
 def decode_clip(sample: dict, *, frames: int, image_size: int, spec_shape: tuple[int, int], n_classes: int,
-                rng: np.random.Generator | None, crop_scale: tuple[float, float] = (0.08, 1.0)) -> tuple:
-    """(frames k x S x S x 3 uint8 RGB, spectrogram (F, T), label, key). With `rng` (training): a
-    random frame per segment, one RandomResizedCrop box and flip for all of the clip's frames;
-    without: segment centres, whole frame resized. Only the picked JPEGs are decoded."""
+                rng: np.random.Generator | None, crop_scale: tuple[float, float] = (0.08, 1.0),
+                frame_crop: str = "clip", frame_pick: str = "segments",
+                pick_rng: np.random.Generator | None = None) -> tuple:
+    """(frames k x S x S x 3 uint8 RGB, spectrogram (F, T), label, key). With `rng` (training):
+    frames picked at random by the `frame_pick` rule (augment.pick_frames), a RandomResizedCrop box
+    and flip for all of the clip's frames (frame_crop "clip") or for each frame (frame_crop "frame",
+    the released code); without: fixed picks (random ones from `pick_rng` when given: the released
+    CREMA-D evaluation), whole frame resized. Only the picked JPEGs are decoded."""
     names = sorted(name for name in sample if FRAME_MEMBER.fullmatch(name))
     for member in ("cls", "spec.npy"):
         if member not in sample:
@@ -26,15 +30,15 @@ def decode_clip(sample: dict, *, frames: int, image_size: int, spec_shape: tuple
     spec = npy_view(sample["spec.npy"])
     if spec.shape != spec_shape:
         raise ValueError(f"spectrogram shape {spec.shape}, expected {spec_shape}")
-    picks = [names[i] for i in pick_frames(len(names), frames, rng)]
-    box, flip = FULL, False
-    if rng is not None:
-        size = jpeg_size(sample[picks[0]])
-        if size is None:
-            raise ValueError(f"{picks[0]}: not a JPEG")
-        box, flip = random_crop_box(*size, rng, scale=crop_scale), bool(rng.integers(2))
+    picks = [names[i] for i in pick_frames(len(names), frames, rng if rng is not None else pick_rng, frame_pick)]
     out = np.empty((frames, image_size, image_size, 3), np.uint8)
-    for name, frame in zip(picks, out):
+    box, flip = FULL, False
+    for i, (name, frame) in enumerate(zip(picks, out)):
+        if rng is not None and (i == 0 or frame_crop == "frame"):
+            size = jpeg_size(sample[name])
+            if size is None:
+                raise ValueError(f"{name}: not a JPEG")
+            box, flip = random_crop_box(*size, rng, scale=crop_scale), bool(rng.integers(2))
         try:
             decode_frame(sample[name], box, image_size, flip, frame)
         except ValueError as exn:

@@ -38,12 +38,12 @@ import torch  # noqa: E402
 from rq.pipeline.console import err, out, summary_table  # noqa: E402
 from rq.train.trainer.checkpoint import check_fits, read_run_checkpoint  # noqa: E402
 from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors  # noqa: E402
-from rq.train.data import INPUT_FIELDS, DataConfig, DataError, eval_batches, open_source  # noqa: E402
+from rq.train.data import INPUT_FIELDS, DataError, eval_batches, open_source  # noqa: E402
 from rq.train.trainer.distributed import all_reduce_sum, process_group  # noqa: E402
 from rq.train.trainer.epoch import ForwardPass, evaluation_pass  # noqa: E402
 from rq.train.evaluation.metrics import last_layer, pearson  # noqa: E402
 from rq.pipeline.recipes.layout import share  # noqa: E402
-from rq.train.trainer.build import build_model  # noqa: E402
+from rq.train.trainer.build import build_model, data_config  # noqa: E402
 
 _INPUT = INPUT_FIELDS
 _OTHER = {"audio": "visual", "visual": "audio"}
@@ -151,8 +151,7 @@ def _eval(ec: EvalConfig, env) -> dict:
     model.load_state_dict(state["model"])
     model.to(env.device)
     step = ForwardPass.create(model, env, cfg.precision)
-    data_cfg = DataConfig(batch_size=cfg.batch_size, frames=cfg.frames, image_size=cfg.image_size,
-                          workers=ec.workers, shuffle_buffer=0, seed=ec.seed, pin_memory=env.device.type == "cuda")
+    data_cfg = data_config(cfg, workers=ec.workers, shuffle_buffer=0, seed=ec.seed, pin_memory=env.device.type == "cuda")
     n = src.splits[ec.split][1]
     num_classes = len(src.classes)
 

@@ -74,7 +74,7 @@ class Predictor:
         try:
             frames, spec, _, _ = decode_clip({"__key__": video.name, "cls": b"0", **members}, frames=self.cfg.frames,
                                              image_size=self.cfg.image_size, spec_shape=self.spec_shape,
-                                             n_classes=len(self.classes), rng=None)
+                                             n_classes=len(self.classes), rng=None, frame_pick=self.cfg.frame_pick)
         except ValueError as e:
             raise ClipError("decode", str(e)) from None
         batch = to_device({"spec": torch.from_numpy(spec.copy())[None, None],

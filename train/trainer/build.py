@@ -1,18 +1,63 @@
-"""What a TrainConfig builds: the model for given shards, the optimiser and the learning-rate schedule.
-Training, evaluation, prediction and the benchmarks all build through here."""
+"""What a TrainConfig builds: the model for given shards, the loader settings, the optimiser and the
+learning-rate schedule. Training, evaluation, prediction, `rq model` and the benchmarks all build
+through here."""
 import math
 
 import torch
 
 from rollingq import MultimodalTransformer, create_model, preset_config
-from rq.train.trainer.config import TrainConfig
+from rollingq.config import ModelConfig, PRESETS, preset_input_shape
+from rq.train.data import DataConfig
+from rq.train.trainer.config import ConfigError, TrainConfig
+
+# Which `rq preprocess` settings give each preset's spectrogram (for the message when they do not fit).
+_MADE_BY = {"ks": "--audio-features stft with 10 s at 16 kHz", "cremad": "--audio-features stft with --audio-seconds 3",
+            "ks-official": "--audio-features ks-fbank", "cremad-official": "--audio-features cremad-official"}
+
+
+def model_config(cfg: TrainConfig, num_classes: int, spec_shape: tuple[int, int]) -> ModelConfig:
+    """The ModelConfig of a run for shards of `num_classes` classes and stored spectrograms `spec_shape`."""
+    overrides = dict(image_size=cfg.image_size, spec_bins=spec_shape[0], spec_frames=spec_shape[1],
+                     fusion_layers=cfg.fusion_layers, fusion_block=cfg.fusion_block)
+    if cfg.frames:   # 0 = the preset's (a training run always sets it, from the manifest if not given)
+        overrides["frames"] = cfg.frames
+    return preset_config(cfg.preset, num_classes, cfg.method, **overrides)
 
 
 def build_model(cfg: TrainConfig, num_classes: int, spec_shape: tuple[int, int]) -> MultimodalTransformer:
     """The model a config describes, for shards of `num_classes` classes and [F, T] spectrograms."""
-    overrides = dict(frames=cfg.frames, image_size=cfg.image_size, spec_bins=spec_shape[0],
-                     spec_frames=spec_shape[1], fusion_layers=cfg.fusion_layers)
-    return create_model(preset_config(cfg.preset, num_classes, cfg.method, **overrides))
+    return create_model(model_config(cfg, num_classes, spec_shape))
+
+
+def preset_spec_shape(preset: str) -> tuple[int, int]:
+    """The stored spectrogram shape a preset is made for (tiny: the model's default, 257 x 1004)."""
+    return preset_input_shape(preset) or (ModelConfig.spec_bins, ModelConfig.spec_frames)
+
+
+def check_input_shape(cfg: TrainConfig, spec_shape: tuple[int, int]) -> None:
+    """A preset made for one input shape refuses shards of another, in one line naming both."""
+    want = preset_input_shape(cfg.preset)
+    if want is not None and tuple(spec_shape) != want:
+        raise ConfigError(f"{cfg.shards}: spectrograms are {spec_shape[0]}x{spec_shape[1]}, the {cfg.preset} preset "
+                          f"is made for {want[0]}x{want[1]} (rq preprocess {_MADE_BY[cfg.preset]}); "
+                          "--preset tiny takes any shape")
+
+
+def input_warnings(cfg: TrainConfig, preprocess: dict) -> list[str]:
+    """What the preset expects of the shards that they do not have but can still be trained on: the
+    released Kinetics-Sounds frames are taken at t = i + 0.5 s."""
+    times = (preprocess.get("frames") or {}).get("times", "start")
+    if cfg.preset == "ks-official" and times != "middle":
+        return [f"warning: {cfg.shards}: frames at t = 0, 1, 2 ... s; the released code's are at t = i + 0.5 s "
+                "(rq preprocess --frame-times middle)"]
+    return []
+
+
+def data_config(cfg: TrainConfig, **runtime) -> DataConfig:
+    """The loader settings of a run; `runtime` adds workers, seed, pin_memory, shuffle_buffer."""
+    return DataConfig(batch_size=cfg.batch_size, frames=cfg.frames or PRESETS[cfg.preset].get("frames", 3),
+                      image_size=cfg.image_size, frame_crop=cfg.frame_crop, frame_pick=cfg.frame_pick,
+                      random_eval_frames=cfg.random_test_frames, **runtime)
 
 
 def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:

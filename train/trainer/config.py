@@ -13,7 +13,7 @@ import subprocess
 
 from rq.pipeline.atomic import write_atomic
 from rq.pipeline.console import fail
-from rollingq.config import METHODS, PRESETS, ModelConfig, RollingQConfig
+from rollingq.config import FUSION_BLOCKS, METHODS, PRESETS, ModelConfig, RollingQConfig
 from rq.train.data.errors import DataError
 
 PRECISIONS = ("auto", "bf16", "fp32")   # auto: bf16 autocast on CUDA, fp32 on CPU (epoch.ForwardPass.create)
@@ -23,11 +23,20 @@ PRECISIONS = ("auto", "bf16", "fp32")   # auto: bf16 autocast on CUDA, fp32 on C
 # ours, for CPU runs, tests and the demo: its encoders start from scratch, where SGD leaves the audio
 # encoder at chance for hundreds of steps on log-spectrograms (measured on rq synth data) while
 # AdamW learns it in tens, so tiny uses AdamW with a short warm-up.
-_PRESET_DEFAULTS: dict[str, dict] = {
-    "ks": dict(optimizer="sgd", epochs=30, batch_size=64, lr=1e-3, warmup_epochs=2.5, image_size=224),
-    "cremad": dict(optimizer="sgd", epochs=30, batch_size=64, lr=1e-3, warmup_epochs=2.5, image_size=224),
+# ks-official / cremad-official add the released code's frame handling: each frame its own crop,
+# and its frame picks (Kinetics-Sounds: its segment rule; CREMA-D: frames drawn at random).
+# The fusion block is the model preset's (rollingq.config.PRESETS: tiny keeps rq 0.1's).
+_PAPER = dict(optimizer="sgd", epochs=30, batch_size=64, lr=1e-3, warmup_epochs=2.5, image_size=224)
+_PRESET_DEFAULTS: dict[str, dict] = {name: {"fusion_block": PRESETS[name].get("fusion_block", ModelConfig.fusion_block),
+                                            **defaults} for name, defaults in {
+    "ks": _PAPER,
+    "cremad": _PAPER,
+    "ks-official": dict(_PAPER, frame_crop="frame", frame_pick="released-ks"),
+    "cremad-official": dict(_PAPER, frame_crop="frame", frame_pick="random"),
     "tiny": dict(optimizer="adamw", epochs=4, batch_size=16, lr=1e-3, warmup_epochs=0.5, image_size=64),
-}
+}.items()}
+FRAME_CROPS = ("clip", "frame")
+FRAME_PICKS = ("segments", "released-ks", "random")
 
 
 # Options that only say where the data is and how to run, not what is trained: a resumed run takes
@@ -55,11 +64,17 @@ class TrainConfig:
     # input
     frames: int = 0                  # frames per clip; 0 = the manifest's frames_per_clip
     image_size: int = 224
+    frame_crop: str = "clip"         # clip: one RandomResizedCrop + flip for all its frames; frame: each its own
+    # segments: a random frame in each of k equal segments, eval the centres; released-ks: the released
+    # Kinetics-Sounds rule; random: k frames drawn uniformly (the released CREMA-D rule), eval the centres
+    frame_pick: str = "segments"
+    random_test_frames: bool = False  # evaluation draws its frames at random too (the released CREMA-D code)
     workers: int = field(default=4, metadata=RUNTIME)
     shuffle_buffer: int = 1000
     max_steps_per_epoch: int = 0     # 0 = the full epoch from the manifest (smoke tests cap it)
     # model
     fusion_layers: int = ModelConfig.fusion_layers   # 1 = Vanilla MT, 2 = MT*
+    fusion_block: str = ModelConfig.fusion_block     # released (the authors' layer) | prenorm (rq 0.1's)
     pretrained: str = ""             # local timm ViT-B/16 checkpoint, never downloaded
     # RollingQ (the controller measures AIR on every fused model, rotates with --method rollingq)
     rollingq: RollingQConfig = field(default_factory=RollingQConfig)
@@ -78,6 +93,9 @@ class TrainConfig:
         _check(self.method in METHODS, f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         _check(self.optimizer in ("sgd", "adamw"), f"--optimizer must be sgd or adamw, got {self.optimizer!r}")
         _check(self.select_on in ("val", "test"), f"--select-on must be val or test, got {self.select_on!r}")
+        for name, choices in (("fusion_block", FUSION_BLOCKS), ("frame_crop", FRAME_CROPS), ("frame_pick", FRAME_PICKS)):
+            _check(getattr(self, name) in choices, f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, "
+                                                  f"got {getattr(self, name)!r}")
         _check(self.precision in PRECISIONS,
                f"--precision must be auto, bf16 or fp32, got {self.precision!r}")
         for name in ("epochs", "batch_size"):
@@ -135,6 +153,8 @@ class TrainConfig:
         rq = values.pop("rollingq", None) or {k.removeprefix("rq_"): v for k, v in d.items() if k.startswith("rq_")}
         if values.get("fusion_layers") == 0:
             values["fusion_layers"] = ModelConfig.fusion_layers
+        # Runs written before the released fusion block existed trained rq 0.1's pre-norm block.
+        values.setdefault("fusion_block", "prenorm")
         try:
             return cls(rollingq=_rollingq(rq), **values)
         except TypeError as e:
@@ -168,16 +188,18 @@ def default_workers() -> int:
 
 def default_text(name: str) -> str:
     """A training option's default as the CLI's help shows it: the value, or per preset where the
-    presets differ ("ks 30, cremad 30, tiny 4"). RollingQ options are named rq_<field>."""
+    presets differ ("ks, cremad 30; tiny 4"). RollingQ options are named rq_<field>."""
     if name.startswith("rq_"):
         return _fmt(getattr(RollingQConfig(), name.removeprefix("rq_")))
     if name == "workers":
         return f"the cores less one, here {default_workers()}"
     base = next(f for f in fields(TrainConfig) if f.name == name).default
-    values = {p: d.get(name, base) for p, d in _PRESET_DEFAULTS.items()}
-    if len(set(values.values())) == 1:
-        return _fmt(base if not values else next(iter(values.values())))
-    return ", ".join(f"{p} {_fmt(v)}" for p, v in values.items())
+    presets_by_value: dict = {}
+    for p, d in _PRESET_DEFAULTS.items():
+        presets_by_value.setdefault(d.get(name, base), []).append(p)
+    if len(presets_by_value) == 1:
+        return _fmt(next(iter(presets_by_value)))
+    return "; ".join(f"{', '.join(ps)} {_fmt(v)}" for v, ps in presets_by_value.items())
 
 
 def _fmt(v) -> str:

@@ -33,9 +33,10 @@ from rq.pipeline.console import err, out, summary_table
 from rollingq import RollingQ, load_pretrained
 from rq.train.trainer.checkpoint import (check_fits, optimizer_state_for, read_run_checkpoint, rng_state, save_checkpoint,
                                          set_rng_state)
-from rq.train.trainer.build import build_model, build_optimizer, lr_schedule
+from rq.train.trainer.build import (build_model, build_optimizer, check_input_shape, data_config, input_warnings,
+                                    lr_schedule)
 from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors, default_workers, provenance
-from rq.train.data import DataConfig, eval_batches, open_source, train_batches
+from rq.train.data import eval_batches, open_source, train_batches
 from rq.train.trainer.distributed import DistEnv, all_gather_objects, all_reduce_sum, barrier, process_group
 from rq.train.evaluation.metrics import last_layer
 from rq.train.trainer.logs import WandbLog, write_hparams, write_steps, write_summary_csv
@@ -95,6 +96,10 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
             err.print(f"warning: --workers {cfg.workers} differs from the run's {resumed['config']['workers']}: "
                       "the resumed epochs see other batches than an uninterrupted run would", markup=False)
         cfg = resumed_config(TrainConfig.from_dict(resumed["config"]), cfg, resumed["epoch"] + 1)
+    check_input_shape(cfg, src.spec_shape)
+    if env.is_main:
+        for line in input_warnings(cfg, src.preprocess):
+            err.print(line, markup=False)
     # Every process must write into the same folder: the main process's choice of name wins.
     cfg = replace(cfg, out=all_gather_objects(cfg.with_run_folder().out, env)[0])
     run_dir = Path(cfg.out)
@@ -146,9 +151,8 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
         selection = Selection.from_state(resumed.get("selection"), selected_on)
 
     step = ForwardPass.create(_wrap(model, cfg, env), env, cfg.precision)
-    data_cfg = DataConfig(batch_size=cfg.batch_size, frames=cfg.frames, image_size=cfg.image_size,
-                          workers=cfg.workers, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
-                          pin_memory=env.device.type == "cuda")
+    data_cfg = data_config(cfg, workers=cfg.workers, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
+                           pin_memory=env.device.type == "cuda")
     n_test = (src.splits["test"][1] or 0) if "test" in src.splits else 0
     if env.is_main:
         out.print(f"rq train: {cfg.method} on {cfg.preset} preset, {n_train} train / {n_val} val / {n_test} test samples, "
