@@ -8,6 +8,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 
+from rq.pipeline.atomic import write_atomic
 from rq.pipeline.console import err, fail, progress, summary_table
 from rq.pipeline.errors import ClipError
 from rq.pipeline.ffmpeg import FfmpegMissing
@@ -90,7 +91,7 @@ def write_listing(out: Path, settings: SynthSettings, specs: list[ClipSpec], fai
                     rows.writerow([names[s.label], youtube_id, int(start), int(end), split])
     listing = {"settings": asdict(settings), "classes": names,
                "clips": [{**asdict(s), "label_name": names[s.label]} for s in written]}
-    (out / _LISTING).write_text(json.dumps(listing, indent=1) + "\n", encoding="utf-8")
+    write_atomic(out / _LISTING, (json.dumps(listing, indent=1) + "\n").encode())
 
 
 def _remove_earlier(out: Path) -> None:

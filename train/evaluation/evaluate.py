@@ -35,6 +35,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from rq.pipeline.atomic import write_atomic  # noqa: E402
 from rq.pipeline.console import err, out, summary_table  # noqa: E402
 from rq.train.trainer.checkpoint import check_fits, read_run_checkpoint  # noqa: E402
 from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors  # noqa: E402
@@ -269,8 +270,8 @@ def _write(ec: EvalConfig, ckpt: Path, result: dict, per_sample: dict) -> None:
                                                  "r (share on noisy)", "p"],
                       [[f"{p['noisy_samples']} / {p['samples']}", p["r"], p["p"], p["r_perturbed_share"],
                         p["p_perturbed_share"]]])
-    (out_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / PER_SAMPLE).write_text(json.dumps(per_sample, separators=(",", ":")) + "\n")
+    write_atomic(out_dir / "eval.json", (json.dumps(result, indent=2) + "\n").encode())
+    write_atomic(out_dir / PER_SAMPLE, (json.dumps(per_sample, separators=(",", ":")) + "\n").encode())
     out.print(f"wrote {out_dir / 'eval.json'}" + (f" and plots in {out_dir}" if result["noise"] else ""))
 
 

@@ -1,6 +1,5 @@
 """Checkpoints: everything needed to continue a run bit for bit, written atomically and loadable
 with `torch.load(weights_only=True)` (so non-tensor state is kept as plain python values)."""
-import os
 from pathlib import Path
 import random
 
@@ -8,6 +7,7 @@ import numpy as np
 import torch
 
 from rollingq import upgrade_state_dict
+from rq.pipeline.atomic import atomic_file
 from rq.train.trainer.config import ConfigError
 
 REQUIRED = ("model", "config", "classes", "spec_shape")
@@ -37,11 +37,9 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves a torn file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Written through rq's one atomic writer: a crash never leaves a torn file."""
+    with atomic_file(Path(path)) as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: Path) -> dict:

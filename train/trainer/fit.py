@@ -29,6 +29,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
+from rq.pipeline.atomic import write_atomic
 from rq.pipeline.console import err, out, summary_table
 from rollingq import RollingQ, load_pretrained
 from rq.train.trainer.checkpoint import (check_fits, optimizer_state_for, read_run_checkpoint, rng_state, save_checkpoint,
@@ -198,11 +199,11 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
         rngs = all_gather_objects(rng_state(), env)
         if env.is_main:
             best_acc = selection.best_value
-            _log_epoch(line, metrics_path, writer)
+            history.append(line)
+            _log_epoch(history, metrics_path, writer)
             write_steps(writer, steps_log)
             if wandb is not None:
                 wandb.epoch(line, steps_log)
-            history.append(line)
             write_summary_csv(run_dir, history)
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": schedule,
                      "rollingq": controller.state_dict() if controller is not None else {}, "rng": rngs,
@@ -279,9 +280,11 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _log_epoch(line: dict, path: Path, writer: SummaryWriter) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(line) + "\n")
+def _log_epoch(history: list[dict], path: Path, writer: SummaryWriter) -> None:
+    """metrics.jsonl rewritten whole (atomically: a kill or a full disk leaves the previous file), then
+    the newest line's numbers to TensorBoard."""
+    _write_history(path, history)
+    line = history[-1]
     epoch = line["epoch"]
     for split in ("train", "val", "test"):
         for name, value in (line[split] or {}).items():
@@ -301,8 +304,11 @@ def _log_epoch(line: dict, path: Path, writer: SummaryWriter) -> None:
 def _drop_epochs_from(path: Path, epoch: int) -> None:
     """A resumed run redoes epochs from `epoch`: remove their lines left by the interrupted run."""
     if path.is_file():
-        kept = [line for line in _read_history(path) if line["epoch"] < epoch]
-        path.write_text("".join(json.dumps(line) + "\n" for line in kept))
+        _write_history(path, [line for line in _read_history(path) if line["epoch"] < epoch])
+
+
+def _write_history(path: Path, lines: list[dict]) -> None:
+    write_atomic(path, "".join(json.dumps(line) + "\n" for line in lines).encode())
 
 
 def _read_history(path: Path) -> list[dict]:
