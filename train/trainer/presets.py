@@ -53,10 +53,7 @@ def resolve_preset(shards: str, preset: str | None, options: dict) -> str:
         raise ConfigError(f"--preset {preset} crops {crop} px frames but {shards} has {side} px frames: they would be "
                           f"upscaled {crop / side:.1f}x; use {tiny}--image-size {side // 16 * 16 or 16} or larger "
                           "frames (rq preprocess --frame-size)")
-    if preset in PAPER and PAPER[preset] != (spec, frames):
-        shape, k = PAPER[preset]
-        out.print(f"note: --preset {preset} is the paper's setting for {shape[0]}x{shape[1]} spectrograms and {k} "
-                  f"frame(s); these shards have {seen} (the model is built for them)", markup=False)
+    # A paper preset on shards of another spectrogram shape stops the run in build (one line naming both).
     return preset
 
 
