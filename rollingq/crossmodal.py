@@ -47,6 +47,11 @@ class CrossAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
+    def matmul_macs(self, x: Tensor, context: Tensor) -> int:
+        """Multiply-accumulates of QKᵀ and AV (`rq model`; the Linear maps count on their own)."""
+        b, n, d = x.shape
+        return 2 * b * n * context.shape[1] * d
+
 
 class CrossmodalBlock(nn.Module):
     """One MulT crossmodal layer: the target's tokens attend to the source's, then an FFN."""
@@ -99,6 +104,10 @@ class StagedFusion(nn.Module):
     def layers(self) -> nn.ModuleList:
         """The readout's attention layers: what RollingQ observes and rotates."""
         return self.readout.layers
+
+    def fixed_queries(self) -> list[Tensor | None]:
+        """The readout's input-independent CLS queries (its first layer reads the constant fusion CLS)."""
+        return self.readout.fixed_queries()
 
     def forward(self, tokens: dict[str, Tensor]) -> tuple[Tensor, list[FusionStats]]:
         return self.readout(self.stage(tokens))
