@@ -161,7 +161,8 @@ def markdown(table: Table1) -> list[str]:
     cols = table.columns()
     lines = ["## Table 1: accuracy by method and dataset", "",
              "Test accuracy (%) over seeds: mean ± half-width of the 95% t-interval; the paper's number beside. "
-             "Rows are named as in the paper (Vanilla MT* = 2 fusion layers).", "",
+             "Rows are named as in the paper (Vanilla MT\\* = 2 fusion layers).", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(line) + " |" for line in table.body()]
+    # "MT*" escaped: a lone asterisk may start emphasis in Markdown
+    lines += ["| " + " | ".join(cell.replace("*", "\\*") for cell in line) + " |" for line in table.body()]
     return lines + [""] + [f"- {n}" for n in table.notes] + ([""] if table.notes else [])
