@@ -194,7 +194,9 @@ def eval_cmd(
 def model_cmd(
     preset: str = typer.Option("ks", help="ks | cremad | ks-official | cremad-official | tiny (257x1004 "
                                "spectrogram, 3 frames), as for rq train."),
-    method: str = typer.Option("rollingq", help="rollingq | mt | concat | unimodal-audio | unimodal-visual."),
+    method: str = typer.Option("rollingq", help="rollingq | mt | concat | ogm-ge | pmr | mbt | jmt | mmml | mult | "
+                               "unimodal-audio | unimodal-visual, as for rq train."),
+    rolling: bool = typer.Option(False, "--rollingq", help="With RollingQ's rotation (mt, mmml, mult)."),
     classes: Optional[int] = typer.Option(None, min=1, help="Classes [31 for ks*, 6 for cremad*, 4 for tiny].",
                                           show_default=False),
     fusion_layers: Optional[int] = typer.Option(None, help=f"Fusion attention layers [{_d('fusion_layers')}]."),
@@ -205,7 +207,7 @@ def model_cmd(
     RollingQ rotation), audio and visual token counts and multiply-accumulates per sample of a preset's model.
     Built on the meta device: no memory, no weights."""
     from rq.train.model_card import cli_model
-    cli_model(preset, method, classes, fusion_layers, fusion_block, as_json)
+    cli_model(preset, method, classes, fusion_layers, fusion_block, as_json, rolling)
 
 
 @command(bench_app, "train")
