@@ -221,6 +221,7 @@ class ConcatFusion(nn.Module):
         head); they sum to the head's logits."""
         out, at = {}, 0
         for m, f in features.items():
-            out[m] = f @ head.weight[:, at:at + f.shape[-1]].T + head.bias / len(features)
+            # in the head's precision: under bf16 autocast the features are bf16, the weights fp32
+            out[m] = f.to(head.weight.dtype) @ head.weight[:, at:at + f.shape[-1]].T + head.bias / len(features)
             at += f.shape[-1]
         return out

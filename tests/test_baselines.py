@@ -77,6 +77,8 @@ def test_ogm_balancer_splits_the_concat_head_and_modulates_encoder_weights_only(
     out = model(batch(cfg))
     parts = ConcatFusion.modality_logits(model.head, out.features)
     assert torch.allclose(parts["audio"] + parts["visual"], out.logits, atol=1e-5)   # the head, split per modality
+    bf16 = ConcatFusion.modality_logits(model.head, {m: f.bfloat16() for m, f in out.features.items()})
+    assert bf16["audio"].dtype == torch.float32          # bf16 autocast features, fp32 head: the head's precision
     labels = torch.tensor([0, 1, 2, 0])
     ogm = OGMGE(model, CPU, BalanceConfig(ogm_alpha=0.3, ogm_start=1, ogm_end=2), seed=0)
     for epoch, active in ((0, False), (1, True)):

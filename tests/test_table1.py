@@ -4,6 +4,7 @@ loss, the --rollingq variants rotate, OGM-GE and PMR log their per-step coeffici
 the runs out as Table 1, and each new method resumes to the same weights and evaluates."""
 import json
 import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -127,6 +128,15 @@ def test_resume_reaches_the_same_weights(grid, tmp_path, method):
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
     assert lines(straight)[-1]["balance"] == lines(Path(cfg.out))[-1]["balance"]
+
+
+def test_resume_from_the_command_line_keeps_the_rollingq_switch(rq, grid, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir(grid, "mmml+rollingq"), run)
+    result = rq("train", "--shards", grid["shards"], "--resume", "--out", run, "--epochs", 4, "--workers", 0)
+    assert result.exit_code == 0, result.output                  # no --rollingq given: the run's own is kept
+    assert [h["epoch"] for h in lines(run)] == [0, 1, 2, 3]
+    assert json.loads((run / "config.json").read_text())["rolling"] is True
 
 
 @pytest.mark.parametrize("method", ["ogm-ge", "pmr", "mbt", "jmt", "mmml", "mult", "mmml+rollingq"])

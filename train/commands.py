@@ -85,8 +85,9 @@ def train_cmd(
                                                "every token, encoder CLS tokens included, dropout 0.2, no residual, no "
                                                "norm) | prenorm (rq 0.1: pre-norm, residual, final LayerNorm, patch "
                                                f"tokens only) [{_d('fusion_block')}]."),
-    rolling: bool = typer.Option(False, "--rollingq", help="Add RollingQ (rotation, controller, metrics) to a "
-                                 "method whose fusion has a CLS query over both modalities: mt, mmml, mult."),
+    rolling: Optional[bool] = typer.Option(None, "--rollingq", help="Add RollingQ (rotation, controller, metrics) "
+                                           "to a method whose fusion has a CLS query over both modalities: mt, "
+                                           "mmml, mult.", show_default=False),
     bottleneck_tokens: Optional[int] = typer.Option(None, help=f"MBT: shared bottleneck tokens [{_d('bottleneck_tokens')}]."),
     bottleneck_layers: Optional[int] = typer.Option(None, help="MBT: bottleneck blocks per modality after the "
                                                     f"encoders' blocks [{_d('bottleneck_layers')}]."),
