@@ -102,7 +102,7 @@ class TrainConfig:
     cross_layers: int = ModelConfig.cross_layers             # MulT, MMML
     balance: BalanceConfig = field(default_factory=BalanceConfig)   # OGM-GE, PMR
     pretrained: str = ""             # local timm ViT-B/16 checkpoint, never downloaded
-    # RollingQ (the controller measures AIR on every fused model, rotates with --method rollingq)
+    # RollingQ (the controller measures AIR on every fused model, rotates with --method rollingq or --rollingq)
     rollingq: RollingQConfig = field(default_factory=RollingQConfig)
     # execution
     seed: int = 0
