@@ -13,7 +13,7 @@ import subprocess
 
 from rq.pipeline.atomic import write_atomic
 from rq.pipeline.console import fail
-from rollingq.config import FUSION_BLOCKS, METHODS, PRESETS, ModelConfig, RollingQConfig
+from rollingq.config import FUSION_BLOCKS, METHODS, PRESETS, ModelConfig, RollingQConfig, rolling_error
 from rq.train.data.errors import DataError
 
 PRECISIONS = ("auto", "bf16", "fp32")   # auto: bf16 autocast on CUDA, fp32 on CPU (epoch.ForwardPass.create)
@@ -37,6 +37,27 @@ _PRESET_DEFAULTS: dict[str, dict] = {name: {"fusion_block": PRESETS[name].get("f
 }.items()}
 FRAME_CROPS = ("clip", "frame")
 FRAME_PICKS = ("segments", "released-ks", "random")
+
+
+@dataclass(frozen=True)
+class BalanceConfig:
+    """The coefficients of the balancing methods (rq.train.trainer.balancing), defaults from
+    BalanceBenchmark (configs/trainer_config.yaml). Epoch ranges are inclusive, counted from 0."""
+    ogm_alpha: float = 0.3          # OGM-GE: coefficient 1 - tanh(alpha * ratio) of the dominant modality
+    ogm_start: int = 10             # OGM-GE modulates in epochs ogm_start..ogm_end (modulation_starts/_ends)
+    ogm_end: int = 80
+    pmr_alpha: float = 0.6          # PMR: weight of the weaker modality's prototype cross-entropy
+    pmr_momentum: float = 0.5       # PMR: prototype <- (1 - m) * this epoch's class means + m * the previous
+    pmr_start: int = 0
+    pmr_end: int = 80
+
+    def __post_init__(self):
+        _check(self.ogm_alpha >= 0 and self.pmr_alpha >= 0, "--ogm-alpha and --pmr-alpha must be >= 0")
+        _check(0 <= self.pmr_momentum <= 1, "--pmr-momentum must be in [0, 1]")
+        _check(min(self.ogm_start, self.pmr_start) >= 0, "--ogm-start and --pmr-start must be >= 0")
+
+
+BALANCE_OPTIONS = tuple(f.name for f in fields(BalanceConfig))
 
 
 # Options that only say where the data is and how to run, not what is trained: a resumed run takes
@@ -75,8 +96,13 @@ class TrainConfig:
     # model
     fusion_layers: int = ModelConfig.fusion_layers   # 1 = Vanilla MT, 2 = MT*
     fusion_block: str = ModelConfig.fusion_block     # released (the authors' layer) | prenorm (rq 0.1's)
+    rolling: bool = False            # --rollingq: RollingQ on a method with a CLS query over both modalities
+    bottleneck_tokens: int = ModelConfig.bottleneck_tokens   # MBT
+    bottleneck_layers: int = ModelConfig.bottleneck_layers   # MBT
+    cross_layers: int = ModelConfig.cross_layers             # MulT, MMML
+    balance: BalanceConfig = field(default_factory=BalanceConfig)   # OGM-GE, PMR
     pretrained: str = ""             # local timm ViT-B/16 checkpoint, never downloaded
-    # RollingQ (the controller measures AIR on every fused model, rotates with --method rollingq)
+    # RollingQ (the controller measures AIR on every fused model, rotates with --method rollingq or --rollingq)
     rollingq: RollingQConfig = field(default_factory=RollingQConfig)
     # execution
     seed: int = 0
@@ -102,6 +128,9 @@ class TrainConfig:
             _check(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be at least 1")
         _check(self.lr > 0, "--lr must be positive")
         _check(self.fusion_layers >= 1, "--fusion-layers must be at least 1")
+        _check(min(self.bottleneck_tokens, self.bottleneck_layers, self.cross_layers) >= 1,
+               "--bottleneck-tokens, --bottleneck-layers and --cross-layers must be at least 1")
+        _check(not self.rolling or rolling_error(self.method) is None, rolling_error(self.method) or "")
         _check(min(self.workers, self.frames, self.max_steps_per_epoch, self.stop_after) >= 0,
                "--workers, --frames, --max-steps-per-epoch and --stop-after must not be negative")
 
@@ -115,11 +144,12 @@ class TrainConfig:
         _check(preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
         given = {k: v for k, v in options.items() if v is not None}
         rq = {k.removeprefix("rq_"): given.pop(k) for k in list(given) if k.startswith("rq_")}
+        balance = {k: given.pop(k) for k in BALANCE_OPTIONS if k in given}
         if base is not None:
             return replace(base, shards=str(shards), preset=preset, rollingq=_rollingq({**asdict(base.rollingq), **rq}),
-                           **given)
+                           balance=BalanceConfig(**{**asdict(base.balance), **balance}), **given)
         given.setdefault("workers", default_workers())
-        return cls(shards=str(shards), preset=preset, rollingq=_rollingq(rq),
+        return cls(shards=str(shards), preset=preset, rollingq=_rollingq(rq), balance=BalanceConfig(**balance),
                    **{**_PRESET_DEFAULTS[preset], **given})
 
     def differences(self, other: "TrainConfig") -> dict[str, tuple]:
@@ -155,8 +185,9 @@ class TrainConfig:
             values["fusion_layers"] = ModelConfig.fusion_layers
         # Runs written before the released fusion block existed trained rq 0.1's pre-norm block.
         values.setdefault("fusion_block", "prenorm")
+        balance = values.pop("balance", None) or {}
         try:
-            return cls(rollingq=_rollingq(rq), **values)
+            return cls(rollingq=_rollingq(rq), balance=BalanceConfig(**balance), **values)
         except TypeError as e:
             raise ConfigError(f"a run's config does not fit this rq version: {e}") from None
 
@@ -193,6 +224,8 @@ def default_text(name: str) -> str:
         return _fmt(getattr(RollingQConfig(), name.removeprefix("rq_")))
     if name == "workers":
         return f"the cores less one, here {default_workers()}"
+    if name in BALANCE_OPTIONS:
+        return _fmt(getattr(BalanceConfig(), name))
     base = next(f for f in fields(TrainConfig) if f.name == name).default
     presets_by_value: dict = {}
     for p, d in _PRESET_DEFAULTS.items():
