@@ -33,7 +33,7 @@ def test_ffmpeg_killed_by_a_signal_is_not_cached(rq, folder_raw, tmp_path, monke
     """The first frames decode is killed (as the OOM killer would); the clip is skipped this run only."""
     marker = tmp_path / "killed-once"
     wrapper = tmp_path / "ffmpeg-killer.sh"
-    wrapper.write_text(f'#!/bin/sh\ncase "$*" in *rawvideo*) if [ ! -e "{marker}" ]; then touch "{marker}"; '
+    wrapper.write_text(f'#!/bin/sh\ncase "$*" in *image2pipe*) if [ ! -e "{marker}" ]; then touch "{marker}"; '
                        f'kill -KILL $$; fi;; esac\nexec "{ffmpeg_binary()}" "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("RQ_FFMPEG", str(wrapper))

@@ -17,6 +17,9 @@ class FrameSettings:
     # "start": the frame shown at t = i/fps. "middle": the last frame before t = (i + 1/2)/fps, what
     # ffmpeg's fps filter gives by default, as in the released code's 1 fps frames (t = i + 0.5 s).
     times: str = field(default="start", metadata=_ADDED_LATER)
+    # "exact": every frame decoded, the one shown at t kept. "fast": only reference frames decoded
+    # (B-frames and the loop filter skipped), the one nearest to t kept (rq.pipeline.decode).
+    frame_decode: str = field(default="exact", metadata=_ADDED_LATER)
 
 
 @dataclass(frozen=True)
