@@ -1,10 +1,13 @@
 """Rerun only what changed: cases (a)-(e) of issue 2, counted with an ffmpeg wrapper that logs calls."""
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import webdataset as wds
 
 from conftest import contents, lay_out, snapshot
 from rq.pipeline.manifest import read_jsonl, read_manifest
@@ -137,3 +140,18 @@ def test_timeouts_are_skipped_but_not_cached(rq, folder_raw, tmp_path, ffmpeg_lo
     assert {row["reason"] for row in read_jsonl(out / "failures.jsonl")} == {"ffmpeg timed out after 0.0001 s"}
     preprocess(rq, folder_raw, out)  # a busy machine's timeout is not remembered as a bad file
     assert read_manifest(out)["totals"]["samples"] == 8
+
+
+def test_frame_decode_is_a_frames_setting(rq, folder_raw, tmp_path, ffmpeg_log):
+    out = tmp_path / "out"
+    preprocess(rq, folder_raw, out)
+    exact = [json.loads(s["json"]) for s in wds.WebDataset(str(out / "train-000000.tar"), shardshuffle=False)]
+    assert all(m["frame_decode"] == "exact" and len(m["frame_times"]) == m["n_frames"] for m in exact)
+    ffmpeg_log.clear()
+    preprocess(rq, folder_raw, out, "--frame-decode", "fast")
+    calls = ffmpeg_log.calls()
+    # frames only, reference frames only: the probe and the audio stay cached
+    assert len(calls) == 8 and all("-skip_frame:v bidir" in c and "-vn" not in c for c in calls)
+    assert read_manifest(out)["config"]["frames"]["frame_decode"] == "fast"
+    fast = [json.loads(s["json"]) for s in wds.WebDataset(str(out / "train-000000.tar"), shardshuffle=False)]
+    assert all(m["frame_decode"] == "fast" and m["frame_times"] == sorted(m["frame_times"]) for m in fast)
