@@ -12,6 +12,7 @@ known-bad file again. The header alone says what an entry holds (and the member 
 the shard writer compares), so a rerun with nothing to compute reads a few hundred bytes per entry."""
 import hashlib
 import json
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,14 +56,15 @@ class Cache:
         return self.root / stage / key[:2] / key
 
     def head(self, stage: str, key: str) -> Head | None:
-        """The entry's header, or None when there is no complete, well-formed entry."""
-        path = self.path(stage, key)
+        """The entry's header, or None when there is no complete, well-formed entry. (Called for every
+        stage of every clip on a rerun: plain string paths and fstat, no pathlib.)"""
         try:
-            with open(path, "rb") as f:
+            with open(os.path.join(self.root, stage, key[:2], key), "rb") as f:
                 magic, length = _PREFIX.unpack(f.read(_PREFIX.size))
                 header = json.loads(f.read(length))
+                size = os.fstat(f.fileno()).st_size
             head = Head(tuple((n, s, h) for n, s, h in header["members"]), header["error"], header.get("meta"))
-            if path.stat().st_size != _PREFIX.size + length + sum(s for _, s, _ in head.members):
+            if size != _PREFIX.size + length + sum(s for _, s, _ in head.members):
                 return None
         except (OSError, ValueError, KeyError, TypeError, struct.error):
             return None

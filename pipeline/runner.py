@@ -1,7 +1,6 @@
 """How one clip goes through the stages (`rq.pipeline.stages`): its nodes, their cache keys, the plan
 of what is cached, and `process_clip`, the pure per-clip function an executor runs. `rq preprocess`
 and `rq predict` both run clips through it."""
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,7 +192,7 @@ def process_clip(planned: tuple[Clip, Plan], job: Job) -> ClipResult:
         for node in plan.nodes:
             if node.id not in heads:
                 output(node)
-        info = json.loads(output(by_id["probe"])["probe.json"])
+        info = heads["probe"].meta
     except ClipError as e:
         return ClipResult(clip, states, keys, {}, failure=(e.stage, e.reason))
     shard_heads = {st.name: heads[st.name] for st in STAGES if st.in_shard}

@@ -27,7 +27,7 @@ ORIGINAL = FrameSettings(frame_size=0, jpeg_quality=95)
 def run_chain(path: Path, frames=ORIGINAL, audio=AudioDecodeSettings(), spec=SpectrogramSettings(audio_seconds=3)):
     """probe -> frames -> audio -> spectrogram, as the runner chains them."""
     inputs: dict[str, dict[str, bytes]] = {}
-    inputs["probe"] = probe_stage(path, inputs, None, 30)
+    inputs["probe"] = probe_stage(path, inputs, None, 30)[0]
     inputs["frames"] = frames_stage(path, inputs, frames, 30)[0]
     inputs["audio"] = audio_stage(path, inputs, audio, 30)
     inputs["spectrogram"] = spectrogram_stage(path, inputs, spec, 30)
@@ -35,7 +35,7 @@ def run_chain(path: Path, frames=ORIGINAL, audio=AudioDecodeSettings(), spec=Spe
 
 
 def probe(path: Path) -> dict:
-    return json.loads(probe_stage(path, {}, None, 30)["probe.json"])
+    return probe_stage(path, {}, None, 30)[1]
 
 
 def frames_of(path: Path, settings: FrameSettings = ORIGINAL) -> dict[str, np.ndarray]:

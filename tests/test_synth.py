@@ -30,7 +30,7 @@ def files(root: Path) -> dict[str, bytes]:
 
 
 def probe(path: Path) -> dict:
-    return json.loads(probe_stage(path, {}, None, 30)["probe.json"])
+    return probe_stage(path, {}, None, 30)[1]
 
 
 def pitch(path: Path) -> float:

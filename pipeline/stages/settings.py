@@ -1,6 +1,7 @@
 """Frozen settings of each pipeline stage. A stage's cache key hashes exactly its own settings,
 so changing one stage's settings never invalidates another stage's cache."""
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 import json
 
 # Metadata of a field added after its stage's first release: left out of the cache key while it has
@@ -47,6 +48,7 @@ def settings_dict(settings) -> dict:
             if not (f.metadata.get("added_later") and getattr(settings, f.name) == f.default)}
 
 
+@lru_cache(maxsize=64)   # the same few objects for every clip of a run: a rerun computes each key once per clip
 def canonical(settings) -> str:
     """Stable text of a settings object, the part of a cache key that names the settings."""
     return json.dumps(settings_dict(settings), sort_keys=True, separators=(",", ":"))
