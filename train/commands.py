@@ -15,7 +15,7 @@ from rq.train.trainer.config import default_text as _d   # light: no torch
 
 _TRAIN_PANELS = {
     "Input": ("shards", "manifest", "frames", "image_size", "frame_crop", "frame_pick", "random_test_frames", "workers",
-              "shuffle_buffer", "max_steps_per_epoch"),
+              "shuffle_buffer", "decode_on", "max_steps_per_epoch"),
     "Model": ("preset", "method", "fusion_layers", "fusion_block", "pretrained"),
     "Runs and selection": ("seeds", "select_on"),
     "Optimisation": ("optimizer", "epochs", "lr", "batch_size", "momentum", "weight_decay", "warmup_epochs",
@@ -74,6 +74,9 @@ def train_cmd(
                                                       show_default=False),
     workers: Optional[int] = typer.Option(None, help=f"Loader worker processes per GPU/process [{_d('workers')}]."),
     shuffle_buffer: Optional[int] = typer.Option(None, help=f"Samples in the shuffle buffer [{_d('shuffle_buffer')}]."),
+    decode_on: Optional[str] = typer.Option(None, help="cpu: the loader workers decode and crop the JPEG frames | gpu: "
+                                            "the workers only read the shards; frames are decoded on the GPU (nvJPEG, "
+                                            f"needs CUDA and `pip install 'rq[gpu]'`) and cropped there [{_d('decode_on')}]."),
     max_steps_per_epoch: Optional[int] = typer.Option(None, help="Cap on steps per epoch (smoke tests); 0 = none."),
     fusion_layers: Optional[int] = typer.Option(None, help=f"Fusion attention layers: 1 = Vanilla MT, 2 = MT* [{_d('fusion_layers')}]."),
     fusion_block: Optional[str] = typer.Option(None, help="released (the authors' layer: single-head attention over "
