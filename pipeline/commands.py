@@ -105,10 +105,11 @@ _FRAME_SIZE = typer.Option(_FS.frame_size, "--frame-size", help="Short side of t
 _FRAME_DECODE = typer.Option(_FS.frame_decode, "--frame-decode", help="exact: decode every frame, keep the one "
                              "shown at each 1/fps second. fast: decode only reference frames (B-frames and the loop "
                              "filter skipped), keep the one nearest to each second (within half the distance between "
-                             "reference frames: 0.08 s for x264's defaults at 25 fps); each frame's real time is in "
-                             "the sample's json either way. Faster for codecs with B-frames whose decoder can skip "
-                             "them: H.264 (e.g. Kinetics' mp4s: about 2.5x less decoding), HEVC, MPEG-2, MPEG-4 "
-                             "Part 2; VP8/VP9/AV1 and intra-only video decode as in exact.")
+                             "reference frames: 0.08 s with 3 B-frames at 25 fps; never over 0.2 s: a clip whose "
+                             "reference frames are sparser, e.g. x265's HEVC, is decoded exactly); each frame's real "
+                             "time is in the sample's json either way. Faster for codecs with B-frames whose decoder "
+                             "can skip them: H.264 (e.g. Kinetics' mp4s), MPEG-2, MPEG-4 Part 2; VP8/VP9/AV1 and "
+                             "intra-only video decode as in exact.")
 _JPEG_QUALITY = typer.Option(_FS.jpeg_quality, "--jpeg-quality", help="JPEG quality of the frames, 1-100.")
 _FRAME_TIMES = typer.Option(_FS.times, "--frame-times", help="start: the frames shown at t = 0, 1, 2, ... s; "
                             "middle: the last frame before t = 0.5, 1.5, ... s (ffmpeg's default fps rounding, "

@@ -19,7 +19,8 @@ Which frame is kept for second t ("slot" t*fps): `fps=round=up:start_time=0` kee
 whose pts <= t (exact mode). In fast mode the decoder skips B-frames (`-skip_frame bidir`, and the
 loop filter) and `setpts` first moves each frame to the midpoint between it and the previous one, so
 the same filter then keeps the decoded frame nearest to t. Python repeats that rule on the pts list
-from `showinfo` to tell each kept frame's real time."""
+from `showinfo` to tell each kept frame's real time. A clip whose reference frames come out more than
+2 x FAST_MAX_ERROR apart (HEVC from x265, whose P-frames are B-slices) is decoded exactly instead."""
 from __future__ import annotations
 
 import math
@@ -30,7 +31,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,6 +49,7 @@ GLOBAL_ARGS = ("-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info"
 FAST_INPUT_ARGS = ("-skip_frame:v", "bidir", "-skip_loop_filter:v", "all")
 _BMP_HEADER = 54
 _LONGEST_GAP = 10   # a gap between decoded frames counts as at most this many typical gaps (the frame cap)
+FAST_MAX_ERROR = 0.2   # s: fast mode's kept frames are at most this far from their second, else decoded exactly
 # "[tag @ 0x..] [tag2 @ 0x..] [level] message": tags are optional, the level always there.
 _LINE = re.compile(r"^(?P<tags>(?:\[[^\]]* @ (?:0x)?[0-9a-f]+\] )*)\[(?P<level>[a-z]+)\] (?P<msg>.*)$")
 _SHOWINFO = re.compile(r"\bn:\s*\d+ pts:\s*(?P<pts>-?\d+|NOPTS) pts_time:")
@@ -65,6 +67,7 @@ class Decoded:
     frames: list = field(default_factory=list)
     frame_times: list[float] = field(default_factory=list)   # real pts (s) of each kept frame
     frames_note: str | None = None               # why frames were dropped (the cap), if they were
+    frame_decode: str | None = None              # how the frames were decoded: exact, or fast
     wave: np.ndarray | None = None               # mono float32; None when no audio was asked or there is none
 
 
@@ -77,22 +80,26 @@ def decode(path: Path, *, frames: FrameSettings | None = None, audio: AudioDecod
     even describe it, else "frames" (or "audio" when only audio was asked)."""
     stage = "frames" if frames is not None else "audio"
     _check_readable(path, header_stage or stage)
-    run = _run(path, frames, audio, on_frame, timeout, header_stage or stage, stage)
-    if run.failed is not None:
-        info = run.info
-        if info is None:   # ffmpeg could not even describe the file
-            raise run.failed
-        missing_video = frames is not None and not info["has_video"]
-        missing_audio = audio is not None and not info["has_audio"]
-        if not (missing_video or missing_audio):
-            raise run.failed
-        frames, audio = (None if missing_video else frames), (None if missing_audio else audio)
-        if frames is None and audio is None:
-            return Decoded(info)
-        run = _run(path, frames, audio, on_frame, timeout, header_stage or stage, stage)
-        if run.failed is not None:
-            raise run.failed
-    return run.result
+
+    def run(frames: FrameSettings | None, audio: AudioDecodeSettings | None) -> _Run:
+        return _run(path, frames, audio, on_frame, timeout, header_stage or stage, stage)
+    done = run(frames, audio)
+    if done.failed is not None and done.info is not None:
+        missing_video = frames is not None and not done.info["has_video"]
+        missing_audio = audio is not None and not done.info["has_audio"]
+        if missing_video or missing_audio:
+            frames, audio = (None if missing_video else frames), (None if missing_audio else audio)
+            if frames is None and audio is None:
+                return Decoded(done.info)
+            done = run(frames, audio)
+    if frames is not None and frames.frame_decode == "fast" and (done.sparse or done.failed and done.info):
+        # Skipping B-frames left too few frames (x265's HEVC codes its P-frames as B-slices: only
+        # keyframes remain) or made the decoder complain (missing references): this clip is decoded
+        # exactly instead, so fast never means far off, and damage is judged on a full decode.
+        done = run(replace(frames, frame_decode="exact"), audio)
+    if done.failed is not None:
+        raise done.failed
+    return done.result
 
 
 def _check_readable(path: Path, stage: str) -> None:
@@ -109,6 +116,7 @@ class _Run:
     info: dict | None        # None: ffmpeg printed no description of the input
     result: Decoded | None = None
     failed: ClipError | None = None
+    sparse: bool = False     # the decoded frames are further apart than fast mode allows
 
 
 def _run(path: Path, frames: FrameSettings | None, audio: AudioDecodeSettings | None, on_frame, timeout: float,
@@ -147,12 +155,15 @@ def _run(path: Path, frames: FrameSettings | None, audio: AudioDecodeSettings | 
         if log.errors:
             return _Run(info, failed=ClipError(stage, _damage(log, path, info)))
         result = Decoded(info)
+        sparse = False
         if frames is not None:
             result.frames, result.frame_times, result.frames_note = _kept_frames(kept, log, frames)
+            result.frame_decode = frames.frame_decode
+            sparse = frames.frame_decode == "fast" and too_sparse(log.pts, log.time_base, info.get("fps"))
         if audio is not None:
             wave_file.seek(0)
             result.wave = np.frombuffer(wave_file.read(), "<f4")
-        return _Run(info, result)
+        return _Run(info, result, sparse=sparse)
 
 
 def _error(stage: str, reason: str) -> ClipError:
@@ -300,6 +311,15 @@ def shown_frames(pts: list[int], time_base: Fraction, fps: Fraction, slots: int,
             k += 1
         picked.append(k)
     return picked
+
+
+def too_sparse(pts: list[int | None], time_base: Fraction | None, fps: float | None) -> bool:
+    """Whether fast mode's decoded frames leave a gap over 2 x `FAST_MAX_ERROR` (so a kept frame could be
+    further than that from its second) in a stream whose nominal rate has frames more often than that."""
+    done = sorted(p for p in pts if p is not None)
+    if time_base is None or len(done) < 2 or not fps or 1 / fps >= 2 * FAST_MAX_ERROR:
+        return False
+    return max(b - a for a, b in zip(done, done[1:])) * time_base > 2 * FAST_MAX_ERROR
 
 
 def decoded_seconds(pts: list[int], time_base: Fraction) -> float:

@@ -56,7 +56,7 @@ def make_sample(result: ClipResult, settings: dict) -> Sample:
     meta = {"clip_id": clip.clip_id, "label": clip.label, "label_name": clip.label_name, "split": clip.split,
             "source": clip.rel_source, "duration": result.probe.get("duration"),
             "n_frames": sum(m.suffix.endswith(".jpg") for m in stored), "fps": frames.fps,
-            "frame_decode": frames.frame_decode, "frame_times": frame_meta.get("times"),
+            "frame_decode": frame_meta.get("decode", frames.frame_decode), "frame_pts": frame_meta.get("times"),
             "sample_rate": settings["audio"].sample_rate, "audio_seconds": spec.audio_seconds,
             "stft": {"n_fft": spec.n_fft, "win_length": spec.win_length, "hop_length": spec.hop_length}}
     if frame_meta.get("note"):

@@ -62,7 +62,7 @@ def test_fast_equals_exact_byte_for_byte_without_b_frames(tmp_path):
     clip = make_clip(tmp_path / "p.mp4", seconds=3, size=(64, 48), fps=25, bframes=0)
     assert {kind for _, kind in picture_types(clip)} <= {"I", "P"}
     fast, exact = frames_stage(clip, {}, FAST, 30), frames_stage(clip, {}, EXACT, 30)
-    assert fast == exact and len(fast[0]) == 3
+    assert fast[0] == exact[0] and fast[1]["times"] == exact[1]["times"] and len(fast[0]) == 3
 
 
 def test_one_frame_stamped_an_hour_late_is_capped_with_a_reason(tmp_path):
@@ -112,3 +112,14 @@ def test_damage_found_while_decoding_fails_the_clip(tmp_path, damage):
     assert "\n" not in failure.reason and str(tmp_path) not in failure.reason
     # the undamaged file decodes without a complaint
     assert len(frames_stage(good, {}, EXACT, 30)[0]) == 4 and audio_stage(good, {}, AudioDecodeSettings(), 30)
+
+
+def test_fast_decodes_exactly_where_reference_frames_are_sparse(tmp_path):
+    """x265 codes P-frames as B-slices: skipping B-frames leaves only keyframes, seconds apart. Fast mode
+    then decodes the clip exactly (and says so) rather than keep frames far from their second."""
+    clip = tmp_path / "hevc.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x48:r=25:d=3", "-c:v", "libx265", "-x265-params", "log-level=error",
+           f"file:{clip}")
+    fast, exact = frames_stage(clip, {}, FAST, 30), frames_stage(clip, {}, EXACT, 30)
+    assert fast[0] == exact[0] and fast[1]["times"] == exact[1]["times"] == [0.0, 1.0, 2.0]
+    assert fast[1]["decode"] == exact[1]["decode"] == "exact"

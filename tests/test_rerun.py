@@ -146,7 +146,7 @@ def test_frame_decode_is_a_frames_setting(rq, folder_raw, tmp_path, ffmpeg_log):
     out = tmp_path / "out"
     preprocess(rq, folder_raw, out)
     exact = [json.loads(s["json"]) for s in wds.WebDataset(str(out / "train-000000.tar"), shardshuffle=False)]
-    assert all(m["frame_decode"] == "exact" and len(m["frame_times"]) == m["n_frames"] for m in exact)
+    assert all(m["frame_decode"] == "exact" and len(m["frame_pts"]) == m["n_frames"] for m in exact)
     ffmpeg_log.clear()
     preprocess(rq, folder_raw, out, "--frame-decode", "fast")
     calls = ffmpeg_log.calls()
@@ -154,4 +154,4 @@ def test_frame_decode_is_a_frames_setting(rq, folder_raw, tmp_path, ffmpeg_log):
     assert len(calls) == 8 and all("-skip_frame:v bidir" in c and "-vn" not in c for c in calls)
     assert read_manifest(out)["config"]["frames"]["frame_decode"] == "fast"
     fast = [json.loads(s["json"]) for s in wds.WebDataset(str(out / "train-000000.tar"), shardshuffle=False)]
-    assert all(m["frame_decode"] == "fast" and m["frame_times"] == sorted(m["frame_times"]) for m in fast)
+    assert all(m["frame_decode"] == "fast" and m["frame_pts"] == sorted(m["frame_pts"]) for m in fast)

@@ -5,7 +5,8 @@ exact (default): the frame shown at t = 0, 1/fps, 2/fps, ..., i.e. the last fram
 time is <= t; a stream that starts late repeats its first frame instead of shifting every slot.
 fast: only reference frames are decoded (B-frames skipped), and the one nearest to t is kept: for a
 codec with B-frames its time is within half the largest distance between reference frames of t (x264's
-defaults, at most 3 B-frames in a row: 2 frame intervals, 0.08 s at 25 fps). Both in rq.pipeline.decode;
+defaults, at most 3 B-frames in a row: 2 frame intervals, 0.08 s at 25 fps), and never more than 0.2 s
+(a clip whose reference frames are sparser is decoded exactly). Both in rq.pipeline.decode;
 tests/test_stages.py checks them on clips whose pixels encode their own timestamps.
 
 The frames a clip yields are bounded by the video really decoded (count x typical spacing): a clip
@@ -52,10 +53,13 @@ def jpeg_encoder(settings: FrameSettings):
 
 
 def from_decoded(decoded: Decoded) -> tuple[dict[str, bytes], dict]:
-    """(members f0000.jpg ..., meta {"times": [...], "note": ...}) of a decode that asked for frames."""
+    """(members f0000.jpg ..., meta {"times": [...], "decode": "exact"|"fast", "note": ...}) of a decode
+    that asked for frames ("decode": how they were decoded: fast falls back to exact on sparse GOPs)."""
     if not decoded.info["has_video"]:
         raise ClipError(STAGE, "no video stream")
     jpegs = decoded.frames
     digits = max(4, len(str(len(jpegs) - 1)))  # zero-padded: names sort in time order
-    meta = {"times": decoded.frame_times} | ({"note": decoded.frames_note} if decoded.frames_note else {})
+    meta = {"times": decoded.frame_times, "decode": decoded.frame_decode}
+    if decoded.frames_note:
+        meta["note"] = decoded.frames_note
     return {f"f{i:0{digits}d}.jpg": jpg for i, jpg in enumerate(jpegs)}, meta
