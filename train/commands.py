@@ -186,7 +186,7 @@ def bench_train_cmd(
 @command(bench_app, "loader")
 def bench_loader_cmd(
     shards: str = typer.Option(..., help="Shards folder (with manifest.json) whose train split is read."),
-    workers: int = typer.Option(2, help="DataLoader worker processes, the same for both pipelines."),
+    workers: int = typer.Option(2, help="DataLoader worker processes, the same for every pipeline."),
     batches: int = typer.Option(20, min=1, help="Batches timed per pipeline (after one warm-up batch)."),
     batch_size: int = typer.Option(64, min=1, help="Samples per batch."),
     frames: int = typer.Option(3, min=1, help="Frames sampled per clip."),
@@ -194,7 +194,8 @@ def bench_loader_cmd(
     rounds: int = typer.Option(3, min=1, help="Rounds, pipelines taking turns; each reports its median."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the result here as JSON."),
 ) -> None:
-    """Samples/s of the streaming shard loader vs a per-clip-folder PIL DataLoader on the same clips."""
+    """Samples/s of the streaming shard loader vs the plain WebDataset pipeline and a per-clip-folder PIL
+    DataLoader on the same clips, and rq's tar reader vs webdataset's."""
     from rq.train.bench.loader import bench_loader
     bench_loader(shards, workers=workers, batches=batches, batch_size=batch_size, frames=frames,
                  image_size=image_size, rounds=rounds, json_path=json_path)
