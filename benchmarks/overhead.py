@@ -64,7 +64,9 @@ def run(settings: Settings, baseline: Path, work: Path) -> dict:
            "--workers", settings.workers], logs / "synth.txt")
     one_clip_copy(raw, single)
     versions = {"baseline": shim(baseline, work), "rq": None}
-    times: dict[str, dict[str, list]] = {v: {"full": [], "rerun": [], "single": []} for v in versions}
+    phases = ("full", "rerun", "single")
+    times: dict[str, dict[str, list]] = {v: {f"{p}{cpu}": [] for p in phases for cpu in ("", "_cpu")}
+                                         for v in versions}
     for r in range(settings.rounds):
         for version, env in versions.items():
             out, out1 = work / f"{version}-{r}", work / f"{version}-{r}-single"
@@ -72,12 +74,13 @@ def run(settings: Settings, baseline: Path, work: Path) -> dict:
             def preprocess(data: Path, dest: Path, phase: str):
                 return timed([*RQ, "preprocess", "kinetics", "--raw", data, "--out", dest, "--workers",
                               settings.workers], logs / f"{version}-{r}-{phase}.txt", env)
-            times[version]["full"].append(preprocess(raw, out, "full").wall)
-            times[version]["rerun"].append(preprocess(raw, out, "rerun").wall)
             preprocess(single, out1, "single-full")
-            times[version]["single"].append(preprocess(single, out1, "single").wall)
-    return {version: {phase: statistics.median(t) for phase, t in phases.items()} | {"rounds": phases}
-            for version, phases in times.items()}
+            for phase, clock in (("full", preprocess(raw, out, "full")), ("rerun", preprocess(raw, out, "rerun")),
+                                 ("single", preprocess(single, out1, "single"))):
+                times[version][phase].append(clock.wall)
+                times[version][f"{phase}_cpu"].append(clock.cpu)
+    return {version: {phase: statistics.median(t) for phase, t in runs.items()} | {"rounds": runs}
+            for version, runs in times.items()}
 
 
 def report(settings: Settings, times: dict, host: dict, load: dict, baseline: Path) -> dict:
@@ -85,23 +88,30 @@ def report(settings: Settings, times: dict, host: dict, load: dict, baseline: Pa
     rows, derived = [], {}
     for version, t in times.items():
         per_clip_ms = 1e3 * (t["rerun"] - t["single"]) / max(n - 1, 1)
-        derived[version] = {"clips_per_s": n / t["full"], "rerun_ms_per_clip_beyond_startup": per_clip_ms}
-        rows.append([version, round(t["full"], 2), round(n / t["full"], 1), round(t["rerun"], 2),
-                     round(t["single"], 2), round(per_clip_ms, 3)])
+        per_clip_cpu_ms = 1e3 * (t["rerun_cpu"] - t["single_cpu"]) / max(n - 1, 1)
+        derived[version] = {"clips_per_s": n / t["full"], "rerun_ms_per_clip_beyond_startup": per_clip_ms,
+                            "rerun_cpu_ms_per_clip_beyond_startup": per_clip_cpu_ms}
+        rows.append([version, round(t["full"], 2), round(n / t["full"], 1), round(t["full_cpu"], 1),
+                     round(t["rerun"], 2), round(t["single"], 2), f"{per_clip_ms:.3f} / {per_clip_cpu_ms:.3f}"])
     speedup = derived["rq"]["clips_per_s"] / derived["baseline"]["clips_per_s"]
+    cpu_speedup = times["baseline"]["full_cpu"] / times["rq"]["full_cpu"]
     summary_table(f"Per-clip overhead: {n} clips of {settings.seconds:g} s at {settings.size}, {settings.workers} "
                   f"workers, medians of {settings.rounds} rounds (baseline: {baseline})",
-                  ["version", "full run s", "clips/s", "rerun s", "1-clip rerun s", "rerun ms/clip beyond start-up"],
-                  rows)
+                  ["version", "full run s", "clips/s", "full run CPU s", "rerun s", "1-clip rerun s",
+                   "rerun ms/clip beyond start-up (wall / CPU)"], rows)
     rerun_ms = derived["rq"]["rerun_ms_per_clip_beyond_startup"]
-    summary_table("Targets (issue 14)", ["measure", "value", "target", "result"], [
-        ["full run clips/s, rq / baseline", round(speedup, 3), ">= 1.5", "met" if speedup >= 1.5 else "NOT MET"],
+    rerun_cpu_ms = derived["rq"]["rerun_cpu_ms_per_clip_beyond_startup"]
+    summary_table("Targets (issue 14), judged on wall-clock times", ["measure", "value", "target", "result",
+                                                                     "on CPU times"], [
+        ["full run clips/s, rq / baseline", round(speedup, 3), ">= 1.5", "met" if speedup >= 1.5 else "NOT MET",
+         round(cpu_speedup, 3)],
         ["no-change rerun ms/clip beyond start-up", round(rerun_ms, 3), "<= 0.5",
-         "met" if rerun_ms <= 0.5 else "NOT MET"]])
+         "met" if rerun_ms <= 0.5 else "NOT MET", round(rerun_cpu_ms, 3)]])
     console.print(f"load average before / after: {load['before']} / {load['after']} "
                   f"({host['nproc']} cores, {host['cpu']})")
     return {"settings": asdict(settings), "baseline": str(baseline), "machine": host, "load_average": load,
-            "times": times, "derived": derived, "speedup": speedup, "command": command_line()}
+            "times": times, "derived": derived, "speedup": speedup, "cpu_speedup": cpu_speedup,
+            "command": command_line()}
 
 
 def main(argv: list[str] | None = None) -> None:
