@@ -1,7 +1,8 @@
 """`rq bench loader`: samples/s of the streaming shard loader against what a user would otherwise run
 on the same clips, with the same workers, batch size, frame sampling and crop boxes:
 - the pipeline a WebDataset user writes by hand on the same shards: `wds.WebDataset(urls,
-  shardshuffle=...)`, `.shuffle(1000)`, `.decode("pil")`, PIL crops normalised to float in the workers;
+  resampled=True)` (shards shuffled by drawing them), `.shuffle(1000)`, `.decode("pil")`, PIL crops
+  normalised to float in the workers, `.batched()`;
 - a folder per clip (1 fps JPEG frames + spectrogram .npy), frames read with PIL, cropped and
   normalised to float in the workers (torchvision-style), map-style torch DataLoader.
 And the tar readers alone, in this process: rq's (train/data/tarstream.py) against webdataset's."""
@@ -77,8 +78,12 @@ def plain_webdataset(urls: list[str], frames: int, image_size: int, batch_size: 
         images = [sample[names[j]] for j in pick_frames(len(names), frames, rng)]
         return (torch.from_numpy(sample["spec.npy"]).float().unsqueeze(0), pil_crops(images, image_size, rng),
                 int(sample["cls"]))
-    dataset = (wds.WebDataset(urls, shardshuffle=len(urls), repeat=True).shuffle(1000).decode("pil")
-               .map(to_tensors).batched(batch_size))
+    # resampled=True: shards drawn at random without end, webdataset's own recipe for training (it
+    # ignores shardshuffle then). `shardshuffle=N` alone ends after one pass, `.repeat()` restarts the
+    # whole pipeline each pass (a partial batch and an empty shuffle buffer every few shards), and the
+    # constructor's repeat=True does nothing in webdataset 1.0.
+    dataset = (wds.WebDataset(urls, resampled=True).shuffle(1000).decode("pil")
+               .map(to_tensors).batched(batch_size, partial=False))
     return DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=pin_memory)
 
 
@@ -161,7 +166,7 @@ def bench_loader(shards: str, *, workers: int = 2, batches: int = 20, batch_size
             return DataLoader(reference, batch_size=batch_size, sampler=sampler, num_workers=workers,
                               pin_memory=cfg.pin_memory)
 
-        def wds_batches(k: int) -> DataLoader:   # endless (repeat=True): _run takes what it times
+        def wds_batches(k: int) -> DataLoader:   # endless (resampled): _run takes what it times
             return plain_webdataset(urls, frames, image_size, batch_size, workers, cfg.pin_memory)
 
         for r in range(rounds):
