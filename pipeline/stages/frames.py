@@ -2,7 +2,8 @@
 of each (the entry's meta, which the shard writer puts in the sample's json).
 
 exact (default): the frame shown at t = 0, 1/fps, 2/fps, ..., i.e. the last frame whose presentation
-time is <= t; a stream that starts late repeats its first frame instead of shifting every slot.
+time is <= t; a stream that starts late repeats its first frame instead of shifting every slot. With
+times "middle": the last frame before t = 1/2, 3/2, ... over fps (the released code's frames).
 fast: only reference frames are decoded (B-frames skipped), and the one nearest to t is kept: for a
 codec with B-frames its time is within half the largest distance between reference frames of t (x264's
 defaults, at most 3 B-frames in a row: 2 frame intervals, 0.08 s at 25 fps), and never more than 0.2 s
