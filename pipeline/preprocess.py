@@ -156,6 +156,8 @@ def _process_clips(found: Discovery, job: Job, cache: Cache, workers: int) -> li
                 if result.failure:
                     tqdm.write(f"skipped {result.clip.rel_source}: {result.failure[0]}: {result.failure[1]}",
                                file=sys.stderr)
+                elif note := (result.heads["frames"].meta or {}).get("note"):   # kept, with fewer frames
+                    tqdm.write(f"warning: {result.clip.rel_source}: frames: {note}", file=sys.stderr)
                 results.append(result)
     except FfmpegMissing as e:
         fail(str(e))

@@ -1,6 +1,7 @@
 """The one ffmpeg run per clip (rq.pipeline.decode) on real media: fast frame decoding against the
 clip's own GOP, the frame cap, the default audio stream, damage found while decoding."""
 import io
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import webdataset as wds
 
 from media import ffmpeg, frame_time, make_clip, tone
 from rq.pipeline.errors import ClipError
@@ -123,3 +125,17 @@ def test_fast_decodes_exactly_where_reference_frames_are_sparse(tmp_path):
     fast, exact = frames_stage(clip, {}, FAST, 30), frames_stage(clip, {}, EXACT, 30)
     assert fast[0] == exact[0] and fast[1]["times"] == exact[1]["times"] == [0.0, 1.0, 2.0]
     assert fast[1]["decode"] == exact[1]["decode"] == "exact"
+
+
+def test_capped_frames_are_named_on_the_terminal_and_in_the_json(rq, tmp_path):
+    raw = tmp_path / "raw"
+    (raw / "a").mkdir(parents=True)
+    ffmpeg("-f", "lavfi", "-i", "color=c=gray:s=32x24:r=10:d=10,settb=1/1000,setpts='if(eq(N,99),3600/TB,PTS)'",
+           "-f", "lavfi", "-i", tone(10, 16000, 1, 440), "-c:v", "libx264", "-preset", "veryfast", "-fps_mode",
+           "passthrough", "-c:a", "aac", f"file:{raw / 'a' / 'late.mkv'}")
+    out = tmp_path / "out"
+    result = rq("preprocess", "folder", "--raw", raw, "--out", out, "--workers", "1", "--test-fraction", "0")
+    assert result.exit_code == 0, result.stderr
+    assert "warning: a/late.mkv: frames: kept the first" in result.stderr
+    meta = json.loads(next(iter(wds.WebDataset(str(out / "train-000000.tar"), shardshuffle=False)))["json"])
+    assert meta["n_frames"] <= 12 and "3600.0 s" in meta["frames_note"] and len(meta["frame_pts"]) == meta["n_frames"]
