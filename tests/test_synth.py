@@ -185,7 +185,7 @@ def test_help_texts_and_doctor(rq):
 
 
 def first_frame(path: Path) -> np.ndarray:
-    jpg = frames_stage(path, {"probe": probe_stage(path, {}, None, 30)}, FrameSettings(frame_size=0), 30)["f0000.jpg"]
+    jpg = frames_stage(path, {}, FrameSettings(frame_size=0), 30)[0]["f0000.jpg"]
     return cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR).astype(float)
 
 
@@ -206,8 +206,7 @@ def test_corruption_knobs_corrupt_an_exact_share_of_each_split(rq, tmp_path):
     sharpness = {}
     for clip in clips:
         video = out / clip["video"]
-        inputs = {"probe": probe_stage(video, {}, None, 30)}
-        wave = np.load(io.BytesIO(audio_stage(video, inputs, AudioDecodeSettings(), 30)["audio.npy"]))
+        wave = np.load(io.BytesIO(audio_stage(video, {}, AudioDecodeSettings(), 30)["audio.npy"]))
         rms = float(np.sqrt(np.mean(wave ** 2)))
         if clip["audio_corruption"] == "silence":
             assert rms < 1e-3
