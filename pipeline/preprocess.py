@@ -118,6 +118,7 @@ def _check(opts: Options, recipe: str) -> tuple[Path, Path]:
     if opts.classes is not None and not opts.classes.is_file():
         fail(f"--classes {opts.classes}: no such file")
     checks = [(opts.frame_size >= 0, "--frame-size must be >= 0"),
+              (opts.frame_decode in ("exact", "fast"), "--frame-decode must be exact or fast"),
               (1 <= opts.jpeg_quality <= 100, "--jpeg-quality must be in 1..100"),
               (opts.frame_times in FRAME_TIMES, f"--frame-times must be one of {', '.join(FRAME_TIMES)}"),
               (opts.sample_rate is None or opts.sample_rate > 0, "--sample-rate must be > 0"),
@@ -155,6 +156,8 @@ def _process_clips(found: Discovery, job: Job, cache: Cache, workers: int) -> li
                 if result.failure:
                     tqdm.write(f"skipped {result.clip.rel_source}: {result.failure[0]}: {result.failure[1]}",
                                file=sys.stderr)
+                elif note := (result.heads["frames"].meta or {}).get("note"):   # kept, with fewer frames
+                    tqdm.write(f"warning: {result.clip.rel_source}: frames: {note}", file=sys.stderr)
                 results.append(result)
     except FfmpegMissing as e:
         fail(str(e))

@@ -16,7 +16,7 @@ from rq.train.trainer.config import default_text as _d   # light: no torch
 
 _TRAIN_PANELS = {
     "Input": ("shards", "manifest", "frames", "image_size", "frame_crop", "frame_pick", "random_test_frames", "workers",
-              "shuffle_buffer", "max_steps_per_epoch"),
+              "shuffle_buffer", "decode_on", "max_steps_per_epoch"),
     "Model": ("preset", "method", "fusion_layers", "fusion_block", "rolling", "bottleneck_tokens",
               "bottleneck_layers", "cross_layers", "pretrained"),
     "OGM-GE and PMR": ("ogm_alpha", "ogm_start", "ogm_end", "pmr_alpha", "pmr_momentum", "pmr_start", "pmr_end"),
@@ -79,6 +79,9 @@ def train_cmd(
                                                       show_default=False),
     workers: Optional[int] = typer.Option(None, help=f"Loader worker processes per GPU/process [{_d('workers')}]."),
     shuffle_buffer: Optional[int] = typer.Option(None, help=f"Samples in the shuffle buffer [{_d('shuffle_buffer')}]."),
+    decode_on: Optional[str] = typer.Option(None, help="cpu: the loader workers decode and crop the JPEG frames | gpu: "
+                                            "the workers only read the shards; frames are decoded on the GPU (nvJPEG, "
+                                            f"needs CUDA and `pip install 'rq[gpu]'`) and cropped there [{_d('decode_on')}]."),
     max_steps_per_epoch: Optional[int] = typer.Option(None, help="Cap on steps per epoch (smoke tests); 0 = none."),
     fusion_layers: Optional[int] = typer.Option(None, help=f"Fusion attention layers: 1 = Vanilla MT, 2 = MT* [{_d('fusion_layers')}]."),
     fusion_block: Optional[str] = typer.Option(None, help="released (the authors' layer: single-head attention over "
@@ -234,7 +237,7 @@ def bench_train_cmd(
 @command(bench_app, "loader")
 def bench_loader_cmd(
     shards: str = typer.Option(..., help="Shards folder (with manifest.json) whose train split is read."),
-    workers: int = typer.Option(2, help="DataLoader worker processes, the same for both pipelines."),
+    workers: int = typer.Option(2, help="DataLoader worker processes, the same for every pipeline."),
     batches: int = typer.Option(20, min=1, help="Batches timed per pipeline (after one warm-up batch)."),
     batch_size: int = typer.Option(64, min=1, help="Samples per batch."),
     frames: int = typer.Option(3, min=1, help="Frames sampled per clip."),
@@ -242,7 +245,8 @@ def bench_loader_cmd(
     rounds: int = typer.Option(3, min=1, help="Rounds, pipelines taking turns; each reports its median."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the result here as JSON."),
 ) -> None:
-    """Samples/s of the streaming shard loader vs a per-clip-folder PIL DataLoader on the same clips."""
+    """Samples/s of the streaming shard loader vs the plain WebDataset pipeline and a per-clip-folder PIL
+    DataLoader on the same clips, and rq's tar reader vs webdataset's."""
     from rq.train.bench.loader import bench_loader
     bench_loader(shards, workers=workers, batches=batches, batch_size=batch_size, frames=frames,
                  image_size=image_size, rounds=rounds, json_path=json_path)

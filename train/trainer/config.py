@@ -92,6 +92,7 @@ class TrainConfig:
     random_test_frames: bool = False  # evaluation draws its frames at random too (the released CREMA-D code)
     workers: int = field(default=4, metadata=RUNTIME)
     shuffle_buffer: int = 1000
+    decode_on: str = field(default="cpu", metadata=RUNTIME)  # JPEGs decoded by the loader workers, or "gpu"
     max_steps_per_epoch: int = 0     # 0 = the full epoch from the manifest (smoke tests cap it)
     # model
     fusion_layers: int = ModelConfig.fusion_layers   # 1 = Vanilla MT, 2 = MT*
@@ -127,6 +128,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             _check(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be at least 1")
         _check(self.lr > 0, "--lr must be positive")
+        _check(self.decode_on in ("cpu", "gpu"), f"--decode-on must be cpu or gpu, got {self.decode_on!r}")
         _check(self.fusion_layers >= 1, "--fusion-layers must be at least 1")
         _check(min(self.bottleneck_tokens, self.bottleneck_layers, self.cross_layers) >= 1,
                "--bottleneck-tokens, --bottleneck-layers and --cross-layers must be at least 1")

@@ -40,7 +40,7 @@ from rq.train.trainer.balancing import make_balancer
 from rq.train.trainer.build import (build_model, build_optimizer, check_input_shape, data_config, input_warnings,
                                     lr_schedule)
 from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors, default_workers, provenance
-from rq.train.data import eval_batches, open_source, train_batches
+from rq.train.data import eval_batches, gpu_decode, open_source, train_batches
 from rq.train.trainer.distributed import DistEnv, all_gather_objects, all_reduce_sum, barrier, process_group
 from rq.train.evaluation.metrics import last_layer
 from rq.train.trainer.logs import WandbLog, write_hparams, write_steps, write_summary_csv
@@ -91,6 +91,8 @@ def cli_train(shards: str, preset: str | None, resume: str | None = None, seeds:
 
 
 def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
+    if cfg.decode_on == "gpu" and (reason := gpu_decode.unavailable(env.device)):
+        raise ConfigError(reason)
     src = open_source(cfg.shards, manifest=cfg.manifest or None)
     cfg = replace(cfg, frames=cfg.frames or src.frames_per_clip)
     resumed = _load_resume(cfg, src) if cfg.resume else None
@@ -159,7 +161,7 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
 
     step = ForwardPass.create(_wrap(model, cfg, env), env, cfg.precision)
     data_cfg = data_config(cfg, workers=cfg.workers, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
-                           pin_memory=env.device.type == "cuda")
+                           pin_memory=env.device.type == "cuda", decode_on=cfg.decode_on)
     n_test = (src.splits["test"][1] or 0) if "test" in src.splits else 0
     if env.is_main:
         out.print(f"rq train: {cfg.method} on {cfg.preset} preset, {n_train} train / {n_val} val / {n_test} test samples, "
