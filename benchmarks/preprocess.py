@@ -29,7 +29,7 @@ from functools import partial
 from pathlib import Path
 
 from rq.pipeline.console import err, fail, out as console, summary_table
-from rq.pipeline.executor import map_unordered
+from rq.pipeline.executors import map_unordered
 from rq.pipeline.ffmpeg import ffmpeg_binary, ffmpeg_version
 
 RQ = [sys.executable, "-m", "rq.cli"]
