@@ -6,6 +6,7 @@ Every frame tells what it is once decoded: green = 16 + 20 * frame index, red ri
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 import tarfile
@@ -126,3 +127,10 @@ def write_v01(run: Path, old: Path) -> None:
     del state["param_names"]
     save_checkpoint(state, old / "last.pt")
     (old / "config.json").write_text(json.dumps(state["config"], indent=2) + "\n")
+
+
+def python_env() -> dict:
+    """The parent's Python environment (venv, PYTHONPATH), minus anything that names a rank: for
+    training processes a test launches."""
+    keep = ("PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "RQ_FFMPEG")
+    return {k: v for k, v in os.environ.items() if k in keep}

@@ -7,7 +7,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 import json
-import os
 from pathlib import Path
 import subprocess
 
@@ -180,10 +179,10 @@ def provenance() -> dict:
 
 
 def default_workers() -> int:
-    """Loader processes per training process: the cores this process may use, shared by the processes
-    torchrun started on this machine, less one for the training process itself."""
-    cores = len(os.sched_getaffinity(0))
-    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) - 1)
+    """Loader processes per training process: the cores one training process may use (ranks.py: shared
+    by the processes launched on this machine, or its own under srun), less one for itself."""
+    from rq.train.trainer.ranks import cores_per_process
+    return max(1, cores_per_process() - 1)
 
 
 def default_text(name: str) -> str:
