@@ -120,9 +120,8 @@ def _count_outputs(folder: Path, pattern: str) -> int:
     return sum(1 for _ in folder.glob(pattern)) if folder.is_dir() else 0
 
 
-def run_phases(settings: BenchSettings, work: Path) -> tuple[list[Phase], Phase]:
-    """Generate the clips (untimed), then time every phase; returns (phases, rq start-up)."""
-    raw, logs = work / "raw", work / "logs"
+def make_clips(settings: BenchSettings, raw: Path, logs: Path) -> list[Path]:
+    """The benchmark's clips, by `rq synth` in the Kinetics layout (not timed); `logs` gets made."""
     logs.mkdir(parents=True)
     err.print(f"generating {settings.clips} clips of {settings.seconds:g} s at {settings.size} (not timed)")
     _command([*RQ, "synth", "--preset", "kinetics", "--out", raw, "--clips", settings.clips,
@@ -131,6 +130,13 @@ def run_phases(settings: BenchSettings, work: Path) -> tuple[list[Phase], Phase]
     clips = sorted(raw.glob("*/*.mp4"))
     if len(clips) != settings.clips:
         fail(f"rq synth wrote {len(clips)} clips into {raw}, not {settings.clips}", code=1)
+    return clips
+
+
+def run_phases(settings: BenchSettings, work: Path) -> tuple[list[Phase], Phase]:
+    """Generate the clips (untimed), then time every phase; returns (phases, rq start-up)."""
+    raw, logs = work / "raw", work / "logs"
+    clips = make_clips(settings, raw, logs)
     phases = [decode_floor(clips, settings.workers)]
 
     reference_out = work / "reference"

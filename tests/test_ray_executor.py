@@ -224,6 +224,16 @@ def test_doctor_lists_the_cluster(rq, head):
     assert re.search(r"ray node:\s+\S+ \([0-9a-f]{8}\): 2 CPUs", result.stdout)
 
 
+def test_usage_and_unreachable_cluster_are_one_line(rq, raw, tmp_path):
+    closed = _free_port()   # nothing listens there
+    for args, line in ((["--ray-address", "auto"], "error: --ray-address needs --executor ray"),
+                       (["--executor", "spark"], "error: --executor must be process or ray, got 'spark'"),
+                       (["--executor", "ray", "--ray-address", f"127.0.0.1:{closed}"],
+                        f"error: cannot reach the Ray cluster at 127.0.0.1:{closed}: Connection refused")):
+        result = rq("preprocess", "folder", "--raw", raw, "--out", tmp_path / "out", *args)
+        assert result.exit_code == 2 and result.stderr.strip().splitlines()[-1] == line, result.stderr
+
+
 def _mount_namespaces() -> bool:
     try:
         return subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode == 0
@@ -250,3 +260,18 @@ def test_a_node_that_cannot_see_the_raw_files_stops_the_run(head, raw, tmp_path)
                         r"or directory; --raw and the cache must be one filesystem that every node mounts at the "
                         r"same path", line), line
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_the_benchmark_runs_on_two_clips(tmp_path):
+    """benchmarks/ray_executor.py end to end on 2 tiny clips (no speed assertion: the figures are in
+    benchmarks/README.md)."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ray_executor.py"
+    done = subprocess.run([sys.executable, str(script), "--clips", "2", "--seconds", "2", "--size", "128x72",
+                           "--noop", "20", "--json", str(tmp_path / "r.json")], capture_output=True, text=True,
+                          timeout=200, start_new_session=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "r.json").read_text())
+    pool, ray_run = result["phases"]
+    assert pool["clips"] == ray_run["clips"] == 2 and result["same_bytes"]
+    assert abs(result["ray_over_pool_clips_per_s"] - pool["seconds"] / ray_run["seconds"]) < 1e-9
+    assert result["ray_start_stop_s"] > 0 and set(result["noop_ms_per_item"]) == {"pool", "ray"}
