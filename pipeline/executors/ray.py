@@ -101,15 +101,17 @@ class RayExecutor:
         if self._checked:
             return
         cpus = self.workers or len(os.sched_getaffinity(0))
-        self._connected = connect(self.address, cpus)
-        check_nodes(self.reads, self.writes)
-        self._checked = True
+        self._connected = connect(self.address, cpus) or self._connected
         nodes = cluster_nodes()
         total = sum(n for _, n in nodes)
+        if not total:   # tasks would wait for a CPU forever
+            raise ExecutorError(f"the Ray cluster at {self.address} has no node with a CPU to run clips on")
+        check_nodes(self.reads, self.writes)
+        self._checked = True
         if self.address is not None and self.workers:
             self._in_flight = self.workers   # a cap: no task waits in a queue beyond it
         else:
-            self._in_flight = IN_FLIGHT_PER_WORKER * max(1, total)
+            self._in_flight = IN_FLIGHT_PER_WORKER * total
         where = f"joined {self.address}" if self.address else "a local instance"
         if verbosity() != QUIET:
             err.print(f"ray: {where}, {len(nodes)} node(s), {total} CPUs; every node sees the shared storage",
