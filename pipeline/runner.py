@@ -157,7 +157,6 @@ def process_clip(planned: tuple[Clip, Plan], job: Job) -> ClipResult:
     return ClipResult(clip, states, keys, shard_heads, probe=info)
 
 
-
 def lost_clip(planned: tuple[Clip, Plan], reason: str) -> ClipResult:
     """The result of a clip whose run never finished (its Ray worker or node died on every try): failed
     at its first stage to compute, a transient failure that is not cached, so the next run computes it."""

@@ -14,6 +14,7 @@ from rq.pipeline.atomic import write_atomic
 from rq.pipeline.console import fail
 from rollingq.config import FUSION_BLOCKS, METHODS, PRESETS, ModelConfig, RollingQConfig
 from rq.train.data.errors import DataError
+from rq.train.trainer.ranks import cores_per_process
 
 PRECISIONS = ("auto", "bf16", "fp32")   # auto: bf16 autocast on CUDA, fp32 on CPU (epoch.ForwardPass.create)
 
@@ -181,7 +182,6 @@ def provenance() -> dict:
 def default_workers() -> int:
     """Loader processes per training process: the cores one training process may use (ranks.py: shared
     by the processes launched on this machine, or its own under srun), less one for itself."""
-    from rq.train.trainer.ranks import cores_per_process
     return max(1, cores_per_process() - 1)
 
 
