@@ -48,16 +48,18 @@ def run_phases(settings: BenchSettings, noop: int, work: Path) -> dict:
     if not same:
         fail(f"the Ray executor's output differs from the process pool's ({work / 'pool'} vs {work / 'ray'})", code=1)
 
+    noops = {"pool": _noop(lambda: map_unordered(abs, range(noop), settings.workers, desc="pool no-op", unit="it"))}
     with Clock() as start:
         connected = connect(None, settings.workers)
         check_nodes(clips[:1], work / "ray" / ".cache")
-        disconnect(connected)
-    noops = {"pool": _noop(lambda: map_unordered(abs, range(noop), settings.workers, desc="pool no-op", unit="it"))}
+    # the same instance for the no-op items (the executor finds it running and leaves it to us)
     with RayExecutor(settings.workers, None, clips[:1], work / "ray" / ".cache", lambda item, reason: None) as ray:
-        ray.map(abs, [0], desc="ray start", unit="it")   # started before the clock: start-up is measured above
+        ray.map(abs, [0], desc="ray start", unit="it")   # its own node check, before the clock
         noops["ray"] = _noop(lambda: ray.map(abs, range(noop), desc="ray no-op", unit="it"))
-    return {"runs": runs, "same_bytes": same, "ray_start_stop": Phase("ray start/stop", start.wall, start.cpu, 0),
-            "noop": noops}
+    with Clock() as stop:
+        disconnect(connected)
+    start_stop = Phase("ray start/stop", start.wall + stop.wall, start.cpu + stop.cpu, 0)
+    return {"runs": runs, "same_bytes": same, "ray_start_stop": start_stop, "noop": noops}
 
 
 def _noop(results) -> Phase:
