@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tarfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -127,6 +128,12 @@ def write_v01(run: Path, old: Path) -> None:
     del state["param_names"]
     save_checkpoint(state, old / "last.pt")
     (old / "config.json").write_text(json.dumps(state["config"], indent=2) + "\n")
+
+
+def rq_script() -> str:
+    """The `rq` entry point of the Python running the tests (a PATH lookup could find another
+    environment's, or a pyenv shim, which is a shell script torchrun cannot run)."""
+    return shutil.which("rq", path=str(Path(sys.executable).parent)) or shutil.which("rq")
 
 
 def python_env() -> dict:

@@ -5,7 +5,6 @@ data per rank). Then the run resumes on one process: it goes on, with a warning.
 parsing is checked on its own below."""
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import python_env, write_shards
+from helpers import python_env, rq_script, write_shards
 from rq.train.trainer.checkpoint import load_checkpoint
 from rq.train.trainer.ranks import SLURM_PORT_BASE, Launch, first_host, read_launch, tasks_per_node
 
-RQ = shutil.which("rq", path=str(Path(sys.executable).parent)) or shutil.which("rq")
+RQ = rq_script()
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 
