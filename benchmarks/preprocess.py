@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RQ, Clock, Parser, check_work, command_line, load_average, machine, timed, write_json  # noqa: E402
 from rq.pipeline.console import err, fail, out as console, summary_table  # noqa: E402
-from rq.pipeline.executor import map_unordered  # noqa: E402
+from rq.pipeline.executors import map_unordered  # noqa: E402
 from rq.pipeline.ffmpeg import ffmpeg_binary  # noqa: E402
 
 REFERENCE = Path(__file__).with_name("reference_flow.py")
@@ -108,6 +108,8 @@ def _with_bframes(clip: Path, binary: str, bframes: int) -> str | None:
 
 
 def make_clips(settings: BenchSettings, raw: Path, logs: Path) -> list[Path]:
+    """The benchmark's clips, by `rq synth` in the Kinetics layout (not timed); `logs` gets made."""
+    logs.mkdir(parents=True, exist_ok=True)
     err.print(f"generating {settings.clips} clips of {settings.seconds:g} s at {settings.size} (not timed)")
     timed([*RQ, "synth", "--preset", "kinetics", "--out", raw, "--clips", settings.clips,
            "--classes", min(4, settings.clips), "--seconds", settings.seconds, "--size", settings.size,
@@ -125,7 +127,6 @@ def make_clips(settings: BenchSettings, raw: Path, logs: Path) -> list[Path]:
 def run_phases(settings: BenchSettings, work: Path) -> tuple[list[Phase], Phase]:
     """Generate the clips (untimed), then time every phase; returns (phases, rq start-up)."""
     raw, logs = work / "raw", work / "logs"
-    logs.mkdir(parents=True)
     clips = make_clips(settings, raw, logs)
     phases = [decode_floor(clips, settings.workers)]
 

@@ -14,11 +14,16 @@ from rq.pipeline.stages.settings import AudioDecodeSettings as _AS, FrameSetting
 
 # ---- doctor / synth (pipeline) ----
 @command(app, "doctor")
-def doctor_cmd() -> None:
+def doctor_cmd(
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Also join this Ray cluster (auto, or "
+                                              "HOST:PORT of its head) and list its nodes and CPUs.",
+                                              show_default=False),
+) -> None:
     """Print what rq runs with: the ffmpeg binary (path, version, and whether it came from $RQ_FFMPEG, PATH or
-    the imageio-ffmpeg package), Python, torch, CUDA and its devices, CPU cores. Exit 1 when there is no ffmpeg."""
+    the imageio-ffmpeg package), Python, torch, CUDA and its devices, CPU cores, Ray. Exit 1 when there is no
+    ffmpeg, or the Ray cluster of --ray-address cannot be joined."""
     from rq.pipeline.doctor import doctor
-    doctor()
+    doctor(ray_address)
 
 
 @command(app, "synth")
@@ -137,6 +142,14 @@ _HOP = typer.Option(None, "--hop-length", help="STFT hop in samples of --audio-f
 _SHARD_SIZE = typer.Option(_PC.shard_size_mb, "--shard-size", help="Largest shard, in MB.")
 _WORKERS = typer.Option(None, "--workers", help="Parallel clip workers, one ffmpeg thread each [default: all "
                         "cores].", show_default=False)
+_EXECUTOR = typer.Option(_PO.executor, "--executor", help="Where clips run: process (worker processes on this "
+                         "machine) or ray (Ray tasks; needs `pip install 'rq[ray]'`). With ray, --raw and the cache "
+                         "(--cache, default OUT/.cache) must be on a filesystem that every node mounts at the same "
+                         "path; each node is checked at start.")
+_RAY_ADDRESS = typer.Option(None, "--ray-address", help="With --executor ray: join this running cluster (auto, or "
+                            "HOST:PORT of its head) instead of starting a local Ray instance of --workers CPUs; "
+                            "--workers then caps the clips running at once [default: every CPU of the cluster].",
+                            show_default=False)
 _SEED = typer.Option(_PC.seed, "--seed", help="Seed of the sample order in the shards and of seeded splits.")
 _TIMEOUT = typer.Option(_PO.timeout, "--timeout", help="Seconds one ffmpeg call may take before its clip is skipped.")
 _MAX_FAILURE = typer.Option(_PO.max_failure_rate, "--max-failure-rate", help="Exit 1 when more than this share of clips is "
@@ -171,6 +184,7 @@ _COMMON = {
     "timeout": (float, _TIMEOUT), "max_failure_rate": (float, _MAX_FAILURE), "cache": (Optional[Path], _CACHE),
     "hash_content": (bool, _HASH), "force": (list[str], _FORCE), "dry_run": (bool, _DRY_RUN),
     "frames_per_clip": (Optional[int], _FRAMES_PER_CLIP), "val_fraction": (float, _VAL_FRACTION),
+    "executor": (str, _EXECUTOR), "ray_address": (Optional[str], _RAY_ADDRESS),
 }
 _SPLITS = {"split_list": (list[str], _SPLIT_LIST)}
 _SEEDED = {"test_fraction": (float, _TEST_FRACTION)}

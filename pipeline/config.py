@@ -118,6 +118,8 @@ class Options:
     val_fraction: float = _R.val_fraction
     frames_per_clip: int | None = None
     label_field: str = _R.label_field
+    executor: str = "process"             # how clips run: rq.pipeline.executors (never changes the output)
+    ray_address: str | None = None
 
     def config(self, recipe_module) -> PreprocessConfig:
         """Raises ValueError (one line) for audio options that do not fit the front end."""

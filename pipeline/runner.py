@@ -198,3 +198,11 @@ def process_clip(planned: tuple[Clip, Plan], job: Job) -> ClipResult:
     shard_heads = {st.name: heads[st.name] for st in STAGES if st.in_shard}
     return ClipResult(clip, states, keys, shard_heads, probe=info)
 
+
+def lost_clip(planned: tuple[Clip, Plan], reason: str) -> ClipResult:
+    """The result of a clip whose run never finished (its Ray worker or node died on every try): failed
+    at its first stage to compute, a transient failure that is not cached, so the next run computes it."""
+    clip, plan = planned
+    node = next(n for n in plan.nodes if n.id not in plan.heads)   # a clip with work has one
+    states = {node_id: ("cached", 0.0) for node_id in plan.heads} | {node.id: ("failed", 0.0)}
+    return ClipResult(clip, states, plan.keys, {}, failure=(node.stage.name, reason))

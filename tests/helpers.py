@@ -6,8 +6,10 @@ Every frame tells what it is once decoded: green = 16 + 20 * frame index, red ri
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
+import sys
 import tarfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -146,3 +148,16 @@ def without_permission_override() -> None:
             data[2] &= ~(1 << cap)                       # inheritable: not passed to what this runs
             data[0] &= ~(1 << cap)                       # effective: not used here either
         libc.capset(header, data)
+
+
+def rq_script() -> str:
+    """The `rq` entry point of the Python running the tests (a PATH lookup could find another
+    environment's, or a pyenv shim, which is a shell script torchrun cannot run)."""
+    return shutil.which("rq", path=str(Path(sys.executable).parent)) or shutil.which("rq")
+
+
+def python_env() -> dict:
+    """The parent's Python environment (venv, PYTHONPATH), minus anything that names a rank: for
+    training processes a test launches."""
+    keep = ("PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "RQ_FFMPEG")
+    return {k: v for k, v in os.environ.items() if k in keep}

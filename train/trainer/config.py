@@ -7,7 +7,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 import json
-import os
 from pathlib import Path
 import subprocess
 
@@ -15,6 +14,7 @@ from rq.pipeline.atomic import write_atomic
 from rq.pipeline.console import fail
 from rollingq.config import FUSION_BLOCKS, METHODS, PRESETS, ModelConfig, RollingQConfig, rolling_error
 from rq.train.data.errors import DataError
+from rq.train.trainer.ranks import cores_per_process
 
 PRECISIONS = ("auto", "bf16", "fp32")   # auto: bf16 autocast on CUDA, fp32 on CPU (epoch.ForwardPass.create)
 
@@ -213,10 +213,9 @@ def provenance() -> dict:
 
 
 def default_workers() -> int:
-    """Loader processes per training process: the cores this process may use, shared by the processes
-    torchrun started on this machine, less one for the training process itself."""
-    cores = len(os.sched_getaffinity(0))
-    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) - 1)
+    """Loader processes per training process: the cores one training process may use (ranks.py: shared
+    by the processes launched on this machine, or its own under srun), less one for itself."""
+    return max(1, cores_per_process() - 1)
 
 
 def default_text(name: str) -> str:

@@ -41,7 +41,9 @@ from rq.train.trainer.build import (build_model, build_optimizer, check_input_sh
                                     lr_schedule)
 from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors, default_workers, provenance
 from rq.train.data import eval_batches, gpu_decode, open_source, train_batches
-from rq.train.trainer.distributed import DistEnv, all_gather_objects, all_reduce_sum, barrier, process_group
+from rq.train.trainer.distributed import (DistEnv, all_gather_objects, all_reduce_sum, barrier, process_group,
+                                          world_change_warning)
+from rq.train.trainer.ranks import cores_per_process
 from rq.train.evaluation.metrics import last_layer
 from rq.train.trainer.logs import WandbLog, write_hparams, write_steps, write_summary_csv
 from rq.train.trainer.resume import latest_run, resumed_config
@@ -102,6 +104,8 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
             err.print(f"warning: --workers {cfg.workers} differs from the run's {resumed['config']['workers']}: "
                       "the resumed epochs see other batches than an uninterrupted run would", markup=False)
         cfg = resumed_config(TrainConfig.from_dict(resumed["config"]), cfg, resumed["epoch"] + 1)
+        if env.is_main and (note := world_change_warning(len(resumed["rng"]), env, cfg.batch_size)):
+            err.print(note, markup=False)   # the checkpoint holds one random state per process
     check_input_shape(cfg, src.spec_shape)
     if env.is_main:
         for line in input_warnings(cfg, src.preprocess):
@@ -168,11 +172,10 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
                   f"{num_classes} classes, {env.world} process(es) on {env.device}, global batch {global_batch}, "
                   f"{steps} steps/epoch, warm-up {schedule['warmup_steps']} of {schedule['total_steps']} steps, "
                   f"{'bf16 autocast' if step.bf16 else 'fp32'}; run folder {run_dir}")
-        cores = len(os.sched_getaffinity(0))
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        if (cfg.workers + 1) * local > cores:
-            err.print(f"warning: {local} training process(es) x (1 + --workers {cfg.workers}) loader processes "
-                      f"on {cores} cores: they will compete for the CPU (default: {default_workers()})", markup=False)
+        cores = cores_per_process()
+        if cfg.workers + 1 > cores:
+            err.print(f"warning: 1 + --workers {cfg.workers} loader processes per training process, which has {cores} "
+                      f"cores: they will compete for the CPU (default: {default_workers()})", markup=False)
     metrics_path = run_dir / "metrics.jsonl"
     writer = wandb = None
     if env.is_main and cfg.wandb:
