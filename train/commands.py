@@ -24,7 +24,8 @@ _TRAIN_PANELS = {
     "Optimisation": ("optimizer", "epochs", "lr", "batch_size", "momentum", "weight_decay", "warmup_epochs",
                      "grad_clip"),
     "RollingQ": ("rq_rho", "rq_beta", "rq_max_rotations", "rq_stats", "rq_rotation", "rq_air_scope"),
-    _PANEL: ("out", "resume", "stop_after", "seed", "device", "precision", "compile", "wandb"),
+    _PANEL: ("out", "resume", "stop_after", "save_every", "checkpoint_every_steps", "seed", "device", "precision",
+             "compile", "wandb"),
 }
 
 
@@ -126,11 +127,18 @@ def train_cmd(
     compile: bool = typer.Option(False, help="torch.compile the model."),
     stop_after: Optional[int] = typer.Option(None, help="End this invocation after N epochs (time-limited jobs); "
                                              "`--resume` continues the run."),
+    save_every: Optional[int] = typer.Option(None, metavar="N", help="Also keep the checkpoint of every Nth epoch "
+                                             "as epoch<E>.pt (E as in metrics.jsonl) [0: last.pt and best.pt only]."),
+    checkpoint_every_steps: Optional[int] = typer.Option(
+        None, metavar="K", help="Also write last.pt every K training steps, so a killed run resumes mid-epoch "
+        "(`--resume` then reads, without training on, the epoch's first batches again, and ends at the weights "
+        "of an uninterrupted run) [0: at epoch ends only]."),
     wandb: Optional[str] = typer.Option(None, metavar="PROJECT", help="Also log to this Weights & Biases project "
                                         "(pip install 'rq[wandb]'; WANDB_MODE=offline works without a network)."),
 ) -> None:
     """Train on shards (one process, or `torchrun --nproc-per-node N $(which rq) train ...` for DDP).
-    Writes config.json, metrics.jsonl, tb/, last.pt (every epoch) and best.pt into the run folder."""
+    Writes config.json, metrics.jsonl, tb/, last.pt (every epoch, or every --checkpoint-every-steps K steps)
+    and best.pt into the run folder (and epoch<E>.pt with --save-every)."""
     options = locals()  # the parsed options, taken before the import below adds a name
     from rq.train.trainer.fit import cli_train
     cli_train(**options)

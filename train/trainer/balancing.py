@@ -68,6 +68,16 @@ class Balancer:
     def load_state_dict(self, state: dict) -> None:
         pass
 
+    def epoch_state(self) -> dict:
+        """What this process has gathered in the epoch so far (a mid-epoch checkpoint; plain values)."""
+        return {"log": {k: [float(x) for x in v] for k, v in self._log.items()}}
+
+    def load_epoch_state(self, state: dict) -> None:
+        """After start_epoch: continue the epoch that `epoch_state()` saved."""
+        device = next(self.model.parameters()).device
+        self._log = {k: [torch.tensor(x, dtype=torch.float32, device=device) for x in state["log"].get(k, [])]
+                     for k in self.logged}
+
 
 class OGMGE(Balancer):
     """On-the-fly gradient modulation with generalisation enhancement, per step:
@@ -197,6 +207,16 @@ class PMR(Balancer):
 
     def state_dict(self) -> dict:
         return {"prototypes": None if self.prototypes is None else {m: p.cpu() for m, p in self.prototypes.items()}}
+
+    def epoch_state(self) -> dict:
+        return {**super().epoch_state(), "sums": {m: t.cpu() for m, t in self._sums.items()},
+                "counts": None if self._counts is None else self._counts.cpu()}
+
+    def load_epoch_state(self, state: dict) -> None:
+        super().load_epoch_state(state)
+        device = next(self.model.parameters()).device
+        self._sums = {m: torch.as_tensor(t).to(device) for m, t in state["sums"].items()}
+        self._counts = None if state["counts"] is None else torch.as_tensor(state["counts"]).to(device)
 
     def load_state_dict(self, state: dict) -> None:
         protos = state.get("prototypes")

@@ -112,6 +112,8 @@ class TrainConfig:
     compile: bool = field(default=False, metadata=RUNTIME)
     resume: bool = field(default=False, metadata=RUNTIME)
     stop_after: int = field(default=0, metadata=RUNTIME)  # end this invocation after N epochs (--resume goes on)
+    save_every: int = field(default=0, metadata=RUNTIME)  # also keep epoch<E>.pt every N epochs; 0 = last/best only
+    checkpoint_every_steps: int = field(default=0, metadata=RUNTIME)  # last.pt every K steps too (mid-epoch resume)
     wandb: str = field(default="", metadata=RUNTIME)      # W&B project to log to; "" = off
     select_on: str = "val"           # best.pt: val (default) | test (the released code's protocol); selection.py
 
@@ -133,8 +135,10 @@ class TrainConfig:
         _check(min(self.bottleneck_tokens, self.bottleneck_layers, self.cross_layers) >= 1,
                "--bottleneck-tokens, --bottleneck-layers and --cross-layers must be at least 1")
         _check(not self.rolling or rolling_error(self.method) is None, rolling_error(self.method) or "")
-        _check(min(self.workers, self.frames, self.max_steps_per_epoch, self.stop_after) >= 0,
-               "--workers, --frames, --max-steps-per-epoch and --stop-after must not be negative")
+        _check(min(self.workers, self.frames, self.max_steps_per_epoch, self.stop_after, self.save_every,
+                   self.checkpoint_every_steps) >= 0,
+               "--workers, --frames, --max-steps-per-epoch, --stop-after, --save-every and --checkpoint-every-steps "
+               "must not be negative")
 
     @classmethod
     def from_options(cls, shards: str, preset: str | None = None, base: "TrainConfig | None" = None,
