@@ -8,6 +8,7 @@ import torch.nn as nn
 from .config import ModelConfig
 from .fusion import AttentionFusion, ConcatFusion, PreNormFusionLayer, ReleasedFusionLayer
 from .model import MultimodalTransformer
+from .sequence import SequenceEncoder
 from .vit import ViTEncoder
 
 
@@ -33,8 +34,10 @@ METHOD_FUSION: dict[str, Callable[[ModelConfig], nn.Module | None]] = {
     "unimodal-audio": lambda cfg: None,
     "unimodal-visual": lambda cfg: None,
 }
-METHOD_MODALITIES = {"unimodal-audio": ("audio",), "unimodal-visual": ("visual",)}
-DEFAULT_MODALITIES = ("audio", "visual")
+# The methods of config.SEQUENCE_METHODS, kept apart: every method above runs on audio-visual data.
+SEQUENCE_METHOD_FUSION: dict[str, Callable[[ModelConfig], nn.Module | None]] = {"unimodal-text": lambda cfg: None}
+# Unimodal methods name their modality; the fused ones use the data's (ModelConfig.modalities).
+METHOD_MODALITIES = {"unimodal-audio": ("audio",), "unimodal-visual": ("visual",), "unimodal-text": ("text",)}
 
 
 def _vit(cfg: ModelConfig, in_chans: int, grid: tuple[int, int], **kw) -> nn.Module:
@@ -42,18 +45,34 @@ def _vit(cfg: ModelConfig, in_chans: int, grid: tuple[int, int], **kw) -> nn.Mod
                       patch=cfg.patch, dropout=cfg.dropout, **kw)
 
 
-# Modality -> its encoder: a ViT over the spectrogram as a 1-channel image, or over k RGB frames.
-ENCODERS: dict[str, Callable[[ModelConfig], nn.Module]] = {
-    "audio": lambda cfg: _vit(cfg, 1, cfg.audio_grid, transpose=cfg.audio_transpose),
-    "visual": lambda cfg: _vit(cfg, 3, cfg.image_grid, frames=cfg.frames,
-                               per_frame_positions=cfg.visual_positions == "per-frame"),
+def _sequence(cfg: ModelConfig, modality: str) -> nn.Module:
+    return SequenceEncoder(dict(cfg.features)[modality], cfg.steps, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads,
+                           mlp_dim=cfg.mlp_dim, dropout=cfg.dropout)
+
+
+# Encoder kind -> its builder (config, modality): a ViT over the spectrogram as a 1-channel image, or over
+# k RGB frames; a Transformer over sequence features, for every modality the config lists in `features`.
+ENCODERS: dict[str, Callable[[ModelConfig, str], nn.Module]] = {
+    "audio": lambda cfg, m: _vit(cfg, 1, cfg.audio_grid, transpose=cfg.audio_transpose),
+    "visual": lambda cfg, m: _vit(cfg, 3, cfg.image_grid, frames=cfg.frames,
+                                  per_frame_positions=cfg.visual_positions == "per-frame"),
+    "sequence": _sequence,
 }
+
+
+def encoder_kind(cfg: ModelConfig, modality: str) -> str:
+    return "sequence" if modality in dict(cfg.features) else modality
 
 
 def create_model(cfg: ModelConfig) -> MultimodalTransformer:
     """The model a ModelConfig describes."""
-    modalities = METHOD_MODALITIES.get(cfg.method, DEFAULT_MODALITIES)
-    model = MultimodalTransformer({m: ENCODERS[m](cfg) for m in modalities}, METHOD_FUSION[cfg.method](cfg),
+    modalities = METHOD_MODALITIES.get(cfg.method, cfg.modalities)
+    absent = [m for m in modalities if m not in cfg.modalities]
+    if absent:
+        raise ValueError(f"method {cfg.method} needs {', '.join(absent)} inputs; the data have "
+                         f"{' and '.join(cfg.modalities)}")
+    fusion = (METHOD_FUSION | SEQUENCE_METHOD_FUSION)[cfg.method](cfg)
+    model = MultimodalTransformer({m: ENCODERS[encoder_kind(cfg, m)](cfg, m) for m in modalities}, fusion,
                                   cfg.num_classes, cfg.dim)
     if cfg.init == "released":
         released_init(model)
