@@ -35,15 +35,18 @@ def train_cmd(
                                          "spectrograms, the released model) | ks-official | cremad-official (the "
                                          "released code's inputs, 1024x128 filter bank / 257x188 STFT, its init and "
                                          "frame handling) | tiny (small model, 64 px frames, batch 16, 4 epochs, AdamW "
-                                         "lr 1e-3: CPU runs, tests, the demo) [default: the one that fits the shards' "
-                                         "spectrograms, frames per clip and frame size; none fitting stops the run]."),
+                                         "lr 1e-3: CPU runs, tests, the demo) | mosei (shards of rq preprocess mosei: the "
+                                         "paper's 4-layer Transformer, dim 120, from scratch; SGD lr 1e-3, batch 64, "
+                                         "30 epochs, as ks) [default: the one that fits the shards' spectrograms, "
+                                         "frames per clip and frame size, or mosei for sequence features; none "
+                                         "fitting stops the run]."),
     seeds: Optional[str] = typer.Option(None, help="Train one run per seed, e.g. 0,1,2, into OUT/seed<N> (needs "
                                         "--out); rq report aggregates them."),
     select_on: Optional[str] = typer.Option(None, help="Split that picks best.pt: val (default) | test (the "
                                             "released code's protocol: optimistic, and marked 'selected on test' "
                                             "in every table). Shards without a val split keep the last epoch."),
     method: Optional[str] = typer.Option(None, help="rollingq (default) | mt (Vanilla MT) | concat | "
-                                         "unimodal-audio | unimodal-visual."),
+                                         "unimodal-audio | unimodal-visual | unimodal-text."),
     out: Optional[Path] = typer.Option(None, help="Run folder [default: a new runs/<time>-<method>]."),
     resume: Optional[str] = typer.Option(None, metavar="[auto|DIR]",
                                          help="Continue a run from its last.pt, to the weights an uninterrupted run "
@@ -119,7 +122,8 @@ def eval_cmd(
     manifest: Optional[str] = typer.Option(None, help="A local copy of the shards' manifest.json, for URL "
                                            "patterns with none beside them (e.g. pipe: commands)."),
     split: str = typer.Option("test", help="Split to evaluate."),
-    noise_modality: Optional[str] = typer.Option(None, help="audio | visual: run the noise sweep on this modality."),
+    noise_modality: Optional[str] = typer.Option(None, help="audio | visual | text (MOSEI shards): run the noise "
+                                                 "sweep on this modality."),
     noise_levels: str = typer.Option("0,0.25,0.5,0.75,1", help="Noise levels: x + level * σ * N(0,1) on the "
                                      "input as the model reads it (σ: see --noise-scale)."),
     noise_scale: str = typer.Option("relative", help="relative: σ = that input's standard deviation over the "
