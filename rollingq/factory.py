@@ -71,8 +71,9 @@ def create_model(cfg: ModelConfig) -> MultimodalTransformer:
     if absent:
         raise ValueError(f"method {cfg.method} needs {', '.join(absent)} inputs; the data have "
                          f"{' and '.join(cfg.modalities)}")
-    fusion = (METHOD_FUSION | SEQUENCE_METHOD_FUSION)[cfg.method](cfg)
-    model = MultimodalTransformer({m: ENCODERS[encoder_kind(cfg, m)](cfg, m) for m in modalities}, fusion,
+    # encoders first, then the fusion part: the order their weights draw from the seeded generator
+    encoders = {m: ENCODERS[encoder_kind(cfg, m)](cfg, m) for m in modalities}
+    model = MultimodalTransformer(encoders, (METHOD_FUSION | SEQUENCE_METHOD_FUSION)[cfg.method](cfg),
                                   cfg.num_classes, cfg.dim)
     if cfg.init == "released":
         released_init(model)

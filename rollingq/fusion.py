@@ -139,7 +139,8 @@ class PreNormFusionLayer(RotatableQuery):
         """The query [D] used for a CLS input vector [D] (rotation included)."""
         return self.rotate(self.qkv(self.norm(cls[None]))[:, :cls.shape[-1]])[0]
 
-    def matmul_macs(self, x: Tensor, spans: dict[str, slice], cls_only: bool) -> int:
+    def matmul_macs(self, x: Tensor, spans: dict[str, slice], cls_only: bool,
+                    keep: Tensor | None = None) -> int:
         return attention_macs(x, cls_only) + x.shape[0] * self.rotation_macs()
 
 
@@ -178,7 +179,8 @@ class ReleasedFusionLayer(RotatableQuery):
         """The query [D] used for a CLS input vector [D] (rotation included)."""
         return self.rotate(self.q(cls[None]))[0]
 
-    def matmul_macs(self, x: Tensor, spans: dict[str, slice], cls_only: bool) -> int:
+    def matmul_macs(self, x: Tensor, spans: dict[str, slice], cls_only: bool,
+                    keep: Tensor | None = None) -> int:
         return attention_macs(x, cls_only) + x.shape[0] * self.rotation_macs()
 
 

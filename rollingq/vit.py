@@ -25,7 +25,7 @@ class Attention(nn.Module):
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, d)))
 
-    def matmul_macs(self, x: Tensor) -> int:
+    def matmul_macs(self, x: Tensor, keep: Tensor | None = None) -> int:
         """Multiply-accumulates of QKᵀ and AV for x [B, N, D] (the Linear maps count on their own)."""
         b, n, d = x.shape
         return 2 * b * n * n * d

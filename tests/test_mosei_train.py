@@ -123,3 +123,9 @@ def test_the_text_baseline_trains_on_text_alone(shards, tmp_path):
                                        epochs=1, batch_size=16, max_steps_per_epoch=2, workers=0, device="cpu"))
     test = run["epochs"][0]["test"]
     assert test["acc_text"] is not None and test["acc_visual"] is None and test["share_text"] is None
+
+
+def test_rq_model_refuses_the_sequence_preset_in_one_line(rq):
+    result = rq("model", "--preset", "mosei")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: rq model counts the audio-visual presets; mosei is not one of them"
