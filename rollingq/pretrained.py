@@ -63,9 +63,10 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
     used: set[str] = set()
     loaded, missing = 0, []
     for name, enc in encoders.items():
-        target = _adapt(weights, enc, path)
-        used.update(target)
         own = enc.state_dict()
+        # an encoder without a final norm (MBT's) leaves the checkpoint's norm unused
+        target = {k: v for k, v in _adapt(weights, enc, path).items() if k in own}
+        used.update(target)
         for key, value in target.items():
             if value.shape != own[key].shape:
                 raise ValueError(f"{path}: {key} has shape {tuple(value.shape)}, the {name} encoder needs "

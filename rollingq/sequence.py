@@ -3,7 +3,8 @@ of each step, a CLS token and learned positions, pre-norm Transformer blocks (vi
 norm, trained from scratch, as the paper's 4-layer Transformer for MOSEI (MultiBench's setting).
 
 Input [B, S, D_in] plus a mask [B, S] of the real steps: padded steps are never attended to, here or
-(through the model) in the fusion. Output tokens [B, 1 + S, dim], token 0 the CLS, like every encoder."""
+(through the model) in the fusion. Output tokens [B, 1 + S, dim], token 0 the CLS, like every encoder.
+`final_norm=False` leaves them un-normalised, as ViTEncoder does for MBT."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -13,7 +14,8 @@ from .vit import Block
 
 
 class SequenceEncoder(nn.Module):
-    def __init__(self, in_dim: int, steps: int, dim: int, depth: int, heads: int, mlp_dim: int, dropout: float):
+    def __init__(self, in_dim: int, steps: int, dim: int, depth: int, heads: int, mlp_dim: int, dropout: float,
+                 final_norm: bool = True):
         super().__init__()
         self.in_dim, self.steps = in_dim, steps
         self.proj = nn.Linear(in_dim, dim)
@@ -21,7 +23,7 @@ class SequenceEncoder(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + steps, dim))
         self.pos_drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_dim, dropout) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.norm = nn.LayerNorm(dim, eps=1e-6) if final_norm else nn.Identity()   # False: MBT's blocks continue
         for p in (self.cls_token, self.pos_embed):
             nn.init.trunc_normal_(p, std=0.02)
         for m in self.modules():

@@ -11,7 +11,6 @@ rule of BalanceBenchmark's MOSEI loader, whose preprocessing the official Rollin
 GeWu-Lab repositories); "gt0" (score > 0) is MultiBench's. They differ on the segments scored exactly 0, which are many.
 The raw score is kept in every sample's json. Splits: `--split-list` fold files of video ids (the SDK's
 standard folds), else seeded by video id; the pickle keeps its own train / valid / test."""
-import os
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -86,7 +85,7 @@ def preprocess(raw: Path | None = None, out: Path | None = None, steps: int = 50
     if dry_run:
         return plan_only(found.discovery, job, Cache(cache_root))
     shapes = {m: [steps, d] for m, d in found.dims.items()}
-    produce(Run(RECIPE, out, job, workers or len(os.sched_getaffinity(0)), seed, int(shard_size * 1e6),
+    produce(Run(RECIPE, out, job, workers, seed, int(shard_size * 1e6),
                 max_failure_rate, partial(segment_sample, settings=settings),
                 settings.to_dict(source, {s.name: s.version for s in stages}), frames_per_clip=0,
                 val_fraction=val_fraction, splits=SPLITS, extra={"modalities": list(MODALITIES), "features": shapes}),

@@ -22,13 +22,15 @@ def model_config(cfg: TrainConfig, num_classes: int, spec_shape: tuple[int, int]
     misfit = preset_misfit(cfg.preset, features)
     if misfit:
         raise ValueError(misfit)
+    # what the method is built with, on any data
+    overrides = dict(fusion_layers=cfg.fusion_layers, fusion_block=cfg.fusion_block, rolling=cfg.rolling,
+                     bottleneck_tokens=cfg.bottleneck_tokens, bottleneck_layers=cfg.bottleneck_layers,
+                     cross_layers=cfg.cross_layers)
     if features:
-        return preset_config(cfg.preset, num_classes, cfg.method,
+        return preset_config(cfg.preset, num_classes, cfg.method, **overrides,
                              features=tuple((m, d) for m, (_, d) in features.items()),
-                             steps=next(iter(features.values()))[0], fusion_layers=cfg.fusion_layers,
-                             fusion_block=cfg.fusion_block)
-    overrides = dict(image_size=cfg.image_size, spec_bins=spec_shape[0], spec_frames=spec_shape[1],
-                     fusion_layers=cfg.fusion_layers, fusion_block=cfg.fusion_block)
+                             steps=next(iter(features.values()))[0])
+    overrides |= dict(image_size=cfg.image_size, spec_bins=spec_shape[0], spec_frames=spec_shape[1])
     if cfg.frames:   # 0 = the preset's (a training run always sets it, from the manifest if not given)
         overrides["frames"] = cfg.frames
     return preset_config(cfg.preset, num_classes, cfg.method, **overrides)
