@@ -1,6 +1,7 @@
 """The MOSEI path end to end on `rq synth --preset mosei` data: `rq preprocess mosei`, then `--preset mosei`
 training (Vanilla MT and RollingQ) with probes, AIR and attention shares named visual and text, and
 `rq eval`'s noise sweep and Pearson test on a feature modality."""
+import math
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,46 @@ def test_rq_model_refuses_the_sequence_preset_in_one_line(rq):
     result = rq("model", "--preset", "mosei")
     assert result.exit_code == 2
     assert result.stderr.strip() == "error: rq model counts the audio-visual presets; mosei is not one of them"
+
+
+FUSED = ("mt", "rollingq", "concat", "ogm-ge", "pmr", "mbt", "jmt", "mmml", "mult")
+
+
+@pytest.mark.parametrize("method", FUSED)
+def test_every_fusion_method_leaves_padded_steps_out(method):
+    """The baselines' parts (MBT's bottleneck blocks, JMT's joint branch, MMML's cross-modal encoder, MulT's
+    crossmodal blocks) take the padding masks too: what padded steps hold changes nothing."""
+    cfg = preset_config("mosei", 2, method, features=(("visual", 35), ("text", 300)), steps=6)
+    torch.manual_seed(0)
+    model = create_model(cfg).eval()
+    real = torch.arange(6)[None] < torch.tensor([[2], [6]])
+    x = {"visual": torch.randn(2, 6, 35), "text": torch.randn(2, 6, 300), "masks": {"visual": real, "text": real}}
+    padded = {m: x[m].masked_fill(~real[..., None], 50.0) for m in ("visual", "text")}
+    out, moved = model(x), model({**x, **padded})
+    assert torch.allclose(moved.logits, out.logits, atol=1e-4)
+    assert all(torch.allclose(moved.probes[m], out.probes[m], atol=1e-4) for m in ("visual", "text"))
+    unmasked = model({**x, **padded, "masks": {}})
+    assert not torch.allclose(unmasked.logits[0], out.logits[0], atol=1e-3)   # sample 0's padding, if attended
+
+
+def test_the_baselines_train_on_visual_and_text(shards, tmp_path):
+    """One short run of each Table 1 baseline on MOSEI shards: finite losses, metrics named visual and text,
+    OGM-GE's and PMR's coefficients named so, and --rollingq rotating MMML's and MulT's readout query."""
+    runs = {name: fit(TrainConfig.from_options(
+        str(shards), "mosei", method=method, out=str(tmp_path / name), epochs=2, batch_size=16, max_steps_per_epoch=2,
+        optimizer="adamw", lr=1e-3, warmup_epochs=0, workers=0, device="cpu", rq_beta=0.0, ogm_start=0, **extra))
+        for name, method, extra in (("ogm-ge", "ogm-ge", {}), ("pmr", "pmr", {}), ("mbt", "mbt", {}),
+                                    ("jmt", "jmt", {}), ("mmml+rq", "mmml", {"rolling": True}),
+                                    ("mult+rq", "mult", {"rolling": True}))}
+    for name, run in runs.items():
+        for epoch in run["epochs"]:
+            assert math.isfinite(epoch["train"]["loss"]) and epoch["test"]["acc_visual"] is not None, name
+            assert epoch["test"]["acc_text"] is not None and "acc_audio" not in epoch["test"]
+        attends = name.endswith("+rq")    # a fusion CLS over both modalities: attention shares and AIR
+        assert (runs[name]["epochs"][-1]["test"]["share_text"] is not None) == attends, name
+        assert [e["rotated"] for e in run["epochs"][0]["rollingq"]] == ([True] if attends else []), name
+    ogm = runs["ogm-ge"]["epochs"][0]["balance"]
+    assert ogm["active"] and set(ogm["steps"]) == {"ratio", "coeff_visual", "coeff_text"}
+    assert all(max(v, t) == 1.0 for v, t in zip(ogm["steps"]["coeff_visual"], ogm["steps"]["coeff_text"]))
+    pmr = runs["pmr"]["epochs"][1]["balance"]
+    assert pmr["active"] and len(pmr["steps"]["coeff_text"]) == 2
