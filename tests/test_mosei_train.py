@@ -2,6 +2,7 @@
 training (Vanilla MT and RollingQ) with probes, AIR and attention shares named visual and text, and
 `rq eval`'s noise sweep and Pearson test on a feature modality."""
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from rollingq import create_model, preset_config
 from rq.train.data import eval_batches, open_source
 from rq.train.data.loader import DataConfig
 from rq.train.evaluation.evaluate import EvalConfig, evaluate_checkpoint
+from rq.train.sweep import MOSEI_TABLE1_METHODS, folder_name
 from rq.train.trainer.config import ConfigError, TrainConfig
 from rq.train.trainer.fit import fit
 
@@ -173,3 +175,16 @@ def test_the_baselines_train_on_visual_and_text(shards, tmp_path):
     assert all(max(v, t) == 1.0 for v, t in zip(ogm["steps"]["coeff_visual"], ogm["steps"]["coeff_text"]))
     pmr = runs["pmr"]["epochs"][1]["balance"]
     assert pmr["active"] and len(pmr["steps"]["coeff_text"]) == 2
+
+
+def test_sweep_on_mosei_shards_runs_table1s_mosei_rows(rq, shards, tmp_path):
+    result = rq("sweep", "--shards", shards, "--out", tmp_path / "grid", "--seeds", "0", "--epochs", 1,
+                "--max-steps-per-epoch", 1, "--batch-size", 8, "--workers", 0, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.parent.parent.name for p in (tmp_path / "grid").glob("*/seed0/last.pt")) == sorted(
+        map(folder_name, MOSEI_TABLE1_METHODS))
+    page = (tmp_path / "grid" / "report" / "report.md").read_text()
+    assert "| method | CMU-MOSEI (rq) | CMU-MOSEI (paper) |" in page
+    for row, paper in (("Unimodal text", "60.9"), ("MuT", "62.4"), ("MuT + RollingQ", "62.5"), ("MBT", "63.0"),
+                       ("MMML + RollingQ", "63.2")):
+        assert re.search(rf"^\| {re.escape(row)} \| \d+\.\d \(seed 0\) \| {paper} \|$", page, re.M), row

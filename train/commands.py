@@ -145,9 +145,11 @@ def sweep_cmd(
     shards: str = typer.Option(..., help="Shards folder (or URL patterns) every run trains on."),
     out: Path = typer.Option(..., help="Folder of the grid: OUT/<method>/seed<N> runs, OUT/report/report.md."),
     preset: Optional[str] = typer.Option(None, help="As for rq train [default: the one that fits the shards]."),
-    methods: str = typer.Option(",".join(_TABLE1_METHODS), help="Comma-separated methods of rq train; mt* = mt "
-                                "with 2 fusion layers, +rollingq adds RollingQ (mmml+rollingq). Default: Table 1's "
-                                "audio-visual rows."),
+    methods: Optional[str] = typer.Option(None, help="Comma-separated methods of rq train; mt* = mt with 2 fusion "
+                                          "layers, +rollingq adds RollingQ (mmml+rollingq) [default: Table 1's rows "
+                                          f"for the shards' data: {','.join(_TABLE1_METHODS)}; on CMU-MOSEI shards "
+                                          "unimodal-visual, unimodal-text and mult, mult+rollingq in place of "
+                                          "unimodal-audio]."),
     seeds: str = typer.Option("0,1,2", help="Comma-separated seeds; each method trains once per seed."),
 ) -> None:
     """Train a grid of methods x seeds on one dataset with the same loop, metrics and checkpoints, then write the
