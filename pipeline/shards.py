@@ -17,7 +17,6 @@ from pathlib import Path
 from rq.pipeline.atomic import atomic_file
 from rq.pipeline.cache import Cache, DamagedEntry
 from rq.pipeline.runner import ClipResult
-from rq.pipeline.stages import STAGES
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 SHARD_NAME = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{6})\.tar$")
@@ -51,8 +50,7 @@ def make_sample(result: ClipResult, settings: dict) -> Sample:
     referenced in the cache (read only when a shard is actually written)."""
     clip, frames, spec = result.clip, settings["frames"], settings["spectrogram"]
     frame_meta = result.heads["frames"].meta or {}   # real time of each frame, and why some were capped
-    stored = [Member(name, sha, size, st.name, result.keys[st.name])
-              for st in STAGES if st.in_shard for name, size, sha in result.heads[st.name].members]
+    stored = stored_members(result)
     meta = {"clip_id": clip.clip_id, "label": clip.label, "label_name": clip.label_name, "split": clip.split,
             "source": clip.rel_source, "duration": result.probe.get("duration"),
             "n_frames": sum(m.suffix.endswith(".jpg") for m in stored), "fps": frames.fps,
@@ -63,8 +61,21 @@ def make_sample(result: ClipResult, settings: dict) -> Sample:
         meta["frames_note"] = frame_meta["note"]
     if clip.rel_audio_source:
         meta["audio_source"] = clip.rel_audio_source
+    return build_sample(result, meta, stored)
+
+
+def stored_members(result: ClipResult) -> list[Member]:
+    """The members a processed clip's shard stages left in the cache, in stage order."""
+    return [Member(name, sha, size, stage, result.keys[stage])
+            for stage, head in result.heads.items() for name, size, sha in head.members]
+
+
+def build_sample(result: ClipResult, meta: dict, stored: list[Member] | None = None) -> Sample:
+    """A clip's sample: its json `meta` and class index made here, then its cached members."""
+    clip = result.clip
     made = [_inline("json", json.dumps(meta, separators=(",", ":")).encode()),
             _inline("cls", str(clip.label).encode())]
+    stored = stored if stored is not None else stored_members(result)
     return Sample(clip.clip_id, sample_key(clip.clip_id), tuple(made + stored))
 
 

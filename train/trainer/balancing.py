@@ -9,7 +9,8 @@
 
 Both read the encoders' CLS features (ModelOutput.features) and follow BalanceBenchmark's trainers
 (balancemm/trainer/OGM_trainer.py, PMR_trainer.py), read for facts; defaults in BalanceConfig.
-Where rq differs, it says so below. Both compare the model's first two modalities (audio, visual).
+Where rq differs, it says so below. Both compare the model's first two modalities (audio, visual; on
+CMU-MOSEI visual, text), and log the coefficients under their names (coeff_audio, coeff_visual, ...).
 """
 import torch
 import torch.nn.functional as F
@@ -28,13 +29,13 @@ def true_class_score(logits: Tensor, labels: Tensor) -> Tensor:
 class Balancer:
     """The interface, and the per-step log both methods keep (tensors on the device: no sync per step)."""
     name = ""
-    logged = ("ratio", "coeff_audio", "coeff_visual")
 
     def __init__(self, model: nn.Module, env: DistEnv):
         for attr in ("module", "_orig_mod"):      # through DDP / torch.compile wrappers to the network
             model = getattr(model, attr, model)
         self.model, self.env = model, env
         self.pair = model.modalities[:2]
+        self.logged = ("ratio", *(f"coeff_{m}" for m in self.pair))
         self.epoch, self.active = 0, False
         self._log: dict[str, list[Tensor]] = {}
 
@@ -55,6 +56,10 @@ class Balancer:
     def record(self, **values: Tensor) -> None:
         for k, v in values.items():
             self._log[k].append(torch.as_tensor(v, dtype=torch.float32).detach().reshape(()))
+
+    def record_coefficients(self, ratio: Tensor, coeffs) -> None:
+        """The step's ratio and each modality's coefficient (coeffs in the order of `pair`)."""
+        self.record(ratio=ratio, **{f"coeff_{m}": k for m, k in zip(self.pair, coeffs)})
 
     def end_epoch(self) -> dict:
         """The epoch's per-step coefficients and their means, for the metrics line."""
@@ -109,7 +114,7 @@ class OGMGE(Balancer):
             scores = all_reduce_sum(torch.stack([true_class_score(parts[m], labels) for m in self.pair]), self.env)
             ratio, coeffs = ogm_coefficients(scores, self.cfg.ogm_alpha)
         self.coeffs = dict(zip(self.pair, coeffs))
-        self.record(ratio=ratio, coeff_audio=coeffs[0], coeff_visual=coeffs[1])
+        self.record_coefficients(ratio, coeffs)
         return super().loss(out, labels)
 
     def after_backward(self) -> None:
@@ -182,7 +187,7 @@ class PMR(Balancer):
         with torch.no_grad():
             ratio = true_class_score(logits[self.pair[0]], labels) / true_class_score(logits[self.pair[1]], labels)
         coeffs = pmr_coefficients(ratio, self.cfg.pmr_alpha)
-        self.record(ratio=ratio, coeff_audio=coeffs[0], coeff_visual=coeffs[1])
+        self.record_coefficients(ratio, coeffs)
         if not self.active:
             return super().loss(out, labels)
         (a, v), (k_a, k_v) = self.pair, coeffs

@@ -123,7 +123,7 @@ def train_one_epoch(step: ForwardPass, optimizer: torch.optim.Optimizer, batches
         bar.close()
     elapsed = before + time.perf_counter() - start
     tensors, _ = outcomes.gather(env)
-    summary = summarize(tensors, num_classes)
+    summary = summarize(tensors, num_classes, batches.modalities)
     timing = all_gather_objects((done, waited, elapsed, batches.stats.skipped_samples, batches.stats.bad_tars), env)
     summary.update(
         lr=lr,
@@ -177,7 +177,7 @@ def evaluation_pass(step: ForwardPass, batches: Batches, *, num_classes: int, sa
     if bar is not None:
         bar.close()
     tensors, keys = outcomes.gather(env)
-    summary = summarize(tensors, num_classes)
+    summary = summarize(tensors, num_classes, batches.modalities)
     summary["unique_samples"] = len(set(keys))  # == samples when each sample was seen exactly once
     skipped = all_gather_objects((batches.stats.skipped_samples, batches.stats.bad_tars), env)
     summary.update(skipped_samples=sum(s for s, _ in skipped), bad_tars=sum(b for _, b in skipped))

@@ -12,8 +12,8 @@ The run folder:
                   rollingq: one decision per fusion layer {layer, epoch, air, alpha, rotated, angle_deg,
                   rotations_done} (mt models too: measured, never rotated). load_avg: os.getloadavg()
                   at the epoch's end (1, 5, 15 min), so speed figures can be read against the machine's load.
-                  balance: OGM-GE / PMR only (else null): {method, active, steps: {ratio, coeff_audio,
-                  coeff_visual: one value per training step}, mean: {...}} (trainer/balancing.py).
+                  balance: OGM-GE / PMR only (else null): {method, active, steps: {ratio, coeff_<m> per
+                  modality: one value per training step}, mean: {...}} (trainer/balancing.py).
   tb/             the same numbers for TensorBoard
   last.pt, best.pt  checkpoints (train/trainer/checkpoint.py), best = highest VAL accuracy (selection.py:
                   --select-on test for the released code's protocol; the last epoch without a val split);
@@ -109,7 +109,7 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
         cfg = resumed_config(TrainConfig.from_dict(resumed["config"]), cfg, resumed["epoch"] + 1)
         if env.is_main and (note := world_change_warning(len(resumed["rng"]), env, cfg.batch_size)):
             err.print(note, markup=False)   # the checkpoint holds one random state per process
-    check_input_shape(cfg, src.spec_shape)
+    check_input_shape(cfg, src.spec_shape, src.features)
     if env.is_main:
         for line in input_warnings(cfg, src.preprocess):
             err.print(line, markup=False)
@@ -124,7 +124,7 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
     _seed_everything(cfg.seed)
     num_classes = len(src.classes)
     try:
-        model = build_model(cfg, num_classes, src.spec_shape)
+        model = build_model(cfg, num_classes, src.spec_shape, src.features)
         if cfg.pretrained and resumed is None:
             report = load_pretrained(model, cfg.pretrained)
             if env.is_main:
@@ -207,7 +207,9 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
                 "param_names": [name for name, _ in model.named_parameters()], "provenance": made_by,
                 "spec_shape": list(src.spec_shape), "manifest_sha256": src.manifest_sha256,
                 # how the shards were made, so `rq predict` can treat raw videos the same way without them
-                "preprocess": src.preprocess or None}
+                "preprocess": src.preprocess or None,
+                # sequence-feature shards only (CMU-MOSEI): modality -> [steps, size] the model reads
+                **({"features": {m: list(shape) for m, shape in src.features.items()}} if src.features else {})}
 
     def mid_epoch(epoch: int, progress: dict) -> None:
         parts = all_gather_objects(rank_part(progress, controller, balancer), env)
@@ -264,7 +266,7 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
         writer.close()
         if wandb is not None:
             wandb.finish()
-        _summary(history, summary)
+        _summary(history, summary, src.modalities)
     return {"out": str(run_dir), "best_acc": best_acc, "selection": summary, "epochs": history}
 
 
@@ -275,7 +277,7 @@ def _load_resume(cfg: TrainConfig, src) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: no checkpoint to resume from")
     state = read_run_checkpoint(path)
-    check_fits(state, path, src.classes, src.spec_shape, cfg.shards)
+    check_fits(state, path, src.classes, src.spec_shape, cfg.shards, src.features)
     if state["manifest_sha256"] != src.manifest_sha256:
         err.print(f"warning: {cfg.shards}: the shards changed since {path} was written "
                   f"(manifest sha256 {state['manifest_sha256'][:12]} -> {src.manifest_sha256[:12]}); "
@@ -328,7 +330,7 @@ def _log_epoch(history: list[dict], path: Path, writer: SummaryWriter) -> None:
     epoch = line["epoch"]
     for split in ("train", "val", "test"):
         for name, value in (line[split] or {}).items():
-            if isinstance(value, list) and name in ("air", "share_audio", "share_visual"):
+            if isinstance(value, list) and (name == "air" or name.startswith("share_")):
                 for layer, v in enumerate(value):
                     if v is not None:
                         writer.add_scalar(f"{split}/{name}/layer{layer}", v, epoch)
@@ -358,21 +360,22 @@ def _read_history(path: Path) -> list[dict]:
     return [json.loads(s) for s in path.read_text().splitlines() if s.strip()] if path.is_file() else []
 
 
-def _summary(history: list[dict], selection: dict) -> None:
-    def pair(*values):
+def _summary(history: list[dict], selection: dict, modalities: tuple[str, ...]) -> None:
+    def joined(*values):
         return "/".join("-" if v is None else f"{v:.2f}" for v in values)
 
     rows = []
     for h in history:
         tr, te = h["train"], h["test"] or {}
-        rows.append([h["epoch"], tr["loss"], pair(tr["acc"], (h.get("val") or {}).get("acc"), te.get("acc")),
-                     pair(te.get("acc_audio"), te.get("acc_visual")),
+        rows.append([h["epoch"], tr["loss"], joined(tr["acc"], (h.get("val") or {}).get("acc"), te.get("acc")),
+                     joined(*(te.get(f"acc_{m}") for m in modalities)),
                      te.get("macro_f1"), last_layer(te.get("air")),
-                     pair(last_layer(te.get("share_audio")), last_layer(te.get("share_visual"))),
+                     joined(*(last_layer(te.get(f"share_{m}")) for m in modalities)),
                      sum(e["rotated"] for e in h["rollingq"]), tr["samples_per_s"], tr["data_wait_frac"]])
+    initials = "/".join(m[0].upper() for m in modalities)   # A/V, V/T
     summary_table("rq train (test split; AIR and attention: last fusion layer)",
-                  ["epoch", "loss", "acc train/val/test", "probe A/V", "F1", "AIR", "attn A/V", "rot", "samples/s",
-                   "wait"], rows)
+                  ["epoch", "loss", "acc train/val/test", f"probe {initials}", "F1", "AIR", f"attn {initials}", "rot",
+                   "samples/s", "wait"], rows)
     out.print(selection_line(selection), markup=False)
     skipped = sum(h["train"]["skipped_samples"] + (h["test"] or {}).get("skipped_samples", 0) for h in history)
     if skipped:
