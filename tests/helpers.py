@@ -161,3 +161,29 @@ def python_env() -> dict:
     training processes a test launches."""
     keep = ("PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "RQ_FFMPEG")
     return {k: v for k, v in os.environ.items() if k in keep}
+
+
+def kill_mid_epoch(proc, last: Path, epoch: int, timeout: float = 240.0) -> dict:
+    """SIGKILL the process group of `proc` (started with start_new_session=True) once `last` (its
+    last.pt) is a mid-epoch checkpoint of `epoch`; returns that checkpoint. The group is paused
+    (SIGSTOP) while the file is read, so the moment cannot slip by: a tiny epoch's tail is a few ms."""
+    import signal
+    import time
+    from rq.train.trainer.checkpoint import load_checkpoint
+    deadline, seen = time.monotonic() + timeout, None
+    while proc.poll() is None and time.monotonic() < deadline:
+        stamp = last.stat().st_mtime_ns if last.exists() else None
+        if stamp is not None and stamp != seen:
+            os.killpg(proc.pid, signal.SIGSTOP)
+            try:
+                state, seen = load_checkpoint(last), stamp
+                if (state.get("mid_epoch") or {}).get("epoch") == epoch:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    return state
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGCONT)
+        time.sleep(0.002)
+    raise AssertionError(f"{last}: no mid-epoch checkpoint of epoch {epoch} before the run "
+                         f"{'ended' if proc.poll() is not None else 'timed out'}")
