@@ -9,19 +9,21 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rq.pipeline.atomic import remove_stale_temporaries
+from rq.pipeline.atomic import WriteError, remove_stale_temporaries
 from rq.pipeline.cache import Cache, DamagedEntry
 from rq.pipeline.clips import Discovery
-from rq.pipeline.console import err, fail, out as console, summary_table
+from rq.pipeline.console import err, fail, out as console, summary_table, rate_limited
 from rq.pipeline.executor import map_unordered
 from rq.pipeline.ffmpeg import FfmpegMissing, ffmpeg_location
+from rq.pipeline.generations import retire_superseded
 from rq.pipeline.indexes import write_indexes
-from rq.pipeline.manifest import CLIPS, FAILURES, MANIFEST, build_manifest, read_manifest, write_jsonl, write_manifest
+from rq.pipeline.lock import FolderBusy, writer_lock
+from rq.pipeline.manifest import CLIPS, FAILURES, build_manifest, read_manifest, write_jsonl, write_manifest
 from rq.pipeline.recipes import RECIPES, LayoutError
 from rq.pipeline.recipes.layout import carve_validation, keep_classes_with_clips
 from rq.pipeline.config import Options
 from rq.pipeline.stages.settings import FRAME_TIMES
-from rq.pipeline.shards import make_sample, shuffled, split_content, write_split
+from rq.pipeline.shards import make_sample, shuffled, write_split
 from rq.pipeline.runner import ClipResult, Job, plan_clip, process_clip
 from rq.pipeline.stages import STAGE_NAMES, STAGES
 
@@ -59,6 +61,18 @@ def preprocess(recipe: str, **options) -> None:
         ffmpeg_location()
     except FfmpegMissing as e:
         fail(str(e))
+    try:
+        with writer_lock(out, f"rq preprocess {recipe}"):
+            _produce(recipe, module, opts, config, found, job, cache, out)
+    except (FolderBusy, WriteError) as e:
+        fail(str(e), code=1)
+    finally:
+        rate_limited.flush()
+
+
+def _produce(recipe: str, module, opts: Options, config, found: Discovery, job: Job, cache: Cache, out: Path) -> None:
+    """Everything that writes into `out`, under its writer lock."""
+    settings = job.settings
     start = time.perf_counter()
     shard_bytes = int(opts.shard_size * 1e6)
     remove_stale_temporaries(out)
@@ -82,8 +96,12 @@ def preprocess(recipe: str, **options) -> None:
         recipe, config.to_dict({s.name: s.version for s in STAGES}), found.classes,
         opts.frames_per_clip or module.FRAMES_PER_CLIP, {split: o.entry for split, o in outcomes.items()},
         len(found.clips), skipped, len(found.rejected))
-    write_manifest(out, manifest)
+    write_manifest(out, manifest)   # commits the new shards: readers opening the folder now see them
     write_indexes(out, manifest)
+    kept = retire_superseded(out, {s["name"] for entry in manifest["splits"].values() for s in entry["shards"]})
+    if kept:
+        err.print(f"note: kept {len(kept)} earlier shards ({kept[0]}, ...): a running reader still uses them; "
+                  "the next rq preprocess removes them", markup=False)
     _write_audit(out, results, found)
     _summary(results, found, outcomes, time.perf_counter() - start, out, opts)
     if found.clips and skipped / len(found.clips) > opts.max_failure_rate:
@@ -92,15 +110,10 @@ def preprocess(recipe: str, **options) -> None:
 
 
 def _write_shards(out: Path, by_split: dict[str, list], shard_bytes: int, cache: Cache) -> dict:
-    previous = (read_manifest(out) or {}).get("splits", {})
-    if any(previous.get(split, {}).get("content") != split_content(samples, shard_bytes)
-           for split, samples in by_split.items()):
-        # Shards are about to change: a kill before the new manifest lands must not leave the old one
-        # vouching for them (a rerun would keep reordered shards of the same size as "unchanged").
-        (out / MANIFEST).unlink(missing_ok=True)
-        previous = {split: entry for split, entry in previous.items()
-                    if entry.get("content") == split_content(by_split.get(split, []), shard_bytes)}
-    return {split: write_split(out, split, samples, shard_bytes, cache, previous.get(split))
+    """Each split's shards; a changed split is written as a new generation beside the committed one,
+    which stays usable until the new manifest commits the new set (rq.pipeline.generations)."""
+    committed = (read_manifest(out) or {}).get("splits", {})
+    return {split: write_split(out, split, samples, shard_bytes, cache, committed.get(split))
             for split, samples in by_split.items()}
 
 
@@ -153,8 +166,9 @@ def _process_clips(found: Discovery, job: Job, cache: Cache, workers: int) -> li
         for items, n, desc in batches:
             for result in map_unordered(partial(process_clip, job=job), items, n, desc=desc, unit="clip") if items else ():
                 if result.failure:
-                    tqdm.write(f"skipped {result.clip.rel_source}: {result.failure[0]}: {result.failure[1]}",
-                               file=sys.stderr)
+                    rate_limited.warn("skipped clips", f"skipped {result.clip.rel_source}: {result.failure[0]}: "
+                                  f"{result.failure[1]}", hint=f"every one is in {FAILURES}",
+                                  write=lambda line: tqdm.write(line, file=sys.stderr))
                 results.append(result)
     except FfmpegMissing as e:
         fail(str(e))

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from rq.pipeline.atomic import write_json
 from rq.pipeline.console import fail, progress, summary_table
 from rq.train.data.augment import MEAN, STD, pick_frames, random_crop_box
 from rq.train.data.loader import DataConfig, train_batches
@@ -151,6 +152,5 @@ def bench_loader(shards: str, *, workers: int = 2, batches: int = 20, batch_size
         ("speed-up", f"{result['speedup']:.2f}x", f"{result['cpu_speedup']:.2f}x"),
     ])
     if json_path is not None:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(json_path, result, indent=1)
     return result

@@ -24,11 +24,12 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from rq.pipeline.console import err
+from rq.pipeline.console import rate_limited
 from rq.train.data.augment import MEAN, STD
 from rq.train.data.sample import decode_clip
 from rq.train.data.source import DataError, ShardSource
-from rq.train.data.tarstream import TarError, url_samples
+from rq.train.data.integrity import checked_samples
+from rq.train.data.tarstream import TarError
 
 
 
@@ -139,11 +140,17 @@ class Batches:
             cv2.setNumThreads(0)
         loader = DataLoader(self.dataset, batch_size=None, num_workers=self.cfg.workers,
                             pin_memory=self.cfg.pin_memory, persistent_workers=False)
+        seen = set()
         for item in loader:
             for skip in map(Skip._make, item.pop("skipped")):
+                # The top-up pass and neighbouring workers may meet the same bad sample or tar again.
+                if (skip.shard, skip.key, skip.tar) in seen:
+                    continue
+                seen.add((skip.shard, skip.key, skip.tar))
                 self.stats.skipped.append(skip)
-                err.print(f"warning: skipped {skip.shard}" + (f" sample {skip.key}" if skip.key else "")
-                          + f": {skip.reason}", markup=False)
+                rate_limited.warn("bad shards" if skip.tar else "bad samples",
+                              f"skipped {skip.shard}" + (f" sample {skip.key}" if skip.key else "") + f": {skip.reason}",
+                              hint="counted per epoch in metrics.jsonl")
             if "error" in item:
                 raise DataError(item["error"])
             if "key" in item:
@@ -166,6 +173,7 @@ class _Epoch(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         cfg, urls, log = self.cfg, self.src.split(self.split)[0], []
+        expects = self.src.shard_expected(self.split)
         rng = np.random.default_rng([cfg.seed, self.epoch, self.rank, worker, 1])
         if self.steps is not None:
             # Batch i of this rank comes from worker i % workers (the DataLoader's round robin).
@@ -180,15 +188,15 @@ class _Epoch(IterableDataset):
             # Passes 0 and 1 walk the same order, so an epoch starting mid-pass still sees every sample.
             order = lambda cycle: shard_order(len(urls), cfg.seed, self.epoch, max(0, cycle - 1))  # noqa: E731
             shuffle = wds.shuffle(cfg.shuffle_buffer, rng=random.Random(int(rng.integers(2**63))))
-            samples = chain(shuffle(_read(urls, _span(sizes, order, start, stop), log)),
+            samples = chain(shuffle(_read(urls, expects, _span(sizes, order, start, stop), log)),
                             # Read only when bad samples left the span short; one more pass at most.
-                            _read(urls, _span(sizes, order, stop, stop + sum(sizes)), log))
+                            _read(urls, expects, _span(sizes, order, stop, stop + sum(sizes)), log))
             augment = rng
         else:
             n_batches = None
             # Worker w reads shards w, w+W, ...; of shard k this rank keeps samples j with (k+j) % world == rank.
-            samples = _read(urls, ((k, (self.rank - k) % self.world, None, self.world)
-                                   for k in range(worker, len(urls), workers)), log)
+            samples = _read(urls, expects, ((k, (self.rank - k) % self.world, None, self.world)
+                                            for k in range(worker, len(urls), workers)), log)
             augment = None
         # Random evaluation frames depend on the worker count, like every random stream here.
         picks = np.random.default_rng([cfg.seed, self.epoch, self.rank, worker, 2]) if cfg.random_eval_frames else None
@@ -212,11 +220,12 @@ def _span(sizes: Sequence[int], order, start: int, stop: int) -> Iterator[tuple[
                 return
 
 
-def _read(urls: Sequence[str], pieces, log: list[Skip]) -> Iterator[dict]:
-    """Raw samples (bytes per member) of each piece; a tar that fails is recorded and left."""
+def _read(urls: Sequence[str], expects: Sequence[dict | None], pieces, log: list[Skip]) -> Iterator[dict]:
+    """Raw samples (bytes per member) of each piece; a tar that fails, or does not match its manifest
+    entry (checked before any of its samples is used), is recorded and left."""
     for k, first, end, step in pieces:
         try:
-            yield from islice(url_samples(urls[k]), first, end, step)
+            yield from islice(checked_samples(urls[k], expects[k]), first, end, step)
         except (TarError, OSError, ValueError) as exn:  # ValueError: webdataset could not start a pipe:
             log.append(Skip(urls[k], getattr(exn, "key", ""), _one_line(exn), True))
 

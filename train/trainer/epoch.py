@@ -12,6 +12,7 @@ from rq.pipeline.console import progress
 from rq.train.data import Batches, model_inputs, to_device
 from rq.train.trainer.config import PRECISIONS
 from rq.train.trainer.distributed import DistEnv, all_gather_objects
+from rq.train.trainer.guard import StepGuard
 from rq.train.evaluation.metrics import Outcomes, sample_outcomes, summarize
 
 Batch = dict
@@ -54,17 +55,19 @@ def per_sample_loss(out, labels: torch.Tensor) -> torch.Tensor:
 
 def train_one_epoch(step: ForwardPass, optimizer: torch.optim.Optimizer, batches: Batches, *, epoch: int,
                     steps: int, samples: int, lr_at: Callable[[int], float], grad_clip: float = 0.0,
-                    observe: Callable | None = None, num_classes: int, steps_log: list | None = None) -> dict:
+                    observe: Callable | None = None, num_classes: int, steps_log: list | None = None,
+                    guard: StepGuard | None = None) -> dict:
     """Train for exactly `steps` batches (about `samples` over all processes); returns the epoch's
     metrics, reduced over all processes. `observe` (RollingQ's running statistics) sees every output;
-    `steps_log` gets (global step, loss on the device, lr) per step."""
+    `steps_log` gets (global step, loss on the device, lr) per step. `guard` checks each step for a
+    non-finite loss or gradient (it stops the run, or the step is left out)."""
     env = step.env
     step.model.train()
     outcomes = Outcomes()
     waited = 0.0
     bar = _bar(env, samples, f"train {epoch}")
     start = ready = time.perf_counter()
-    done = 0
+    done = left_out = 0
     for i, batch in enumerate(batches):
         batch = to_device(batch, env.device)
         waited += time.perf_counter() - ready
@@ -75,6 +78,10 @@ def train_one_epoch(step: ForwardPass, optimizer: torch.optim.Optimizer, batches
         loss = per_sample_loss(out, batch["label"])
         optimizer.zero_grad(set_to_none=True)
         loss.mean().backward()
+        if guard is not None and not guard.step_ok(loss, step.model, epoch, i):
+            left_out += 1            # no update, and not in the epoch's metrics or RollingQ's statistics
+            ready = time.perf_counter()
+            continue
         if grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(step.model.parameters(), grad_clip)
         optimizer.step()
@@ -89,6 +96,8 @@ def train_one_epoch(step: ForwardPass, optimizer: torch.optim.Optimizer, batches
         ready = time.perf_counter()
     if bar is not None:
         bar.close()
+    if guard is not None:
+        guard.end_epoch(epoch, done, left_out)
     elapsed = time.perf_counter() - start
     tensors, _ = outcomes.gather(env)
     summary = summarize(tensors, num_classes)
@@ -101,6 +110,7 @@ def train_one_epoch(step: ForwardPass, optimizer: torch.optim.Optimizer, batches
         data_wait_frac=round(sum(t[1] / max(t[2], 1e-9) for t in timing) / env.world, 4),
         skipped_samples=sum(t[3] for t in timing),
         bad_tars=sum(t[4] for t in timing),
+        nonfinite_steps=left_out,   # the same on every process: the guard decides for all of them
     )
     return summary
 
