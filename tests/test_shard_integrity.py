@@ -5,6 +5,7 @@ manifests written here (tests/helpers.py), read by the real loader and CLI."""
 import hashlib
 import io
 import json
+import os
 import tarfile
 
 import pytest
@@ -140,3 +141,29 @@ def test_warnings_are_rate_limited_and_a_reread_bad_sample_counts_once(tmp_path,
     assert len(used) == 8 and keys["train"][1] not in used
     assert batches.stats.skipped_samples == 1
     rate_limited.flush()
+
+
+def test_a_shard_is_hashed_once_per_run_and_again_when_its_file_changes(tmp_path):
+    """The workers report each shard whose sha256 they checked, with its file stamp (size, mtime, inode);
+    the next epoch's workers trust that stamp, and a changed file is hashed (and refused) again."""
+    write_shards(tmp_path, {"train": [4, 4]}, classes=2, n_frames=2, spec_shape=(257, 20))
+    src = open_source(str(tmp_path))
+    second = tmp_path / "train-000001.tar"
+    first_epoch = train_batches(src, cfg(workers=2), epoch=0, rank=0, world=1, steps=2)
+    assert len(list(first_epoch)) == 2 and first_epoch.stats.skipped == []
+    stamp = second.stat()
+    assert src.verified == {str(p): (p.stat().st_size, p.stat().st_mtime_ns, p.stat().st_ino, p.stat().st_dev)
+                            for p in (tmp_path / "train-000000.tar", second)}
+    # Bytes changed in place with the stamp put back: this run does not hash the shard again.
+    data = bytearray(second.read_bytes())
+    data[data.index(b"JFIF") + 40] ^= 0xFF
+    second.write_bytes(bytes(data))
+    os.utime(second, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    trusted = train_batches(src, cfg(workers=2), epoch=1, rank=0, world=1, steps=2)
+    assert len(list(trusted)) == 2 and not [s for s in trusted.stats.skipped if s.tar]
+    # Any write that moves the mtime (or size, or inode) makes the next read hash it: refused.
+    os.utime(second, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000))
+    rehashed = eval_batches(src, cfg(), split="train")
+    assert len([k for b in rehashed for k in b["key"]]) == 4
+    assert [s.reason for s in rehashed.stats.skipped] == [
+        "ShardMismatch: its sha256 differs from the manifest's (the file was changed or damaged): shard left out"]

@@ -1,12 +1,16 @@
 """Shards checked against their manifest (size, sha256, sample count), three ways:
 - as they are read: the loader reads a shard whole and checks it before using any of its samples
-  (`checked_samples`); a shard that does not match is left out, counted and named in one line;
+  (`checked_samples`); a shard that does not match is left out, counted and named in one line. The
+  sha256 of a local shard is computed the first time a run reads it and again only when its size,
+  mtime or inode changes (it costs about as much as decoding the shard's frames); its size and sample
+  count are checked on every read;
 - up front: `--verify` on rq train / rq eval checks every shard before the first step (`verify_source`);
 - on demand: `rq verify DIR` reports missing, damaged, changed and extra shards in one table, e.g. for
   a copied or downloaded dataset (`cli_verify`), exit 1 when anything is wrong."""
 import hashlib
 import io
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +26,12 @@ class ShardMismatch(TarError):
     """A shard whose bytes or sample count are not what its manifest says."""
 
 
-def shard_problem(expect: dict, data: bytes) -> str | None:
-    """Why `data` is not the shard `expect` (a manifest entry) describes, or None. TarError when the
-    bytes match no sha256 to compare with and are not a readable tar."""
+def shard_problem(expect: dict, data: bytes, hashed: bool = True) -> str | None:
+    """Why `data` is not the shard `expect` (a manifest entry) describes, or None (`hashed` False: its
+    sha256 is known to match already). TarError when the bytes are not a readable tar."""
     if "bytes" in expect and len(data) != expect["bytes"]:
         return f"is {len(data):,} bytes, the manifest says {expect['bytes']:,}"
-    if "sha256" in expect and hashlib.sha256(data).hexdigest() != expect["sha256"]:
+    if hashed and "sha256" in expect and hashlib.sha256(data).hexdigest() != expect["sha256"]:
         return "its sha256 differs from the manifest's (the file was changed or damaged)"
     count = count_samples(io.BytesIO(data))
     if count != expect["samples"]:
@@ -35,17 +39,35 @@ def shard_problem(expect: dict, data: bytes) -> str | None:
     return None
 
 
-def checked_samples(url: str, expect: dict | None) -> Iterator[dict]:
+def checked_samples(url: str, expect: dict | None, verified: Mapping[str, tuple] | None = None,
+                    record: Callable[[str, tuple], None] | None = None) -> Iterator[dict]:
     """The samples of one shard. With `expect` (its manifest entry) the shard is read whole and checked
-    first, so a mismatch (ShardMismatch) is found before any of its samples is used; without, streamed."""
+    first, so a mismatch (ShardMismatch) is found before any of its samples is used; without, streamed.
+    `verified`: url -> file stamp of the shards whose sha256 this run has checked (not hashed again
+    while the stamp holds); `record(url, stamp)` is told of each newly checked one."""
     if expect is None:
         yield from url_samples(url)
         return
+    stamp = file_stamp(url)
+    known = stamp is not None and (verified or {}).get(url) == stamp
     data = url_bytes(url)
-    problem = shard_problem(expect, data)
+    problem = shard_problem(expect, data, hashed=not known)
     if problem:
         raise ShardMismatch(f"{problem}: shard left out")
+    if stamp is not None and not known and record is not None:
+        record(url, stamp)
     yield from tar_samples(io.BytesIO(data), url)
+
+
+def file_stamp(url: str) -> tuple | None:
+    """(size, mtime ns, inode, device) of a local shard; None for a pipe: or http(s) URL."""
+    if url.startswith(("pipe:", "http:", "https:")):
+        return None
+    try:
+        st = os.stat(url)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
 
 
 @dataclass(frozen=True)

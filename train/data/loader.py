@@ -41,6 +41,12 @@ class Skip(NamedTuple):
     tar: bool = False
 
 
+class Verified(NamedTuple):
+    """A shard whose sha256 a worker checked against the manifest, with its file stamp then."""
+    shard: str
+    stamp: tuple
+
+
 # rq train says once, at start, when loader processes outnumber the cores; torch would say it again
 # at every DataLoader (twice per epoch).
 warnings.filterwarnings("ignore", message="This DataLoader will create .* worker processes", category=UserWarning)
@@ -142,15 +148,18 @@ class Batches:
                             pin_memory=self.cfg.pin_memory, persistent_workers=False)
         seen = set()
         for item in loader:
-            for skip in map(Skip._make, item.pop("skipped")):
+            records = item.pop("records")
+            # shards whose sha256 a worker checked: the next epoch's workers need not hash them again
+            self.dataset.src.verified.update((r.shard, tuple(r.stamp)) for r in records if isinstance(r, Verified))
+            for skip in (r for r in records if not isinstance(r, Verified)):
                 # The top-up pass and neighbouring workers may meet the same bad sample or tar again.
                 if (skip.shard, skip.key, skip.tar) in seen:
                     continue
                 seen.add((skip.shard, skip.key, skip.tar))
                 self.stats.skipped.append(skip)
                 rate_limited.warn("bad shards" if skip.tar else "bad samples",
-                              f"skipped {skip.shard}" + (f" sample {skip.key}" if skip.key else "") + f": {skip.reason}",
-                              hint="counted per epoch in metrics.jsonl")
+                                  f"skipped {skip.shard}" + (f" sample {skip.key}" if skip.key else "") + f": {skip.reason}",
+                                  hint="counted per epoch in metrics.jsonl")
             if "error" in item:
                 raise DataError(item["error"])
             if "key" in item:
@@ -173,7 +182,7 @@ class _Epoch(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         cfg, urls, log = self.cfg, self.src.split(self.split)[0], []
-        expects = self.src.shard_expected(self.split)
+        expects, verified = self.src.shard_expected(self.split), self.src.verified
         rng = np.random.default_rng([cfg.seed, self.epoch, self.rank, worker, 1])
         if self.steps is not None:
             # Batch i of this rank comes from worker i % workers (the DataLoader's round robin).
@@ -188,15 +197,15 @@ class _Epoch(IterableDataset):
             # Passes 0 and 1 walk the same order, so an epoch starting mid-pass still sees every sample.
             order = lambda cycle: shard_order(len(urls), cfg.seed, self.epoch, max(0, cycle - 1))  # noqa: E731
             shuffle = wds.shuffle(cfg.shuffle_buffer, rng=random.Random(int(rng.integers(2**63))))
-            samples = chain(shuffle(_read(urls, expects, _span(sizes, order, start, stop), log)),
+            samples = chain(shuffle(_read(urls, expects, verified, _span(sizes, order, start, stop), log)),
                             # Read only when bad samples left the span short; one more pass at most.
-                            _read(urls, expects, _span(sizes, order, stop, stop + sum(sizes)), log))
+                            _read(urls, expects, verified, _span(sizes, order, stop, stop + sum(sizes)), log))
             augment = rng
         else:
             n_batches = None
             # Worker w reads shards w, w+W, ...; of shard k this rank keeps samples j with (k+j) % world == rank.
-            samples = _read(urls, expects, ((k, (self.rank - k) % self.world, None, self.world)
-                                            for k in range(worker, len(urls), workers)), log)
+            samples = _read(urls, expects, verified, ((k, (self.rank - k) % self.world, None, self.world)
+                                                      for k in range(worker, len(urls), workers)), log)
             augment = None
         # Random evaluation frames depend on the worker count, like every random stream here.
         picks = np.random.default_rng([cfg.seed, self.epoch, self.rank, worker, 2]) if cfg.random_eval_frames else None
@@ -220,12 +229,16 @@ def _span(sizes: Sequence[int], order, start: int, stop: int) -> Iterator[tuple[
                 return
 
 
-def _read(urls: Sequence[str], expects: Sequence[dict | None], pieces, log: list[Skip]) -> Iterator[dict]:
+def _read(urls: Sequence[str], expects: Sequence[dict | None], verified: dict, pieces, log: list) -> Iterator[dict]:
     """Raw samples (bytes per member) of each piece; a tar that fails, or does not match its manifest
     entry (checked before any of its samples is used), is recorded and left."""
+    def record(url: str, stamp: tuple) -> None:
+        verified[url] = stamp             # this worker's later pieces of the same shard
+        log.append(Verified(url, stamp))  # and, through the trainer, the next epoch's workers
+
     for k, first, end, step in pieces:
         try:
-            yield from islice(checked_samples(urls[k], expects[k]), first, end, step)
+            yield from islice(checked_samples(urls[k], expects[k], verified, record), first, end, step)
         except (TarError, OSError, ValueError) as exn:  # ValueError: webdataset could not start a pipe:
             log.append(Skip(urls[k], getattr(exn, "key", ""), _one_line(exn), True))
 
@@ -244,7 +257,7 @@ def _decoded(samples, cfg: DataConfig, spec_shape: tuple[int, int], n_classes: i
 
 def _batches(clips, cfg: DataConfig, n_batches: int | None, log: list[Skip]) -> Iterator[dict]:
     """Batches of `batch_size`; with `n_batches` exactly that many (else an error item), otherwise
-    all clips with a short last batch. Skip records ride on the next item sent to the trainer."""
+    all clips with a short last batch. Skip and Verified records ride on the next item sent to the trainer."""
     made = 0
     while n_batches is None or made < n_batches:
         group = list(islice(clips, cfg.batch_size))
@@ -253,10 +266,11 @@ def _batches(clips, cfg: DataConfig, n_batches: int | None, log: list[Skip]) -> 
         made += 1
         yield _collate(group, log)
     if n_batches is not None and made < n_batches:
+        skipped = sum(isinstance(r, Skip) for r in log)
         yield {"error": f"only {made} of {n_batches} batches could be read: too many bad samples "
-                        f"({len(log)} skipped)", "skipped": _drain(log)}
+                        f"({skipped} skipped)", "records": _drain(log)}
     elif log:
-        yield {"skipped": _drain(log)}
+        yield {"records": _drain(log)}
 
 
 def _collate(group: list[tuple], log: list[Skip]) -> dict:
@@ -269,7 +283,7 @@ def _collate(group: list[tuple], log: list[Skip]) -> dict:
             "frames": frames.permute(0, 1, 4, 2, 3),                    # (B, k, 3, S, S) view, no copy
             "label": torch.tensor([g[2] for g in group], dtype=torch.int64),
             "key": [g[3] for g in group],
-            "skipped": _drain(log)}
+            "records": _drain(log)}
 
 
 def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:

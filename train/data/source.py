@@ -34,6 +34,8 @@ class ShardSource:
     manifest_path: str | None = field(default=None, repr=False)
     hold: ReaderHold | None = field(default=None, repr=False, compare=False)  # the generations this reader uses
     _said: set = field(default_factory=set, repr=False, compare=False)
+    # url -> file stamp of the shards whose sha256 this run has checked (integrity.checked_samples)
+    verified: dict = field(default_factory=dict, repr=False, compare=False)
 
     def shard_sizes(self, split: str) -> list[int]:
         """Samples per shard of `split`: the manifest's counts, else the split's total spread evenly
