@@ -5,12 +5,14 @@ reads, keys of the stages it needs). A changed setting, code version or input fi
 the old entry is simply never read again.
 
 Entry format (no pickle): b"RQC1", a 4-byte big-endian header length, a JSON header
-{"members": [[suffix, size, sha256], ...], "error": null | "one-line reason"}, then the members'
-bytes back to back. A failed clip is cached as an entry with an error and no members, so a rerun does
-not decode a known-bad file again. The header alone says what an entry holds (and the member hashes
+{"members": [[suffix, size, sha256], ...], "error": null | "one-line reason", "meta": null | {...}}
+(meta: a stage's small facts, e.g. the frames' times), then the members' bytes back to back. A
+failed clip is cached as an entry with an error and no members, so a rerun does not decode a
+known-bad file again. The header alone says what an entry holds (and the member hashes
 the shard writer compares), so a rerun with nothing to compute reads a few hundred bytes per entry."""
 import hashlib
 import json
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ class Head:
     """What an entry holds, without its bytes."""
     members: tuple[tuple[str, int, str], ...]   # (suffix, size, sha256)
     error: str | None = None
+    meta: dict | None = None
 
 
 class DamagedEntry(Exception):
@@ -53,14 +56,15 @@ class Cache:
         return self.root / stage / key[:2] / key
 
     def head(self, stage: str, key: str) -> Head | None:
-        """The entry's header, or None when there is no complete, well-formed entry."""
-        path = self.path(stage, key)
+        """The entry's header, or None when there is no complete, well-formed entry. (Called for every
+        stage of every clip on a rerun: plain string paths and fstat, no pathlib.)"""
         try:
-            with open(path, "rb") as f:
+            with open(os.path.join(self.root, stage, key[:2], key), "rb") as f:
                 magic, length = _PREFIX.unpack(f.read(_PREFIX.size))
                 header = json.loads(f.read(length))
-            head = Head(tuple((n, s, h) for n, s, h in header["members"]), header["error"])
-            if path.stat().st_size != _PREFIX.size + length + sum(s for _, s, _ in head.members):
+                size = os.fstat(f.fileno()).st_size
+            head = Head(tuple((n, s, h) for n, s, h in header["members"]), header["error"], header.get("meta"))
+            if size != _PREFIX.size + length + sum(s for _, s, _ in head.members):
                 return None
         except (OSError, ValueError, KeyError, TypeError, struct.error):
             return None
@@ -86,8 +90,8 @@ class Cache:
     def remove(self, stage: str, key: str) -> None:
         self.path(stage, key).unlink(missing_ok=True)
 
-    def put(self, stage: str, key: str, members: dict[str, bytes]) -> Head:
-        head = Head(tuple((n, len(b), hashlib.sha256(b).hexdigest()) for n, b in sorted(members.items())))
+    def put(self, stage: str, key: str, members: dict[str, bytes], meta: dict | None = None) -> Head:
+        head = Head(tuple((n, len(b), hashlib.sha256(b).hexdigest()) for n, b in sorted(members.items())), None, meta)
         self._write(stage, key, head, [members[n] for n, _, _ in head.members])
         return head
 
@@ -97,7 +101,7 @@ class Cache:
         return head
 
     def _write(self, stage: str, key: str, head: Head, blobs: list[bytes]) -> None:
-        header = json.dumps({"members": [list(m) for m in head.members], "error": head.error},
+        header = json.dumps({"members": [list(m) for m in head.members], "error": head.error, "meta": head.meta},
                             separators=(",", ":")).encode()
         with atomic_file(self.path(stage, key), tmp_dir=self.tmp) as f:
             f.write(_PREFIX.pack(MAGIC, len(header)))

@@ -56,10 +56,11 @@ _METAVARS = {int: "INTEGER", float: "NUMBER", str: "TEXT", Path: "PATH", list[st
 
 
 def command(on: typer.Typer, name: str, config_file: bool = False, panels: dict[str, tuple[str, ...]] | None = None,
-            shared: dict[str, tuple[object, object]] | None = None):
+            shared: dict[str, tuple[object, object]] | None = None, context_settings: dict | None = None):
     """Register a command with -q/-v (and --config FILE) added to its own options, types named in words,
     options grouped in help panels (panel -> option names). `shared`: options several commands take
-    (name -> (type, typer.Option)), added to the signature and passed to the function's **options."""
+    (name -> (type, typer.Option)), added to the signature and passed to the function's **options.
+    `context_settings`: click's, e.g. to pass unknown options on (`rq sweep` hands them to `rq train`)."""
     panel_of = {option: panel for panel, names in (panels or {}).items() for option in names}
 
     def register(fn):
@@ -90,7 +91,7 @@ def command(on: typer.Typer, name: str, config_file: bool = False, panels: dict[
             set_verbosity(quiet, verbose)
             return fn(*args, **kwargs)
         run.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])
-        return on.command(name)(run)
+        return on.command(name, context_settings=context_settings)(run)
     return register
 
 

@@ -14,11 +14,16 @@ from rq.pipeline.stages.settings import AudioDecodeSettings as _AS, FrameSetting
 
 # ---- doctor / synth (pipeline) ----
 @command(app, "doctor")
-def doctor_cmd() -> None:
+def doctor_cmd(
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Also join this Ray cluster (auto, or "
+                                              "HOST:PORT of its head) and list its nodes and CPUs.",
+                                              show_default=False),
+) -> None:
     """Print what rq runs with: the ffmpeg binary (path, version, and whether it came from $RQ_FFMPEG, PATH or
-    the imageio-ffmpeg package), Python, torch, CUDA and its devices, CPU cores. Exit 1 when there is no ffmpeg."""
+    the imageio-ffmpeg package), Python, torch, CUDA and its devices, CPU cores, Ray. Exit 1 when there is no
+    ffmpeg, or the Ray cluster of --ray-address cannot be joined."""
     from rq.pipeline.doctor import doctor
-    doctor()
+    doctor(ray_address)
 
 
 @command(app, "synth")
@@ -102,6 +107,14 @@ _VAL_FRACTION = typer.Option(_RS.val_fraction, "--val-fraction", help="Share of 
                              "split (model selection), seeded: exactly round(f x n) per class, or of the actors "
                              "under --split speaker; 0 = no val split. Kinetics' raw val/ folder stays the test split.")
 _FRAME_SIZE = typer.Option(_FS.frame_size, "--frame-size", help="Short side of the JPEG frames in pixels; 0 keeps the size.")
+_FRAME_DECODE = typer.Option(_FS.frame_decode, "--frame-decode", help="exact: decode every frame, keep the one "
+                             "shown at each 1/fps second. fast: decode only reference frames (B-frames and the loop "
+                             "filter skipped), keep the one nearest to each second (within half the distance between "
+                             "reference frames: 0.08 s with 3 B-frames at 25 fps; never over 0.2 s: a clip whose "
+                             "reference frames are sparser, e.g. x265's HEVC, is decoded exactly); each frame's real "
+                             "time is in the sample's json either way. Faster for codecs with B-frames whose decoder "
+                             "can skip them: H.264 (e.g. Kinetics' mp4s), MPEG-2, MPEG-4 Part 2; VP8/VP9/AV1 and "
+                             "intra-only video decode as in exact.")
 _JPEG_QUALITY = typer.Option(_FS.jpeg_quality, "--jpeg-quality", help="JPEG quality of the frames, 1-100.")
 _FRAME_TIMES = typer.Option(_FS.times, "--frame-times", help="start: the frames shown at t = 0, 1, 2, ... s; "
                             "middle: the last frame before t = 0.5, 1.5, ... s (ffmpeg's default fps rounding, "
@@ -129,6 +142,14 @@ _HOP = typer.Option(None, "--hop-length", help="STFT hop in samples of --audio-f
 _SHARD_SIZE = typer.Option(_PC.shard_size_mb, "--shard-size", help="Largest shard, in MB.")
 _WORKERS = typer.Option(None, "--workers", help="Parallel clip workers, one ffmpeg thread each [default: all "
                         "cores].", show_default=False)
+_EXECUTOR = typer.Option(_PO.executor, "--executor", help="Where clips run: process (worker processes on this "
+                         "machine) or ray (Ray tasks; needs `pip install 'rq[ray]'`). With ray, --raw and the cache "
+                         "(--cache, default OUT/.cache) must be on a filesystem that every node mounts at the same "
+                         "path; each node is checked at start.")
+_RAY_ADDRESS = typer.Option(None, "--ray-address", help="With --executor ray: join this running cluster (auto, or "
+                            "HOST:PORT of its head) instead of starting a local Ray instance of --workers CPUs; "
+                            "--workers then caps the clips running at once [default: every CPU of the cluster].",
+                            show_default=False)
 _SEED = typer.Option(_PC.seed, "--seed", help="Seed of the sample order in the shards and of seeded splits.")
 _TIMEOUT = typer.Option(_PO.timeout, "--timeout", help="Seconds one ffmpeg call may take before its clip is skipped.")
 _MAX_FAILURE = typer.Option(_PO.max_failure_rate, "--max-failure-rate", help="Exit 1 when more than this share of clips is "
@@ -155,13 +176,15 @@ def _preprocess(recipe: str, options: dict) -> None:
 _COMMON = {
     "raw": (Optional[Path], _RAW), "out": (Optional[Path], _OUT), "classes": (Optional[Path], _CLASSES),
     "frame_size": (int, _FRAME_SIZE), "jpeg_quality": (int, _JPEG_QUALITY), "frame_times": (str, _FRAME_TIMES),
-    "audio_features": (str, _AUDIO_FEATURES), "sample_rate": (Optional[int], _SAMPLE_RATE),
+    "frame_decode": (str, _FRAME_DECODE), "audio_features": (str, _AUDIO_FEATURES),
+    "sample_rate": (Optional[int], _SAMPLE_RATE),
     "audio_seconds": (Optional[float], _AUDIO_SECONDS), "audio_pad": (str, _AUDIO_PAD),
     "missing_audio": (str, _MISSING_AUDIO), "n_fft": (Optional[int], _N_FFT), "hop_length": (Optional[int], _HOP),
     "shard_size": (float, _SHARD_SIZE), "workers": (Optional[int], _WORKERS), "seed": (int, _SEED),
     "timeout": (float, _TIMEOUT), "max_failure_rate": (float, _MAX_FAILURE), "cache": (Optional[Path], _CACHE),
     "hash_content": (bool, _HASH), "force": (list[str], _FORCE), "dry_run": (bool, _DRY_RUN),
     "frames_per_clip": (Optional[int], _FRAMES_PER_CLIP), "val_fraction": (float, _VAL_FRACTION),
+    "executor": (str, _EXECUTOR), "ray_address": (Optional[str], _RAY_ADDRESS),
 }
 _SPLITS = {"split_list": (list[str], _SPLIT_LIST)}
 _SEEDED = {"test_fraction": (float, _TEST_FRACTION)}

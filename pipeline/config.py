@@ -94,6 +94,7 @@ class Options:
     frame_size: int = _F.frame_size
     jpeg_quality: int = _F.jpeg_quality
     frame_times: str = _F.times
+    frame_decode: str = _F.frame_decode
     audio_features: str = _S.audio_features
     sample_rate: int | None = None        # None here and below: the front end's default (frontends.resolve)
     audio_seconds: float | None = None
@@ -117,6 +118,8 @@ class Options:
     val_fraction: float = _R.val_fraction
     frames_per_clip: int | None = None
     label_field: str = _R.label_field
+    executor: str = "process"             # how clips run: rq.pipeline.executors (never changes the output)
+    ray_address: str | None = None
 
     def config(self, recipe_module) -> PreprocessConfig:
         """Raises ValueError (one line) for audio options that do not fit the front end."""
@@ -125,7 +128,8 @@ class Options:
             audio_seconds=self.audio_seconds, audio_pad=self.audio_pad, n_fft=self.n_fft,
             hop_length=self.hop_length, missing_audio=self.missing_audio)
         return PreprocessConfig(
-            frames=FrameSettings(frame_size=self.frame_size, jpeg_quality=self.jpeg_quality, times=self.frame_times),
+            frames=FrameSettings(frame_size=self.frame_size, jpeg_quality=self.jpeg_quality, times=self.frame_times,
+                                 frame_decode=self.frame_decode),
             audio=audio, spectrogram=spectrogram,
             shard_size_mb=self.shard_size, seed=self.seed,
             recipe=RecipeSettings(str(self.classes) if self.classes else None, tuple(self.split_list), self.split,

@@ -20,3 +20,8 @@ class TransientClipError(ClipError):
 
 class ClipTimeout(TransientClipError):
     """An ffmpeg call ran past --timeout: a rerun on a less busy machine may succeed."""
+
+
+class ExecutorError(RuntimeError):
+    """The executor cannot run: a Ray cluster that cannot be joined, a node that does not see the shared
+    storage. A set-up problem (one line, the run stops), never a clip's failure."""

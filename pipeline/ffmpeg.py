@@ -1,5 +1,6 @@
-"""The one place rq runs ffmpeg: finding the binary, building inputs, running with a timeout and
-turning a failure into a one-line `ClipError`.
+"""How rq runs ffmpeg: finding the binary, building inputs, running with a timeout and turning a
+failure into a one-line `ClipError` (transient when the machine, not the file, is at fault). The
+stages' decoding run itself is built in rq.pipeline.decode.
 
 Commands are built with ffmpeg-python; its own `.run()` has no timeout, so the compiled argv is run
 here with subprocess. The binary is looked up on every call (`$RQ_FFMPEG` first), so a test can point
@@ -8,9 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import ffmpeg
@@ -72,40 +70,6 @@ def run_ffmpeg(stream, *, stage: str, path: Path, timeout: float) -> bytes:
     return _execute([argv[0], *GLOBAL_ARGS, *argv[1:]], stage=stage, path=path, timeout=timeout).stdout
 
 
-def stream_ffmpeg(stream, *, stage: str, path: Path, timeout: float, record_size: int) -> Iterator[bytes]:
-    """Run an ffmpeg-python output node and yield its stdout in records of exactly `record_size` bytes
-    (e.g. one raw video frame) while ffmpeg is still decoding: memory stays at one record, and the
-    caller's work on a record overlaps ffmpeg's on the next. Errors as in `run_ffmpeg`."""
-    argv = stream.compile(cmd=ffmpeg_binary())
-    # stderr to a file, not a pipe: a chatty failing decoder could otherwise fill the pipe and stall.
-    with tempfile.TemporaryFile() as stderr:
-        try:
-            proc = subprocess.Popen([argv[0], *GLOBAL_ARGS, *argv[1:]], stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=stderr)
-        except OSError as e:
-            raise FfmpegMissing(f"cannot run {argv[0]}: {e.strerror}") from None
-        expired = threading.Event()
-        deadline = threading.Timer(timeout, lambda: (expired.set(), proc.kill()))
-        deadline.start()
-        try:
-            while len(record := proc.stdout.read(record_size)) == record_size:
-                yield record
-            proc.wait()
-        finally:
-            deadline.cancel()
-            proc.kill()  # no-op when it has exited; stops it when the caller gave up early
-            proc.wait()
-            proc.stdout.close()
-        if expired.is_set():
-            raise ClipTimeout(stage, f"ffmpeg timed out after {timeout:g} s")
-        _raise_if_killed(proc.returncode, stage)
-        if proc.returncode != 0:
-            stderr.seek(0)
-            raise ClipError(stage, _reason(stderr.read().decode("utf-8", "replace"), path))
-        if record:
-            raise ClipError(stage, f"ffmpeg output ended inside a record ({len(record)} of {record_size} bytes)")
-
-
 def read_header(path: Path, *, stage: str, timeout: float) -> str:
     """ffmpeg's description of a file (`ffmpeg -i file:PATH`, there is no ffprobe): the stderr text.
     ffmpeg exits 1 here even for a good file (no output given), so success = it printed an 'Input #0'."""
@@ -113,7 +77,8 @@ def read_header(path: Path, *, stage: str, timeout: float) -> str:
     done = _execute(argv, stage=stage, path=path, timeout=timeout, check=False)
     text = done.stderr.decode("utf-8", "replace")
     if "Input #0" not in text:
-        raise ClipError(stage, _reason(text, path))
+        reason = reason_of(text, path)
+        raise (TransientClipError if environmental(reason) else ClipError)(stage, reason)
     return text
 
 
@@ -125,19 +90,26 @@ def _execute(argv: list[str], *, stage: str, path: Path, timeout: float,
         raise ClipTimeout(stage, f"ffmpeg timed out after {timeout:g} s") from None
     except OSError as e:
         raise FfmpegMissing(f"cannot run {argv[0]}: {e.strerror}") from None
-    _raise_if_killed(done.returncode, stage)
+    raise_if_killed(done.returncode, stage)
     if check and done.returncode != 0:
-        raise ClipError(stage, _reason(done.stderr.decode("utf-8", "replace"), path))
+        reason = reason_of(done.stderr.decode("utf-8", "replace"), path)
+        raise (TransientClipError if environmental(reason) else ClipError)(stage, reason)
     return done
 
 
-def _raise_if_killed(returncode: int, stage: str) -> None:
+def raise_if_killed(returncode: int, stage: str) -> None:
     """A negative return code is a signal from outside (OOM killer, a stray kill), not a bad clip."""
     if returncode < 0:
         raise TransientClipError(stage, f"ffmpeg killed by signal {-returncode}")
 
 
-def _reason(stderr: str, path: Path) -> str:
+def environmental(reason: str) -> bool:
+    """ffmpeg reasons that come from the machine, not the file (a rerun may succeed: never cached)."""
+    return any(text in reason for text in ("Permission denied", "Input/output error", "No space left",
+                                           "Cannot allocate memory", "Too many open files", "Stale file handle"))
+
+
+def reason_of(stderr: str, path: Path) -> str:
     """The last meaningful stderr line, without the '[demuxer @ 0x...]' tag and the clip's own path."""
     lines = [_TAG.sub("", line).strip() for line in stderr.splitlines()]
     lines = [line for line in lines if line and not _GENERIC.match(line)]

@@ -1,6 +1,5 @@
 """`rq preprocess`: discover clips with a recipe, run every clip through the cached stages on the
 executor, write the shards that changed, the manifest and the audit files, and print what happened."""
-import os
 import sys
 import time
 from collections import Counter
@@ -13,7 +12,8 @@ from rq.pipeline.atomic import WriteError, remove_stale_temporaries
 from rq.pipeline.cache import Cache, DamagedEntry
 from rq.pipeline.clips import Discovery
 from rq.pipeline.console import err, fail, out as console, summary_table, rate_limited
-from rq.pipeline.executor import map_unordered
+from rq.pipeline.errors import ExecutorError
+from rq.pipeline.executors import executor_problem, map_unordered, open_executor
 from rq.pipeline.ffmpeg import FfmpegMissing, ffmpeg_location
 from rq.pipeline.generations import retire_superseded
 from rq.pipeline.indexes import write_indexes
@@ -23,8 +23,8 @@ from rq.pipeline.recipes import RECIPES, LayoutError
 from rq.pipeline.recipes.layout import carve_validation, keep_classes_with_clips
 from rq.pipeline.config import Options
 from rq.pipeline.stages.settings import FRAME_TIMES
-from rq.pipeline.shards import make_sample, shuffled, write_split
-from rq.pipeline.runner import ClipResult, Job, plan_clip, process_clip
+from rq.pipeline.shards import make_sample, shuffled, split_content, write_split
+from rq.pipeline.runner import ClipResult, Job, lost_clip, plan_clip, process_clip
 from rq.pipeline.stages import STAGE_NAMES, STAGES
 
 SPLITS = ("train", "val", "test")
@@ -43,8 +43,9 @@ def preprocess(recipe: str, **options) -> None:
     settings = config.stage_settings()
     if recipe == "folder" and (out == raw or raw in out.parents):
         fail(f"--out {out} is inside --raw {raw}: the folder recipe would take it for a class folder")
+    cache_root = Path(opts.cache or out / ".cache").absolute()   # tasks on other machines (Ray) get absolute paths
     try:
-        recipe_options = config.recipe_options(extract_to=Path(opts.cache or out / ".cache"))
+        recipe_options = config.recipe_options(extract_to=cache_root)
         found = module.discover(raw, recipe_options)
     except LayoutError as e:
         fail(str(e))
@@ -52,7 +53,7 @@ def preprocess(recipe: str, **options) -> None:
     if empty:
         err.print(f"warning: {len(empty)} of the {len(empty) + len(found.classes)} listed classes have no clips and "
                   f"are left out of the class list: {', '.join(empty)}", markup=False)
-    cache = Cache(opts.cache or out / ".cache")
+    cache = Cache(cache_root)
     job = Job(cache.root, settings, frozenset(STAGE_NAMES if "all" in opts.force else opts.force), opts.timeout,
               opts.hash_content)
     if opts.dry_run:
@@ -77,7 +78,7 @@ def _produce(recipe: str, module, opts: Options, config, found: Discovery, job: 
     shard_bytes = int(opts.shard_size * 1e6)
     remove_stale_temporaries(out)
     for attempt in range(_REPAIRS + 1):
-        results = _process_clips(found, job, cache, opts.workers or len(os.sched_getaffinity(0)))
+        results = _process_clips(found, job, cache, opts)
         ok = [r for r in results if r.failure is None]
         by_split = {split: shuffled([make_sample(r, settings) for r in ok if r.clip.split == split], opts.seed)
                     for split in SPLITS}
@@ -131,6 +132,7 @@ def _check(opts: Options, recipe: str) -> tuple[Path, Path]:
     if opts.classes is not None and not opts.classes.is_file():
         fail(f"--classes {opts.classes}: no such file")
     checks = [(opts.frame_size >= 0, "--frame-size must be >= 0"),
+              (opts.frame_decode in ("exact", "fast"), "--frame-decode must be exact or fast"),
               (1 <= opts.jpeg_quality <= 100, "--jpeg-quality must be in 1..100"),
               (opts.frame_times in FRAME_TIMES, f"--frame-times must be one of {', '.join(FRAME_TIMES)}"),
               (opts.sample_rate is None or opts.sample_rate > 0, "--sample-rate must be > 0"),
@@ -149,28 +151,37 @@ def _check(opts: Options, recipe: str) -> tuple[Path, Path]:
     for ok, message in checks:
         if not ok:
             fail(message)
+    if problem := executor_problem(opts.executor, opts.ray_address):
+        fail(problem)
     return (opts.raw if recipe == "wds" else opts.raw.absolute()), opts.out.absolute()
 
 
-def _process_clips(found: Discovery, job: Job, cache: Cache, workers: int) -> list[ClipResult]:
+def _process_clips(found: Discovery, job: Job, cache: Cache, opts: Options) -> list[ClipResult]:
     cache.root.mkdir(parents=True, exist_ok=True)
     cache.clean()
     # Settled clips (all cached, or known to fail) only read a few cache headers: doing that here costs
     # less than shipping them to worker processes, and a no-change rerun then starts no pool at all.
     # Each clip is planned once, here (with --hash-content that reads the file), and runs with that plan.
     planned = [(clip, plan_clip(clip, job, cache)) for clip in found.clips]
-    batches = [([p for p in planned if p[1].settled], 1, "cached clips"),
-               ([p for p in planned if not p[1].settled], workers, "clips")]
+    work = [p for p in planned if not p[1].settled]
+    first = [path for path in (work[0][0].source, work[0][0].audio_source) if path] if work else []
+    executor = open_executor(opts.executor, workers=opts.workers, address=opts.ray_address, reads=first,
+                             writes=cache.root, lost=lost_clip)
+    batches = [([p for p in planned if p[1].settled], partial(map_unordered, workers=1), "cached clips"),
+               (work, executor.map, "clips")]
     results = []
     try:
-        for items, n, desc in batches:
-            for result in map_unordered(partial(process_clip, job=job), items, n, desc=desc, unit="clip") if items else ():
-                if result.failure:
-                    rate_limited.warn("skipped clips", f"skipped {result.clip.rel_source}: {result.failure[0]}: "
-                                  f"{result.failure[1]}", hint=f"every one is in {FAILURES}",
-                                  write=lambda line: tqdm.write(line, file=sys.stderr))
-                results.append(result)
-    except FfmpegMissing as e:
+        with executor:
+            for items, run, desc in batches:
+                for result in run(partial(process_clip, job=job), items, desc=desc, unit="clip") if items else ():
+                    if result.failure:
+                        rate_limited.warn("skipped clips", f"skipped {result.clip.rel_source}: {result.failure[0]}: "
+                                          f"{result.failure[1]}", hint=f"every one is in {FAILURES}", write=_above_bar)
+                    elif note := (result.heads["frames"].meta or {}).get("note"):   # kept, with fewer frames
+                        rate_limited.warn("clips kept with fewer frames", f"{result.clip.rel_source}: frames: {note}",
+                                          hint="each noted as frames_note in its sample's json", write=_above_bar)
+                    results.append(result)
+    except (FfmpegMissing, ExecutorError) as e:
         fail(str(e))
     return sorted(results, key=lambda r: r.clip.clip_id)
 
@@ -201,6 +212,10 @@ def _dry_run(found: Discovery, job: Job, cache: Cache) -> None:
     summary_table("Inputs", ["", "count"], [["clips", len(found.clips)], ["unmatched files or annotations",
                                                                         len(found.rejected)],
                                             ["clips of other classes", found.other_classes]])
+
+
+def _above_bar(line: str) -> None:
+    tqdm.write(line, file=sys.stderr)
 
 
 def _write_audit(out: Path, results: list[ClipResult], found: Discovery) -> None:

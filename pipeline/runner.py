@@ -1,7 +1,6 @@
 """How one clip goes through the stages (`rq.pipeline.stages`): its nodes, their cache keys, the plan
 of what is cached, and `process_clip`, the pure per-clip function an executor runs. `rq preprocess`
 and `rq predict` both run clips through it."""
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,10 +9,8 @@ from rq.pipeline.cache import Cache, Head, stage_key
 from rq.pipeline.clips import Clip, fingerprint
 from rq.pipeline.errors import ClipError, TransientClipError
 from rq.pipeline.ffmpeg import FfmpegMissing
-from rq.pipeline.stages import BY_NAME, STAGES, Stage
+from rq.pipeline.stages import BY_NAME, STAGES, Stage, decode_together
 from rq.pipeline.stages.settings import canonical
-
-
 
 
 @dataclass(frozen=True)
@@ -106,6 +103,21 @@ def plan_clip(clip: Clip, job: Job, cache: Cache) -> Plan:
     return Plan(nodes, keys, heads)
 
 
+def _guarded(stage: str, run):
+    """run(); a bug (not a bad clip) becomes a ClipError so the run still finishes, one that is not
+    cached (the clip is not at fault)."""
+    try:
+        return run()
+    except (ClipError, FfmpegMissing):   # FfmpegMissing: a set-up problem, stops the run with one line
+        raise
+    except Exception as e:
+        raise _InternalError(stage, f"internal error {type(e).__name__}: {e}") from e
+
+
+class _InternalError(TransientClipError):
+    """A bug in rq, not a fault of the clip: recorded, not cached."""
+
+
 def process_clip(planned: tuple[Clip, Plan], job: Job) -> ClipResult:
     """Run one clip through every stage, given its plan (plan_clip): cached nodes are read only when a
     computed node needs their output, missing ones computed and stored. A ClipError anywhere is this
@@ -123,36 +135,74 @@ def process_clip(planned: tuple[Clip, Plan], job: Job) -> ClipResult:
     def output(node: Node) -> dict[str, bytes]:
         if node.id not in outputs:
             got = cache.read(node.stage.name, keys[node.id]) if node.id in heads else None
-            outputs[node.id] = got if got is not None else compute(node)
+            if got is not None:
+                outputs[node.id] = got
+            elif node.stage.decodes:
+                decode_file(node)
+            else:
+                compute(node)
         return outputs[node.id]
 
-    def compute(node: Node) -> dict[str, bytes]:
+    def store(node: Node, result, seconds: float) -> None:
+        members, meta = result if isinstance(result, tuple) else (result, None)
+        heads[node.id] = cache.put(node.stage.name, keys[node.id], members, meta)
+        states[node.id] = ("computed", seconds)
+        outputs[node.id] = members
+
+    def failed(node: Node, error: ClipError, seconds: float) -> None:
+        states[node.id] = ("failed", seconds)
+        if not isinstance(error, TransientClipError):   # a timeout, a kill, a permission may pass next time
+            cache.put_error(node.stage.name, keys[node.id], error.reason)
+
+    def compute(node: Node) -> None:
         st = node.stage
         inputs = {need: output(by_id[node_id]) for need, node_id in zip(st.needs, node.needs)}
         start = time.perf_counter()
         try:
-            members = st.fn(node.path, inputs, job.settings.get(st.name), job.timeout)
+            result = _guarded(st.name, lambda: st.fn(node.path, inputs, job.settings.get(st.name), job.timeout))
         except ClipError as e:
-            states[node.id] = ("failed", time.perf_counter() - start)
-            if not isinstance(e, TransientClipError):   # a timeout or a kill may pass next time
-                cache.put_error(st.name, keys[node.id], e.reason)
+            failed(node, e, time.perf_counter() - start)
             raise
-        except FfmpegMissing:   # a set-up problem: stops the run with one line, no clip is blamed
-            raise
-        except Exception as e:  # a bug, not a bad clip: recorded (not cached) so the run still finishes
-            states[node.id] = ("failed", time.perf_counter() - start)
-            raise ClipError(st.name, f"internal error {type(e).__name__}: {e}") from e
-        heads[node.id] = cache.put(st.name, keys[node.id], members)
-        states[node.id] = ("computed", time.perf_counter() - start)
-        return members
+        store(node, result, time.perf_counter() - start)
+
+    def decode_file(asked: Node) -> None:
+        """`asked` and every other missing decoding stage of its file from one ffmpeg run (its time
+        split between them)."""
+        group = [n for n in plan.nodes if n.stage.decodes and n.path == asked.path and n.id not in outputs
+                 and (n.id not in heads or n is asked)]
+        start = time.perf_counter()
+        try:
+            results = _guarded(asked.stage.name, lambda: decode_together(
+                asked.path, {n.stage.name: job.settings.get(n.stage.name) for n in group}, job.timeout))
+        except ClipError as e:
+            results = {asked.stage.name: e}
+        share = (time.perf_counter() - start) / len(group)
+        errors = []
+        for node in group:
+            result = results.get(node.stage.name)
+            if isinstance(result, ClipError):
+                failed(node, result, share)
+                errors.append(result)
+            elif result is not None:
+                store(node, result, share)
+        if errors:
+            raise errors[0]
 
     try:
         for node in plan.nodes:
             if node.id not in heads:
                 output(node)
-        info = json.loads(output(by_id["probe"])["probe.json"])
+        info = heads["probe"].meta
     except ClipError as e:
         return ClipResult(clip, states, keys, {}, failure=(e.stage, e.reason))
     shard_heads = {st.name: heads[st.name] for st in STAGES if st.in_shard}
     return ClipResult(clip, states, keys, shard_heads, probe=info)
 
+
+def lost_clip(planned: tuple[Clip, Plan], reason: str) -> ClipResult:
+    """The result of a clip whose run never finished (its Ray worker or node died on every try): failed
+    at its first stage to compute, a transient failure that is not cached, so the next run computes it."""
+    clip, plan = planned
+    node = next(n for n in plan.nodes if n.id not in plan.heads)   # a clip with work has one
+    states = {node_id: ("cached", 0.0) for node_id in plan.heads} | {node.id: ("failed", 0.0)}
+    return ClipResult(clip, states, plan.keys, {}, failure=(node.stage.name, reason))

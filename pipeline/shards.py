@@ -50,13 +50,17 @@ def make_sample(result: ClipResult, settings: dict) -> Sample:
     """The sample of a processed clip: metadata and class index made here, frames and spectrogram
     referenced in the cache (read only when a shard is actually written)."""
     clip, frames, spec = result.clip, settings["frames"], settings["spectrogram"]
+    frame_meta = result.heads["frames"].meta or {}   # real time of each frame, and why some were capped
     stored = [Member(name, sha, size, st.name, result.keys[st.name])
               for st in STAGES if st.in_shard for name, size, sha in result.heads[st.name].members]
     meta = {"clip_id": clip.clip_id, "label": clip.label, "label_name": clip.label_name, "split": clip.split,
             "source": clip.rel_source, "duration": result.probe.get("duration"),
             "n_frames": sum(m.suffix.endswith(".jpg") for m in stored), "fps": frames.fps,
+            "frame_decode": frame_meta.get("decode", frames.frame_decode), "frame_pts": frame_meta.get("times"),
             "sample_rate": settings["audio"].sample_rate, "audio_seconds": spec.audio_seconds,
             "stft": {"n_fft": spec.n_fft, "win_length": spec.win_length, "hop_length": spec.hop_length}}
+    if frame_meta.get("note"):
+        meta["frames_note"] = frame_meta["note"]
     if clip.rel_audio_source:
         meta["audio_source"] = clip.rel_audio_source
     made = [_inline("json", json.dumps(meta, separators=(",", ":")).encode()),

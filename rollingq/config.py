@@ -1,7 +1,8 @@
 """Frozen settings of the model and of the RollingQ rule, and the named presets."""
 from dataclasses import dataclass
 
-METHODS = ("mt", "rollingq", "concat", "unimodal-audio", "unimodal-visual")
+METHODS = ("mt", "rollingq", "concat", "ogm-ge", "pmr", "mbt", "jmt", "mmml", "mult", "unimodal-audio",
+           "unimodal-visual")
 # "released": the fusion layer of the authors' code (fusion.ReleasedFusionLayer); "prenorm": rq 0.1's
 # pre-norm block with a residual and a final LayerNorm (fusion.PreNormFusionLayer).
 FUSION_BLOCKS = ("released", "prenorm")
@@ -12,6 +13,24 @@ INITS = ("timm", "released")
 # frame plus a learned embedding per frame (rq 0.1); "per-frame" = one learned position per
 # (frame, patch), as the authors' code.
 VISUAL_POSITIONS = ("shared", "per-frame")
+
+# RollingQ rotates a CLS query that attends over both modalities' tokens. The methods without one,
+# and why (`--rollingq` on them is this one line):
+NOT_ROTATABLE = {
+    "concat": "concat fusion has no attention: there is no query to rotate",
+    "ogm-ge": "OGM-GE trains the concat fusion, which has no attention: there is no query to rotate",
+    "pmr": "PMR trains the concat fusion, which has no attention: there is no query to rotate",
+    "mbt": "MBT's modalities meet only through its bottleneck tokens; no CLS query attends over both modalities",
+    "jmt": "JMT's queries each attend over one other branch; no CLS query attends over both modalities at once",
+    "unimodal-audio": "a unimodal model has one modality: there is nothing to balance",
+    "unimodal-visual": "a unimodal model has one modality: there is nothing to balance",
+}
+
+
+def rolling_error(method: str) -> str | None:
+    """Why `--rollingq` cannot apply to `method`, or None when it can."""
+    reason = NOT_ROTATABLE.get(method)
+    return f"--rollingq does not apply to --method {method}: {reason}" if reason else None
 
 
 @dataclass(frozen=True)
@@ -68,6 +87,10 @@ class ModelConfig:
     dropout: float = 0.0            # encoders (and the prenorm fusion block)
     visual_positions: str = "shared"
     init: str = "timm"
+    rolling: bool = False           # RollingQ's rotation in the fusion layers (method "rollingq" = mt + this)
+    bottleneck_tokens: int = 4      # MBT: shared bottleneck tokens (the released code's 4)
+    bottleneck_layers: int = 4      # MBT: bottleneck blocks per modality after the encoders' blocks (4 + 4)
+    cross_layers: int = 1           # MulT: crossmodal blocks per direction; MMML: cross-modal encoder layers
 
     def __post_init__(self):
         _one_of("method", self.method, METHODS)
@@ -86,6 +109,15 @@ class ModelConfig:
             raise ValueError("frames, depth and fusion_layers must be >= 1")
         if not 0 <= self.fusion_dropout < 1 or not 0 <= self.dropout < 1:
             raise ValueError("dropout and fusion_dropout must be in [0, 1)")
+        if min(self.bottleneck_tokens, self.bottleneck_layers, self.cross_layers) < 1:
+            raise ValueError("bottleneck_tokens, bottleneck_layers and cross_layers must be >= 1")
+        if self.rolling and rolling_error(self.method):
+            raise ValueError(rolling_error(self.method))
+
+    @property
+    def rotates(self) -> bool:
+        """Whether the fusion layers hold RollingQ's rotation: `--rollingq`, or the method named after it."""
+        return self.rolling or self.method == "rollingq"
 
     @property
     def audio_image(self) -> tuple[int, int]:

@@ -1,17 +1,33 @@
 """Method name -> the parts of its model. Each method is one entry of METHOD_FUSION: a function
 that builds the fusion part for a ModelConfig (None for a unimodal model), plus which encoders it
-uses. Adding a fusion method (MBT, MulT, ...) is adding an entry, not a branch in the model."""
+uses. Adding a fusion method (MBT, MulT, ...) is adding an entry, not a branch in the model.
+
+Methods that change how the model is trained rather than built (OGM-GE, PMR: rq.train.trainer.
+balancing) share the concat fusion. RollingQ is a switch of the attention fusion (`cfg.rotates`):
+any method whose fusion ends in it (mt, mmml, mult) gets the rotation buffers.
+"""
 from collections.abc import Callable
 
 import torch.nn as nn
 
+from .bottleneck import BottleneckFusion
 from .config import ModelConfig
+from .crossmodal import CrossmodalStage, StagedFusion
 from .fusion import AttentionFusion, ConcatFusion, PreNormFusionLayer, ReleasedFusionLayer
+from .joint import JointCrossAttentionFusion
+from .mmml import CrossModalEncoder
 from .model import MultimodalTransformer
 from .vit import ViTEncoder
 
+METHOD_MODALITIES = {"unimodal-audio": ("audio",), "unimodal-visual": ("visual",)}
+DEFAULT_MODALITIES = ("audio", "visual")
 
-def _attention(cfg: ModelConfig, rolling: bool) -> nn.Module:
+
+def modalities(cfg: ModelConfig) -> tuple[str, ...]:
+    return METHOD_MODALITIES.get(cfg.method, DEFAULT_MODALITIES)
+
+
+def _attention(cfg: ModelConfig) -> AttentionFusion:
     """Vanilla MT's fusion: `fusion_layers` attention layers over [fusion CLS; audio; visual].
 
     released: the authors' layer over every encoder token, the encoders' CLS tokens included, its
@@ -19,22 +35,39 @@ def _attention(cfg: ModelConfig, rolling: bool) -> nn.Module:
     are: layer 2 attends over layer 1's outputs). prenorm: rq 0.1's block (pre-norm, residual, a
     final LayerNorm) over the encoders' patch tokens only."""
     if cfg.fusion_block == "released":
-        layers = [ReleasedFusionLayer(cfg.dim, cfg.fusion_heads, cfg.fusion_dropout, rolling)
+        layers = [ReleasedFusionLayer(cfg.dim, cfg.fusion_heads, cfg.fusion_dropout, cfg.rotates)
                   for _ in range(cfg.fusion_layers)]
         return AttentionFusion(cfg.dim, layers, nn.Identity(), encoder_cls=True)
-    layers = [PreNormFusionLayer(cfg.dim, cfg.fusion_heads, cfg.dropout, rolling) for _ in range(cfg.fusion_layers)]
+    layers = [PreNormFusionLayer(cfg.dim, cfg.fusion_heads, cfg.dropout, cfg.rotates) for _ in range(cfg.fusion_layers)]
     return AttentionFusion(cfg.dim, layers, nn.LayerNorm(cfg.dim, eps=1e-6), encoder_cls=False)
 
 
+def _concat(cfg: ModelConfig) -> ConcatFusion:
+    return ConcatFusion(cfg.dim, len(modalities(cfg)))
+
+
 METHOD_FUSION: dict[str, Callable[[ModelConfig], nn.Module | None]] = {
-    "mt": lambda cfg: _attention(cfg, rolling=False),
-    "rollingq": lambda cfg: _attention(cfg, rolling=True),
-    "concat": lambda cfg: ConcatFusion(cfg.dim, 2),
+    "mt": _attention,
+    "rollingq": _attention,                 # = mt with the rotation (cfg.rotates)
+    "concat": _concat,
+    "ogm-ge": _concat,
+    "pmr": _concat,
+    # the released MBT: single-head bottleneck blocks after the encoders' own blocks
+    "mbt": lambda cfg: BottleneckFusion(modalities(cfg), cfg.dim, cfg.mlp_dim, cfg.dropout,
+                                        cfg.bottleneck_layers, cfg.bottleneck_tokens),
+    "jmt": lambda cfg: JointCrossAttentionFusion(modalities(cfg), cfg.dim, cfg.fusion_heads, cfg.dropout),
+    "mmml": lambda cfg: StagedFusion(CrossModalEncoder(modalities(cfg), cfg.dim, cfg.heads, cfg.mlp_dim,
+                                                       cfg.dropout, cfg.cross_layers), _attention(cfg)),
+    "mult": lambda cfg: StagedFusion(CrossmodalStage(modalities(cfg), cfg.dim, cfg.heads, cfg.mlp_dim,
+                                                     cfg.dropout, cfg.cross_layers), _attention(cfg)),
     "unimodal-audio": lambda cfg: None,
     "unimodal-visual": lambda cfg: None,
 }
-METHOD_MODALITIES = {"unimodal-audio": ("audio",), "unimodal-visual": ("visual",)}
-DEFAULT_MODALITIES = ("audio", "visual")
+# How a method's encoders differ from the plain ones: MBT's bottleneck blocks continue after the
+# encoders' blocks, so the encoders leave their tokens un-normalised (the blocks normalise at the end).
+METHOD_ENCODER_OPTIONS = {"mbt": dict(final_norm=False)}
+# MMML's multi-loss: the unimodal heads' losses train their encoders (the probes are not detached).
+MULTI_LOSS = {"mmml"}
 
 
 def _vit(cfg: ModelConfig, in_chans: int, grid: tuple[int, int], **kw) -> nn.Module:
@@ -43,18 +76,19 @@ def _vit(cfg: ModelConfig, in_chans: int, grid: tuple[int, int], **kw) -> nn.Mod
 
 
 # Modality -> its encoder: a ViT over the spectrogram as a 1-channel image, or over k RGB frames.
-ENCODERS: dict[str, Callable[[ModelConfig], nn.Module]] = {
-    "audio": lambda cfg: _vit(cfg, 1, cfg.audio_grid, transpose=cfg.audio_transpose),
-    "visual": lambda cfg: _vit(cfg, 3, cfg.image_grid, frames=cfg.frames,
-                               per_frame_positions=cfg.visual_positions == "per-frame"),
+ENCODERS: dict[str, Callable[..., nn.Module]] = {
+    "audio": lambda cfg, **options: _vit(cfg, 1, cfg.audio_grid, transpose=cfg.audio_transpose, **options),
+    "visual": lambda cfg, **options: _vit(cfg, 3, cfg.image_grid, frames=cfg.frames,
+                                          per_frame_positions=cfg.visual_positions == "per-frame", **options),
 }
 
 
 def create_model(cfg: ModelConfig) -> MultimodalTransformer:
     """The model a ModelConfig describes."""
-    modalities = METHOD_MODALITIES.get(cfg.method, DEFAULT_MODALITIES)
-    model = MultimodalTransformer({m: ENCODERS[m](cfg) for m in modalities}, METHOD_FUSION[cfg.method](cfg),
-                                  cfg.num_classes, cfg.dim)
+    options = METHOD_ENCODER_OPTIONS.get(cfg.method, {})
+    encoders = {m: ENCODERS[m](cfg, **options) for m in modalities(cfg)}
+    model = MultimodalTransformer(encoders, METHOD_FUSION[cfg.method](cfg), cfg.num_classes, cfg.dim,
+                                  probe_grad=cfg.method in MULTI_LOSS)
     if cfg.init == "released":
         released_init(model)
     return model

@@ -213,3 +213,15 @@ class ConcatFusion(nn.Module):
 
     def forward(self, tokens: dict[str, Tensor]) -> tuple[Tensor, list[FusionStats]]:
         return torch.cat([t[:, 0] for t in tokens.values()], dim=-1), []
+
+    @staticmethod
+    def modality_logits(head: nn.Linear, features: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Each modality's part of a linear head's logits on the concatenation: its CLS times its block
+        of the head's columns plus an equal share of the bias (OGM-GE's unimodal outputs of a concat
+        head); they sum to the head's logits."""
+        out, at = {}, 0
+        for m, f in features.items():
+            # in the head's precision: under bf16 autocast the features are bf16, the weights fp32
+            out[m] = f.to(head.weight.dtype) @ head.weight[:, at:at + f.shape[-1]].T + head.bias / len(features)
+            at += f.shape[-1]
+        return out

@@ -5,8 +5,9 @@ method is a new part there, never a branch here.
 
 The encoders map their input to tokens [B, 1 + N, D] (token 0 its CLS); the model runs them, hands
 the tokens to the fusion part and classifies. Probes read each encoder's CLS detached: they measure
-an encoder, they do not train it. A unimodal model (one encoder, no fusion) classifies its
-encoder's CLS directly, and that head, detached, is its probe.
+an encoder, they do not train it (`probe_grad=True` lets their loss train the encoder too: MMML's
+multi-loss). A unimodal model (one encoder, no fusion) classifies its encoder's CLS directly, and
+that head, detached, is its probe.
 """
 from dataclasses import dataclass, field
 
@@ -21,11 +22,15 @@ class ModelOutput:
     logits: Tensor                                             # [B, C] the model's prediction
     probes: dict[str, Tensor]                                  # modality -> [B, C] its probe's logits
     fusion: list[FusionStats] = field(default_factory=list)    # one per fusion attention layer
+    # modality -> [B, D] its encoder's CLS, not detached: what balancing methods (OGM-GE, PMR) work on
+    features: dict[str, Tensor] = field(default_factory=dict)
 
 
 class MultimodalTransformer(nn.Module):
-    def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module | None, num_classes: int, dim: int):
+    def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module | None, num_classes: int, dim: int,
+                 probe_grad: bool = False):
         super().__init__()
+        self.probe_grad = probe_grad
         if fusion is None and len(encoders) != 1:
             raise ValueError("a model without a fusion part has exactly one encoder")
         self.modalities = tuple(encoders)
@@ -50,10 +55,11 @@ class MultimodalTransformer(nn.Module):
             (m, t), = tokens.items()
             logits = self.head(t[:, 0])
             # detached like every probe, so a trainer adding the probes' loss counts the head once
-            return ModelOutput(logits, {m: logits.detach()})
+            return ModelOutput(logits, {m: logits.detach()}, features={m: t[:, 0]})
         fused, stats = self.fusion(tokens)
-        probes = {m: self.probes[m](t[:, 0].detach()) for m, t in tokens.items()}
-        return ModelOutput(self.head(fused), probes, stats)
+        features = {m: t[:, 0] for m, t in tokens.items()}
+        probes = {m: self.probes[m](f if self.probe_grad else f.detach()) for m, f in features.items()}
+        return ModelOutput(self.head(fused), probes, stats, features)
 
 
 # Parameter names of rq 0.1 (one class with fixed audio/visual attributes) -> today's parts.
@@ -87,3 +93,4 @@ def parameter_count(model: nn.Module, buffers: bool = False) -> int:
     if buffers:
         n += sum(b.numel() for b in model.buffers() if b.is_floating_point())
     return n
+

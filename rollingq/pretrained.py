@@ -63,13 +63,15 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
     used: set[str] = set()
     loaded, missing = 0, []
     for name, enc in encoders.items():
-        target = _adapt(weights, enc, path)
-        used.update(target)
         own = enc.state_dict()
-        foreign = [k for k in target if k not in own]
+        target = _adapt(weights, enc, path)
+        foreign = [k for k in target if k not in own and k.startswith("blocks.")]
         if foreign:   # e.g. LayerScale's ls1.gamma: these blocks compute something else than this model's
             raise ValueError(f"{path}: {foreign[0]} is not a parameter of this model's ViT blocks (another block "
                              "design, e.g. LayerScale); use a plain timm ViT-B/16 checkpoint")
+        # an encoder without a final norm (MBT's) leaves the checkpoint's norm unused
+        target = {k: v for k, v in target.items() if k in own}
+        used.update(target)
         for key, value in target.items():
             if value.shape != own[key].shape:
                 raise ValueError(f"{path}: {key} has shape {tuple(value.shape)}, the {name} encoder needs "

@@ -7,6 +7,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def init_linears(module: nn.Module) -> None:
+    """timm's ViT initialisation of every Linear inside `module`: truncated normal (std 0.02), zero bias."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention through scaled_dot_product_attention (fused kernels on GPU)."""
 
@@ -73,11 +82,13 @@ class ViTEncoder(nn.Module):
     position per (frame, patch), as the released code (pos_embed then has 1 + k·N rows). `grid` is
     the token grid (rows, cols) and need not be square (spectrograms). `transpose`: the input's
     last two axes are swapped before patching (the released code patches its spectrograms so).
+    `final_norm=False` leaves the tokens un-normalised, for a model whose later blocks continue
+    after this encoder and normalise at their end (MBT's bottleneck blocks).
     """
 
     def __init__(self, in_chans: int, grid: tuple[int, int], dim: int, depth: int, heads: int,
                  mlp_dim: int, patch: int, dropout: float, frames: int = 0, per_frame_positions: bool = False,
-                 transpose: bool = False):
+                 transpose: bool = False, final_norm: bool = True):
         super().__init__()
         self.grid, self.patch, self.frames, self.transpose = grid, patch, frames, transpose
         self.patch_embed = PatchEmbed(in_chans, dim, patch)
@@ -88,20 +99,17 @@ class ViTEncoder(nn.Module):
         self.temporal_embed = nn.Parameter(torch.zeros(1, frames, 1, dim)) if frames and tables == 1 else None
         self.pos_drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_dim, dropout) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.norm = nn.LayerNorm(dim, eps=1e-6) if final_norm else nn.Identity()
         self._init_weights()
 
     def _init_weights(self) -> None:
         for p in (self.cls_token, self.pos_embed, self.temporal_embed):
             if p is not None:
                 nn.init.trunc_normal_(p, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+        init_linears(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """[B, (k,) C, H, W] -> tokens [B, 1 + k·N, D] after the final norm; token 0 is the CLS."""
+        """[B, (k,) C, H, W] -> tokens [B, 1 + k·N, D] after the final norm (if any); token 0 is the CLS."""
         b = x.shape[0]
         k = x.shape[1] if self.frames else 1
         image = x.transpose(-2, -1) if self.transpose else x

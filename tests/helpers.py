@@ -6,8 +6,10 @@ Every frame tells what it is once decoded: green = 16 + 20 * frame index, red ri
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
+import sys
 import tarfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -131,3 +133,36 @@ def write_v01(run: Path, old: Path) -> None:
     del state["param_names"]
     save_checkpoint(state, old / "last.pt")
     (old / "config.json").write_text(json.dumps(state["config"], indent=2) + "\n")
+
+
+def without_permission_override() -> None:
+    """A subprocess `preexec_fn`: the new program cannot read or write files its permission bits
+    forbid, even as root (the capabilities that let root ignore them are dropped from the bounding
+    and inheritable sets, so neither the program nor what it starts gets them back). Without those
+    capabilities (not root) there is nothing to drop."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_capbset_drop, pr_cap_ambient, ambient_clear_all = 24, 47, 4
+    override = (1, 2)   # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+    libc.prctl(pr_cap_ambient, ambient_clear_all, 0, 0, 0)
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)        # _LINUX_CAPABILITY_VERSION_3, this process
+    data = (ctypes.c_uint32 * 6)()                       # {effective, permitted, inheritable} x 2 words
+    if libc.capget(header, data) == 0:
+        for cap in override:
+            libc.prctl(pr_capbset_drop, cap, 0, 0, 0)
+            data[2] &= ~(1 << cap)                       # inheritable: not passed to what this runs
+            data[0] &= ~(1 << cap)                       # effective: not used here either
+        libc.capset(header, data)
+
+
+def rq_script() -> str:
+    """The `rq` entry point of the Python running the tests (a PATH lookup could find another
+    environment's, or a pyenv shim, which is a shell script torchrun cannot run)."""
+    return shutil.which("rq", path=str(Path(sys.executable).parent)) or shutil.which("rq")
+
+
+def python_env() -> dict:
+    """The parent's Python environment (venv, PYTHONPATH), minus anything that names a rank: for
+    training processes a test launches."""
+    keep = ("PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "RQ_FFMPEG")
+    return {k: v for k, v in os.environ.items() if k in keep}

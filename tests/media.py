@@ -69,10 +69,12 @@ def picture(seconds: float, size: tuple[int, int], fps: float, color: str | None
 def make_clip(path: Path, seconds: float = 2.0, size: tuple[int, int] = (160, 120), fps: float = 25,
               audio_rate: int = 44100, channels: int = 2, audio: bool = True, video: bool = True,
               vfr: bool = False, codec: str | None = None, tone_hz: float = 440, color: str | None = None,
-              video_delay: float = 0.0, ts_offset: float = 0.0, source: str = "color") -> Path:
+              video_delay: float = 0.0, ts_offset: float = 0.0, source: str = "color",
+              bframes: int | None = None) -> Path:
     """Write a clip; the container follows the extension, the codecs default to what it usually holds
     (H.264/AAC for mp4). `video_delay` starts the video stream later than the audio; `ts_offset`
-    shifts the whole file's timestamps (a file whose first pts is not 0)."""
+    shifts the whole file's timestamps (a file whose first pts is not 0). `bframes` (x264): exactly
+    that many B-frames between reference frames (b-adapt off), 0 for none."""
     path = Path(path)
     vcodec, acodec = _CODECS[path.suffix.lstrip(".").lower()]
     vcodec = codec or vcodec
@@ -85,6 +87,8 @@ def make_clip(path: Path, seconds: float = 2.0, size: tuple[int, int] = (160, 12
         raise ValueError("a clip needs audio or video")
     if video:
         args += ["-c:v", vcodec, *_QUALITY.get(vcodec, [])]
+        if bframes is not None:
+            args += ["-x264-params", f"bframes={bframes}:b-adapt=0:scenecut=0"]
         if vfr:
             args += ["-fps_mode", "passthrough"]
     if audio:

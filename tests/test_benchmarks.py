@@ -1,5 +1,5 @@
-"""Smoke test of benchmarks/preprocess.py: the whole benchmark on 2 tiny generated clips (no speed
-assertion; the speed figures live in benchmarks/README.md), and its usage errors."""
+"""Smoke tests of benchmarks/preprocess.py and benchmarks/overhead.py: each whole benchmark on 2 tiny
+generated clips (no speed assertion; the speed figures live in benchmarks/README.md), and usage errors."""
 import importlib.util
 import io
 import json
@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "preprocess.py"
-PHASES = 5
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARK = BENCHMARKS / "preprocess.py"
+PHASES = 6
 
 
-def _run(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, BENCHMARK, *map(str, args)], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=120)
+def _run(*args: object, script: Path = BENCHMARK) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, script, *map(str, args)], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=240)
 
 
 def test_benchmark_runs_every_phase_on_two_clips(tmp_path):
@@ -27,14 +28,14 @@ def test_benchmark_runs_every_phase_on_two_clips(tmp_path):
     assert done.returncode == 0, done.stderr
     result = json.loads(result_path.read_text())
 
-    assert result["settings"] == {"clips": 2, "workers": 2, "seconds": 2.0, "size": "128x72"}
+    assert result["settings"] == {"clips": 2, "workers": 2, "seconds": 2.0, "size": "128x72", "bframes": 3}
     phases = result["phases"]
     assert len(phases) == PHASES and all(p["clips"] == 2 and p["seconds"] > 0 for p in phases)
     assert all(abs(p["clips_per_s"] - p["clips"] / p["seconds"]) < 1e-9 for p in phases)
-    floor, reference, full, rerun, audio = (p["seconds"] for p in phases)
-    # The speed-up is a ratio of clips/s, the others of seconds; every phase handled the same 2 clips.
+    floor, reference, exact, fast, rerun, audio = (p["seconds"] for p in phases)
+    # Every phase handled the same 2 clips, so ratios of clips/s are inverse ratios of seconds.
     assert np.allclose([t["value"] for t in result["targets"]],
-                       [reference / full, full / floor, rerun / full, audio / full])
+                       [floor / fast, reference / fast, exact / floor, rerun / exact, audio / exact])
     for t in result["targets"]:
         assert t["met"] == (t["value"] >= t["bound"] if t["at_least"] else t["value"] <= t["bound"])
     assert done.stdout.count("NOT MET") == sum(not t["met"] for t in result["targets"])  # a miss is shown
@@ -47,6 +48,8 @@ def test_benchmark_runs_every_phase_on_two_clips(tmp_path):
     specs = sorted((work / "reference" / "spec").glob("*.npy"))
     assert len(specs) == 2 and all(np.load(s).shape == (257, 1004) for s in specs)
 
+    # The clips were re-encoded with B-frames; the fast run decoded reference frames only.
+    assert json.loads((work / "rq-fast" / "manifest.json").read_text())["config"]["frames"]["frame_decode"] == "fast"
     # rq's last phase reran with --hop-length 160: the shards now hold 257 x 997 spectrograms.
     manifest = json.loads((work / "rq" / "manifest.json").read_text())
     assert manifest["config"]["spectrogram"]["hop_length"] == 160 and manifest["totals"]["samples"] == 2
@@ -67,3 +70,18 @@ def test_usage_errors_are_one_line_exit_2(tmp_path, capsys):
         stderr = capsys.readouterr().err
         assert exit_.value.code == 2, (args, stderr)
         assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("error:")
+
+
+def test_overhead_benchmark_runs_both_versions(tmp_path):
+    """Baseline = this very checkout (the smoke test needs no second version): both rows, the targets."""
+    done = _run("--baseline", BENCHMARKS.parent, "--clips", 2, "--rounds", 1, "--work", tmp_path / "work",
+                "--json", tmp_path / "o.json", script=BENCHMARKS / "overhead.py")
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "o.json").read_text())
+    assert set(result["times"]) == {"baseline", "rq"}
+    for version, t in result["times"].items():
+        assert min(t["full"], t["rerun"], t["single"]) > 0
+        assert result["derived"][version]["clips_per_s"] == pytest.approx(2 / t["full"])
+    assert "full run clips/s, rq / baseline" in done.stdout and "ms/clip beyond start-up" in done.stdout
+    manifest = json.loads((tmp_path / "work" / "baseline-0-single" / "manifest.json").read_text())
+    assert manifest["totals"]["samples"] == 1   # the 1-clip copy really holds one clip

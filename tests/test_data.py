@@ -291,8 +291,13 @@ def test_bench_loader_end_to_end(shards, tmp_path):
                                       "--json", str(tmp_path / "bench.json")])
     assert result.exit_code == 0, result.output
     assert "speed-up" in result.output
+    assert "plain WebDataset" in result.output and "tar reading alone" in result.output
     saved = json.loads((tmp_path / "bench.json").read_text())
-    assert saved["clips"] == 23 and saved["rq_samples_per_s"] > 0 and saved["reference_samples_per_s"] > 0
+    assert saved["clips"] == 23 and saved["shard_files"] == len(SIZES)
+    assert min(saved["rq_samples_per_s"], saved["wds_samples_per_s"], saved["reference_samples_per_s"]) > 0
+    assert saved["speedup_vs_wds"] > 0 and saved["tar_reader_speedup"] > 0
+    # every round timed all three pipelines
+    assert {name: len(r) for name, r in saved["rounds_wall_cpu"].items()} == {"rq": 3, "wds": 3, "folders": 3}
 
 
 @pytest.fixture(scope="module")

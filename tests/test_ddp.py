@@ -3,12 +3,11 @@ the same number of steps on both ranks, one writer of checkpoints and metrics, a
 counts every test sample exactly once."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 
-from helpers import write_shards
+from helpers import python_env, rq_script, write_shards
 from rq.train.evaluation.evaluate import EvalConfig, evaluate_checkpoint
 from rq.train.trainer.checkpoint import load_checkpoint
 
@@ -16,10 +15,10 @@ from rq.train.trainer.checkpoint import load_checkpoint
 def _torchrun(tmp_path, *args: str) -> str:
     """`rq ARGS` on 2 gloo ranks; its stdout. A hang (the bug this test is for) is killed whole and reported."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           shutil.which("rq"), *args]
+           rq_script(), *args]
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**env, **_python_env()}, start_new_session=True)
+                            env={**env, **python_env()}, start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=180)
     except subprocess.TimeoutExpired:
@@ -61,9 +60,3 @@ def test_two_gloo_ranks_on_uneven_shards(tmp_path):
     assert two["keys"] == one["keys"] and len(two["keys"]) == 23
     assert two["pearson"]["noisy"] == one["pearson"]["noisy"] and sum(two["pearson"]["noisy"]) == 12
     assert two["clean"]["correct"] == one["clean"]["correct"]
-
-
-def _python_env() -> dict:
-    """The parent's Python environment (venv, PYTHONPATH), minus anything that names a rank."""
-    keep = ("PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "RQ_FFMPEG")
-    return {k: v for k, v in os.environ.items() if k in keep}

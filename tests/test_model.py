@@ -48,7 +48,7 @@ def test_forward_shapes_for_every_method(method, fusion_layers):
         assert not out.probes["visual"].requires_grad
     else:
         assert out.probes["audio"].shape == out.probes["visual"].shape == (3, C)
-    assert len(out.fusion) == (fusion_layers if method in ("mt", "rollingq") else 0)
+    assert len(out.fusion) == (fusion_layers if method in ("mt", "rollingq", "mmml", "mult") else 0)
     for s in out.fusion:
         assert s.q.shape == s.keys["audio"].shape == s.keys["visual"].shape == (3, cfg.dim)
         assert s.shares["audio"].shape == s.shares["visual"].shape == (3,)

@@ -132,8 +132,10 @@ def test_cremad_end_to_end_audio_from_the_wav(rq, tmp_path, ffmpeg_log):
     result = rq("preprocess", "cremad", "--raw", raw, "--out", out, "--workers", "1", "--test-fraction", "0.5",
                 "--frame-size", "32")
     assert result.exit_code == 0, result.stderr
-    audio_calls = [c for c in ffmpeg_log.calls() if "-map 0:a:0" in c]
+    # per clip one run on the flv (probe + frames, its audio untouched) and one on the wav (audio)
+    audio_calls = [c for c in ffmpeg_log.calls() if "f32le" in c]
     assert len(audio_calls) == 2 and all(".wav" in c for c in audio_calls)
+    assert len(ffmpeg_log.calls()) == 4 and all(".flv" in c for c in ffmpeg_log.calls() if c not in audio_calls)
     manifest = read_manifest(out)
     assert manifest["frames_per_clip"] == 1 and manifest["classes"] == ["HAP", "ANG"]  # the emotions with clips
     urls = [str(out / s["name"]) for split in manifest["splits"].values() for s in split["shards"]]

@@ -1,10 +1,13 @@
 """Rerun only what changed: cases (a)-(e) of issue 2, counted with an ffmpeg wrapper that logs calls."""
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import webdataset as wds
 
 from conftest import contents, lay_out, snapshot
 from rq.pipeline.manifest import read_jsonl, read_manifest
@@ -21,7 +24,7 @@ def preprocess(rq, raw: Path, out: Path, *extra: object):
 def test_nothing_changed_runs_no_ffmpeg_and_leaves_shards(rq, folder_raw, tmp_path, ffmpeg_log):
     out = tmp_path / "out"
     preprocess(rq, folder_raw, out)
-    assert len(ffmpeg_log.calls()) == 3 * 8  # probe, frames, audio for each of the 8 clips
+    assert len(ffmpeg_log.calls()) == 8  # one run per clip: probe, frames and audio together
     before = snapshot(out)
     ffmpeg_log.clear()
     time.sleep(0.01)  # a rewrite would show as a newer mtime
@@ -54,7 +57,7 @@ def test_added_clips_are_the_only_ones_decoded(rq, folder_raw, tmp_path, clip_ba
     lay_out(folder_raw, clip_bank, dict(zip(added, (0, 3, 5))))
     preprocess(rq, folder_raw, out)
     calls = ffmpeg_log.calls()
-    assert len(calls) == 3 * 3
+    assert len(calls) == 3
     assert all(any(str(folder_raw / rel) in call for rel in added) for call in calls)
     assert read_manifest(out)["totals"]["samples"] == 11
 
@@ -121,7 +124,7 @@ def test_touched_file_is_redone_unless_hash_content(rq, folder_raw, tmp_path, ff
     ffmpeg_log.clear()
     os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
     preprocess(rq, folder_raw, out)
-    assert len(ffmpeg_log.calls()) == 3 and all(str(touched) in call for call in ffmpeg_log.calls())
+    assert len(ffmpeg_log.calls()) == 1 and str(touched) in ffmpeg_log.calls()[0]
 
     hashed = tmp_path / "hashed"
     preprocess(rq, folder_raw, hashed, "--hash-content")
@@ -139,3 +142,20 @@ def test_timeouts_are_skipped_but_not_cached(rq, folder_raw, tmp_path, ffmpeg_lo
     assert {row["reason"] for row in read_jsonl(out / "failures.jsonl")} == {"ffmpeg timed out after 0.0001 s"}
     preprocess(rq, folder_raw, out)  # a busy machine's timeout is not remembered as a bad file
     assert read_manifest(out)["totals"]["samples"] == 8
+
+
+def test_frame_decode_is_a_frames_setting(rq, folder_raw, tmp_path, ffmpeg_log):
+    out = tmp_path / "out"
+    preprocess(rq, folder_raw, out)
+    exact = [json.loads(s["json"]) for s in wds.WebDataset(str(out / "train-000000.tar"), shardshuffle=False)]
+    assert all(m["frame_decode"] == "exact" and len(m["frame_pts"]) == m["n_frames"] for m in exact)
+    ffmpeg_log.clear()
+    preprocess(rq, folder_raw, out, "--frame-decode", "fast")
+    calls = ffmpeg_log.calls()
+    # frames only, reference frames only: the probe and the audio stay cached
+    assert len(calls) == 8 and all("-skip_frame:v bidir" in c and "-vn" not in c for c in calls)
+    assert read_manifest(out)["config"]["frames"]["frame_decode"] == "fast"
+    rewritten = out / read_manifest(out)["splits"]["train"]["shards"][0]["name"]   # a new generation
+    assert rewritten.name == "train-g1-000000.tar"
+    fast = [json.loads(s["json"]) for s in wds.WebDataset(str(rewritten), shardshuffle=False)]
+    assert all(m["frame_decode"] == "fast" and m["frame_pts"] == sorted(m["frame_pts"]) for m in fast)

@@ -1,8 +1,12 @@
 """Faults around the data rather than in it: damaged cache entries, ffmpeg killed from outside,
-options that point at the wrong kind of file, duplicate clip names."""
+unreadable files, options that point at the wrong kind of file, duplicate clip names."""
+import os
 import stat
+import subprocess
+import sys
 
 from conftest import lay_out
+from helpers import without_permission_override
 from rq.pipeline.ffmpeg import ffmpeg_binary
 from rq.pipeline.manifest import read_jsonl, read_manifest
 
@@ -33,7 +37,7 @@ def test_ffmpeg_killed_by_a_signal_is_not_cached(rq, folder_raw, tmp_path, monke
     """The first frames decode is killed (as the OOM killer would); the clip is skipped this run only."""
     marker = tmp_path / "killed-once"
     wrapper = tmp_path / "ffmpeg-killer.sh"
-    wrapper.write_text(f'#!/bin/sh\ncase "$*" in *rawvideo*) if [ ! -e "{marker}" ]; then touch "{marker}"; '
+    wrapper.write_text(f'#!/bin/sh\ncase "$*" in *image2pipe*) if [ ! -e "{marker}" ]; then touch "{marker}"; '
                        f'kill -KILL $$; fi;; esac\nexec "{ffmpeg_binary()}" "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("RQ_FFMPEG", str(wrapper))
@@ -41,6 +45,26 @@ def test_ffmpeg_killed_by_a_signal_is_not_cached(rq, folder_raw, tmp_path, monke
     first = run(rq, "folder", "--raw", folder_raw, "--out", out, "--max-failure-rate", "1")
     assert first.exit_code == 0, first.stderr
     assert [f["reason"] for f in read_jsonl(out / "failures.jsonl")] == ["ffmpeg killed by signal 9"]
+    second = run(rq, "folder", "--raw", folder_raw, "--out", out)
+    assert second.exit_code == 0, second.stderr
+    assert read_jsonl(out / "failures.jsonl") == [] and read_manifest(out)["totals"]["samples"] == 8
+
+
+def test_unreadable_clip_is_retried_after_chmod(rq, folder_raw, tmp_path):
+    """Permission denied is the machine's state, not the file's: not cached, so `chmod 644` (which
+    leaves the mtime, hence the cache key, alone) and a rerun process the clip."""
+    locked = folder_raw / "train/a/a1.mp4"
+    locked.chmod(0)
+    out = tmp_path / "out"
+    argv = [sys.executable, "-c", "from rq import cli; cli.main()", "preprocess", "folder", "--raw", str(folder_raw),
+            "--out", str(out), *SMALL, "--max-failure-rate", "1"]
+    first = subprocess.run(argv, capture_output=True, text=True, preexec_fn=without_permission_override,
+                           env=os.environ | {"COLUMNS": "200"})
+    assert first.returncode == 0, first.stderr
+    assert read_jsonl(out / "failures.jsonl") == [
+        {"source": "train/a/a1.mp4", "clip_id": "train/a/a1.mp4", "stage": "probe",
+         "reason": "cannot read the file: Permission denied"}]
+    locked.chmod(0o644)
     second = run(rq, "folder", "--raw", folder_raw, "--out", out)
     assert second.exit_code == 0, second.stderr
     assert read_jsonl(out / "failures.jsonl") == [] and read_manifest(out)["totals"]["samples"] == 8

@@ -30,20 +30,18 @@ def files(root: Path) -> dict[str, bytes]:
 
 
 def probe(path: Path) -> dict:
-    return json.loads(probe_stage(path, {}, None, 30)["probe.json"])
+    return probe_stage(path, {}, None, 30)[1]
 
 
 def pitch(path: Path) -> float:
     """The strongest frequency of a file's decoded audio (Hz)."""
-    inputs = {"probe": probe_stage(path, {}, None, 30)}
-    wave = np.load(io.BytesIO(audio_stage(path, inputs, AudioDecodeSettings(), 30)["audio.npy"]))
+    wave = np.load(io.BytesIO(audio_stage(path, {}, AudioDecodeSettings(), 30)["audio.npy"]))
     return float(np.argmax(np.abs(np.fft.rfft(wave))) * 16000 / wave.size)
 
 
 def box_color(path: Path) -> np.ndarray:
     """Mean BGR of the pixels that differ from the grey background in the first frame."""
-    inputs = {"probe": probe_stage(path, {}, None, 30)}
-    jpg = frames_stage(path, inputs, FrameSettings(frame_size=0), 30)["f0000.jpg"]
+    jpg = frames_stage(path, {}, FrameSettings(frame_size=0), 30)[0]["f0000.jpg"]
     image = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR).reshape(-1, 3).astype(float)
     return image[np.abs(image - 64).max(axis=1) > 40].mean(axis=0)
 
@@ -108,9 +106,8 @@ def test_visual_contrast_fades_the_box_toward_the_background(rq, tmp_path):
     full = np.array([rgb & 255, (rgb >> 8) & 255, rgb >> 16], float)
     expected = 64 + 0.5 * (full - 64)   # halfway between the grey background (0x40) and the class colour
     for clip in listing["clips"]:
-        image = cv2.imdecode(np.frombuffer(frames_stage(
-            tmp_path / "raw" / clip["video"], {"probe": probe_stage(tmp_path / "raw" / clip["video"], {}, None, 30)},
-            FrameSettings(frame_size=0), 30)["f0000.jpg"], np.uint8), cv2.IMREAD_COLOR).reshape(-1, 3).astype(float)
+        image = cv2.imdecode(np.frombuffer(frames_stage(tmp_path / "raw" / clip["video"], {}, FrameSettings(frame_size=0),
+                                                        30)[0]["f0000.jpg"], np.uint8), cv2.IMREAD_COLOR).reshape(-1, 3).astype(float)
         box = image[np.abs(image - expected).max(axis=1) < 20]
         assert len(box) > 0.05 * len(image), clip["video"]   # the faded box is there, in its faded colour
 
@@ -188,7 +185,7 @@ def test_help_texts_and_doctor(rq):
 
 
 def first_frame(path: Path) -> np.ndarray:
-    jpg = frames_stage(path, {"probe": probe_stage(path, {}, None, 30)}, FrameSettings(frame_size=0), 30)["f0000.jpg"]
+    jpg = frames_stage(path, {}, FrameSettings(frame_size=0), 30)[0]["f0000.jpg"]
     return cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR).astype(float)
 
 
@@ -209,8 +206,7 @@ def test_corruption_knobs_corrupt_an_exact_share_of_each_split(rq, tmp_path):
     sharpness = {}
     for clip in clips:
         video = out / clip["video"]
-        inputs = {"probe": probe_stage(video, {}, None, 30)}
-        wave = np.load(io.BytesIO(audio_stage(video, inputs, AudioDecodeSettings(), 30)["audio.npy"]))
+        wave = np.load(io.BytesIO(audio_stage(video, {}, AudioDecodeSettings(), 30)["audio.npy"]))
         rms = float(np.sqrt(np.mean(wave ** 2)))
         if clip["audio_corruption"] == "silence":
             assert rms < 1e-3

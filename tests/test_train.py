@@ -18,8 +18,8 @@ TRAIN_FIELDS = {"samples", "loss", "acc", "acc_audio", "acc_visual", "macro_f1",
                 "nonfinite_steps"}
 TEST_FIELDS = {"samples", "loss", "acc", "acc_audio", "acc_visual", "macro_f1", "air", "share_audio", "share_visual",
                "unique_samples", "skipped_samples", "bad_tars"}
-CHECKPOINT_KEYS = {"model", "optimizer", "param_names", "scheduler", "rollingq", "rng", "epoch", "best_acc",
-                   "selection", "config", "classes", "spec_shape", "manifest_sha256", "preprocess", "provenance"}
+CHECKPOINT_KEYS = {"model", "optimizer", "param_names", "scheduler", "rollingq", "balance", "rng", "epoch",
+                   "best_acc", "selection", "config", "classes", "spec_shape", "manifest_sha256", "preprocess", "provenance"}
 
 
 @pytest.fixture(scope="module")

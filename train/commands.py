@@ -1,4 +1,4 @@
-"""The commands of training and evaluation: `rq train`, `rq eval`, `rq bench`, `rq verify`, `rq demo`,
+"""The commands of training and evaluation: `rq train`, `rq sweep`, `rq eval`, `rq bench`, `rq verify`, `rq demo`,
 `rq report`, `rq predict`. Each only parses its options (defaults from the settings, where each is written once)
 and calls the function that does the work; the imports that cost (torch) happen inside the commands."""
 from pathlib import Path
@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from rq.pipeline.commandline import PANEL as _PANEL, app, bench_app, command
+from rq.train.sweep import TABLE1_METHODS as _TABLE1_METHODS   # light too
 from rq.train.trainer.config import default_text as _d   # light: no torch
 
 
@@ -14,9 +15,11 @@ from rq.train.trainer.config import default_text as _d   # light: no torch
 
 
 _TRAIN_PANELS = {
-    "Input": ("shards", "manifest", "verify", "frames", "image_size", "frame_crop", "frame_pick", "random_test_frames", "workers",
-              "shuffle_buffer", "max_steps_per_epoch"),
-    "Model": ("preset", "method", "fusion_layers", "fusion_block", "pretrained"),
+    "Input": ("shards", "manifest", "verify", "frames", "image_size", "frame_crop", "frame_pick", "random_test_frames",
+              "workers", "shuffle_buffer", "decode_on", "max_steps_per_epoch"),
+    "Model": ("preset", "method", "fusion_layers", "fusion_block", "rolling", "bottleneck_tokens",
+              "bottleneck_layers", "cross_layers", "pretrained"),
+    "OGM-GE and PMR": ("ogm_alpha", "ogm_start", "ogm_end", "pmr_alpha", "pmr_momentum", "pmr_start", "pmr_end"),
     "Runs and selection": ("seeds", "select_on"),
     "Optimisation": ("optimizer", "epochs", "lr", "batch_size", "momentum", "weight_decay", "warmup_epochs",
                      "grad_clip", "nonfinite"),
@@ -42,8 +45,10 @@ def train_cmd(
     select_on: Optional[str] = typer.Option(None, help="Split that picks best.pt: val (default) | test (the "
                                             "released code's protocol: optimistic, and marked 'selected on test' "
                                             "in every table). Shards without a val split keep the last epoch."),
-    method: Optional[str] = typer.Option(None, help="rollingq (default) | mt (Vanilla MT) | concat | "
-                                         "unimodal-audio | unimodal-visual."),
+    method: Optional[str] = typer.Option(None, help="rollingq (default; = mt --rollingq) | mt (Vanilla MT; "
+                                         "--fusion-layers 2 = MT*) | concat | ogm-ge | pmr (concat trained with "
+                                         "OGM-GE / PMR) | mbt | jmt | mmml | mult | unimodal-audio | "
+                                         "unimodal-visual (README: Table 1)."),
     out: Optional[Path] = typer.Option(None, help="Run folder [default: a new runs/<time>-<method>]."),
     resume: Optional[str] = typer.Option(None, metavar="[auto|DIR]",
                                          help="Continue a run from its last.pt, to the weights an uninterrupted run "
@@ -77,6 +82,9 @@ def train_cmd(
                                                       show_default=False),
     workers: Optional[int] = typer.Option(None, help=f"Loader worker processes per GPU/process [{_d('workers')}]."),
     shuffle_buffer: Optional[int] = typer.Option(None, help=f"Samples in the shuffle buffer [{_d('shuffle_buffer')}]."),
+    decode_on: Optional[str] = typer.Option(None, help="cpu: the loader workers decode and crop the JPEG frames | gpu: "
+                                            "the workers only read the shards; frames are decoded on the GPU (nvJPEG, "
+                                            f"needs CUDA and `pip install 'rq[gpu]'`) and cropped there [{_d('decode_on')}]."),
     max_steps_per_epoch: Optional[int] = typer.Option(None, help="Cap on steps per epoch (smoke tests); 0 = none."),
     verify: bool = typer.Option(False, help="Check every shard against the manifest (size, sha256, samples) before "
                                 "the first step, as `rq verify` does; each shard is checked as it is read anyway."),
@@ -85,6 +93,22 @@ def train_cmd(
                                                "every token, encoder CLS tokens included, dropout 0.2, no residual, no "
                                                "norm) | prenorm (rq 0.1: pre-norm, residual, final LayerNorm, patch "
                                                f"tokens only) [{_d('fusion_block')}]."),
+    rolling: Optional[bool] = typer.Option(None, "--rollingq", help="Add RollingQ (rotation, controller, metrics) "
+                                           "to a method whose fusion has a CLS query over both modalities: mt, "
+                                           "mmml, mult.", show_default=False),
+    bottleneck_tokens: Optional[int] = typer.Option(None, help=f"MBT: shared bottleneck tokens [{_d('bottleneck_tokens')}]."),
+    bottleneck_layers: Optional[int] = typer.Option(None, help="MBT: bottleneck blocks per modality after the "
+                                                    f"encoders' blocks [{_d('bottleneck_layers')}]."),
+    cross_layers: Optional[int] = typer.Option(None, help="MulT: crossmodal blocks per direction; MMML: "
+                                               f"cross-modal encoder layers [{_d('cross_layers')}]."),
+    ogm_alpha: Optional[float] = typer.Option(None, help=f"OGM-GE alpha: 1 - tanh(alpha * ratio) [{_d('ogm_alpha')}]."),
+    ogm_start: Optional[int] = typer.Option(None, help=f"OGM-GE: first modulated epoch, from 0 [{_d('ogm_start')}]."),
+    ogm_end: Optional[int] = typer.Option(None, help=f"OGM-GE: last modulated epoch [{_d('ogm_end')}]."),
+    pmr_alpha: Optional[float] = typer.Option(None, help="PMR: weight of the weaker modality's prototype loss "
+                                              f"[{_d('pmr_alpha')}]."),
+    pmr_momentum: Optional[float] = typer.Option(None, help=f"PMR: prototype momentum [{_d('pmr_momentum')}]."),
+    pmr_start: Optional[int] = typer.Option(None, help=f"PMR: first rebalanced epoch [{_d('pmr_start')}]."),
+    pmr_end: Optional[int] = typer.Option(None, help=f"PMR: last rebalanced epoch [{_d('pmr_end')}]."),
     pretrained: Optional[Path] = typer.Option(None, help="Local ViT-B/16 checkpoint for both encoders: timm names "
                                               "(.safetensors/.pth, MIIL ImageNet-21K-P included) or big_vision .npz; "
                                               "never downloaded."),
@@ -115,6 +139,34 @@ def train_cmd(
     options = locals()  # the parsed options, taken before the import below adds a name
     from rq.train.trainer.fit import cli_train
     cli_train(**options)
+
+
+@command(app, "sweep", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sweep_cmd(
+    ctx: typer.Context,
+    shards: str = typer.Option(..., help="Shards folder (or URL patterns) every run trains on."),
+    out: Path = typer.Option(..., help="Folder of the grid: OUT/<method>/seed<N> runs, OUT/report/report.md."),
+    preset: Optional[str] = typer.Option(None, help="As for rq train [default: the one that fits the shards]."),
+    methods: str = typer.Option(",".join(_TABLE1_METHODS), help="Comma-separated methods of rq train; mt* = mt "
+                                "with 2 fusion layers, +rollingq adds RollingQ (mmml+rollingq). Default: Table 1's "
+                                "audio-visual rows."),
+    seeds: str = typer.Option("0,1,2", help="Comma-separated seeds; each method trains once per seed."),
+) -> None:
+    """Train a grid of methods x seeds on one dataset with the same loop, metrics and checkpoints, then write the
+    report with Table 1 (mean ± 95% interval over seeds, the paper's number beside). Any other option is an
+    `rq train` option for every run, e.g. `rq sweep ... --epochs 5 --rq-beta 0`. A rerun skips finished runs and
+    resumes stopped ones."""
+    from rq.train.sweep import cli_sweep
+    cli_sweep(shards, preset, out, methods, seeds, _train_options(ctx, shards))
+
+
+def _train_options(ctx: typer.Context, shards: str) -> dict:
+    """The `rq train` options among a command's extra arguments, parsed by `rq train` itself; only those given
+    (None = not given; a flag left False is not given either, while 0 is a value: --workers 0)."""
+    train = typer.main.get_command(app).get_command(ctx, "train")
+    params = train.make_context("rq train", ["--shards", shards, *ctx.args]).params
+    return {k: v for k, v in params.items()
+            if v is not None and v is not False and k not in ("shards", "preset", "quiet", "verbose")}
 
 
 @command(app, "eval", config_file=True)
@@ -152,7 +204,9 @@ def eval_cmd(
 def model_cmd(
     preset: str = typer.Option("ks", help="ks | cremad | ks-official | cremad-official | tiny (257x1004 "
                                "spectrogram, 3 frames), as for rq train."),
-    method: str = typer.Option("rollingq", help="rollingq | mt | concat | unimodal-audio | unimodal-visual."),
+    method: str = typer.Option("rollingq", help="rollingq | mt | concat | ogm-ge | pmr | mbt | jmt | mmml | mult | "
+                               "unimodal-audio | unimodal-visual, as for rq train."),
+    rolling: bool = typer.Option(False, "--rollingq", help="With RollingQ's rotation (mt, mmml, mult)."),
     classes: Optional[int] = typer.Option(None, min=1, help="Classes [31 for ks*, 6 for cremad*, 4 for tiny].",
                                           show_default=False),
     fusion_layers: Optional[int] = typer.Option(None, help=f"Fusion attention layers [{_d('fusion_layers')}]."),
@@ -163,7 +217,7 @@ def model_cmd(
     RollingQ rotation), audio and visual token counts and multiply-accumulates per sample of a preset's model.
     Built on the meta device: no memory, no weights."""
     from rq.train.model_card import cli_model
-    cli_model(preset, method, classes, fusion_layers, fusion_block, as_json)
+    cli_model(preset, method, classes, fusion_layers, fusion_block, as_json, rolling)
 
 
 @command(bench_app, "train")
@@ -189,7 +243,7 @@ def bench_train_cmd(
 @command(bench_app, "loader")
 def bench_loader_cmd(
     shards: str = typer.Option(..., help="Shards folder (with manifest.json) whose train split is read."),
-    workers: int = typer.Option(2, help="DataLoader worker processes, the same for both pipelines."),
+    workers: int = typer.Option(2, help="DataLoader worker processes, the same for every pipeline."),
     batches: int = typer.Option(20, min=1, help="Batches timed per pipeline (after one warm-up batch)."),
     batch_size: int = typer.Option(64, min=1, help="Samples per batch."),
     frames: int = typer.Option(3, min=1, help="Frames sampled per clip."),
@@ -197,7 +251,8 @@ def bench_loader_cmd(
     rounds: int = typer.Option(3, min=1, help="Rounds, pipelines taking turns; each reports its median."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the result here as JSON."),
 ) -> None:
-    """Samples/s of the streaming shard loader vs a per-clip-folder PIL DataLoader on the same clips."""
+    """Samples/s of the streaming shard loader vs the plain WebDataset pipeline and a per-clip-folder PIL
+    DataLoader on the same clips, and rq's tar reader vs webdataset's."""
     from rq.train.bench.loader import bench_loader
     bench_loader(shards, workers=workers, batches=batches, batch_size=batch_size, frames=frames,
                  image_size=image_size, rounds=rounds, json_path=json_path)

@@ -13,10 +13,10 @@ DEFAULT_CLASSES = {"ks": 31, "ks-official": 31, "cremad": 6, "cremad-official": 
 
 
 def cli_model(preset: str, method: str, classes: int | None, fusion_layers: int | None, fusion_block: str | None,
-              as_json: bool) -> None:
+              as_json: bool, rolling: bool = False) -> None:
     with cli_errors():
         cfg = TrainConfig.from_options("", preset, method=method, fusion_layers=fusion_layers,
-                                       fusion_block=fusion_block)
+                                       fusion_block=fusion_block, rolling=rolling)
         summary = summarize(model_config(cfg, classes or DEFAULT_CLASSES[preset], preset_spec_shape(preset)))
     if as_json:
         out.print(json.dumps(summary.to_dict(), indent=2), markup=False)

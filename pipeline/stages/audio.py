@@ -1,7 +1,9 @@
-"""Stage `audio`: the clip's first audio stream as a mono float32 waveform at `sample_rate`.
+"""Stage `audio`: the clip's audio as a mono float32 waveform at `sample_rate`.
 
-ffmpeg maps only the audio stream (video is demuxed but never decoded), downmixes with its own
-channel matrix (`-ac 1`) and resamples (`-ar`), writing raw f32le to a pipe."""
+The stream is the one ffmpeg picks by default (its `default` disposition first, then the most
+channels), so a file whose first stream is a silent commentary track gives its main sound. ffmpeg
+downmixes with its own channel matrix (`-ac 1`) and resamples (`-ar`); video is never decoded for it
+(rq.pipeline.decode)."""
 import io
 import json
 from collections.abc import Mapping
@@ -9,21 +11,23 @@ from pathlib import Path
 
 import numpy as np
 
-from rq.pipeline.stages import probe
+from rq.pipeline.decode import Decoded, decode
 from rq.pipeline.errors import ClipError, NoAudioStream
-from rq.pipeline.ffmpeg import input_file, run_ffmpeg
 from rq.pipeline.stages.settings import AudioDecodeSettings
 
 STAGE = "audio"
-VERSION = 1
+VERSION = 2   # 2: the default stream, not the first
 
 
 def audio_stage(path: Path, inputs: Mapping[str, Mapping[str, bytes]], settings: AudioDecodeSettings,
                 timeout: float = 60.0) -> dict[str, bytes]:
-    info = probe.load(inputs)
+    return from_decoded(decode(path, audio=settings, timeout=timeout), settings)
+
+
+def from_decoded(decoded: Decoded, settings: AudioDecodeSettings) -> dict[str, bytes]:
+    info = decoded.info
     if info["has_audio"]:
-        decode = input_file(path)["a:0"].output("pipe:", format="f32le", ac=1, ar=settings.sample_rate)
-        wave = np.frombuffer(run_ffmpeg(decode, stage=STAGE, path=path, timeout=timeout), "<f4")
+        wave = decoded.wave
         if wave.size == 0:
             raise ClipError(STAGE, "the audio stream decoded to no samples")
     elif settings.missing_audio == "skip":

@@ -1,99 +1,28 @@
 """Stage `probe`: what a clip holds (duration, streams, displayed size, rates), read from ffmpeg's
-own description of the input (`ffmpeg -i`; rq ships no ffprobe)."""
-import json
-import re
+own description of the input (rq.pipeline.header). When the frames or the audio of the file are
+decoded in the same run (the usual case, rq.pipeline.stages.decode_together) it costs no ffmpeg run
+of its own; alone (e.g. `--force probe`) it runs `ffmpeg -i`.
+
+Its output is meta only (no members): the facts live in the cache entry's header, which a no-change
+rerun reads anyway, so settling a cached clip reads no entry's bytes."""
 from collections.abc import Mapping
 from pathlib import Path
 
 from rq.pipeline.errors import ClipError
 from rq.pipeline.ffmpeg import read_header
+from rq.pipeline.header import parse_header
 
 STAGE = "probe"
-VERSION = 1
-
-_DURATION = re.compile(r"Duration: (?:(\d+):(\d+):(\d+(?:\.\d+)?)|N/A)(?:, start: (-?\d+(?:\.\d+)?))?")
-_STREAM = re.compile(r"^\s*Stream #0:\d+.*?: (Video|Audio|Subtitle|Data|Attachment): (.*)$")
-_SIZE = re.compile(r"(?:^|[ ,])([1-9]\d*)x([1-9]\d*)(?=[ ,\[]|$)")
-_FPS = re.compile(r"(\d+(?:\.\d+)?)(k?) (?:fps|tbr)")
-_ROTATION = re.compile(r"rotation of (-?\d+(?:\.\d+)?) degrees")
-_AUDIO = re.compile(r"(\d+) Hz, ([^,]+)")
-_LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "downmix": 2, "quad": 4, "hexagonal": 6, "octagonal": 8,
-                    "hexadecagonal": 16}
+VERSION = 2   # 2: the audio facts of the stream ffmpeg picks by default (not the first), as meta
 
 
 def probe_stage(path: Path, inputs: Mapping[str, Mapping[str, bytes]], settings=None,
-                timeout: float = 60.0) -> dict[str, bytes]:
-    info = parse_header(read_header(path, stage=STAGE, timeout=timeout))
+                timeout: float = 60.0) -> tuple[dict[str, bytes], dict]:
+    return from_info(parse_header(read_header(path, stage=STAGE, timeout=timeout)))
+
+
+def from_info(info: dict) -> tuple[dict[str, bytes], dict]:
+    """(no members, the facts as meta)."""
     if not info["has_video"] and not info["has_audio"]:
         raise ClipError(STAGE, "no audio or video stream")
-    return {"probe.json": json.dumps(info, sort_keys=True).encode()}
-
-
-def load(inputs: Mapping[str, Mapping[str, bytes]]) -> dict:
-    """The probe result a downstream stage received."""
-    return json.loads(inputs[STAGE]["probe.json"])
-
-
-def parse_header(text: str) -> dict:
-    """The facts rq needs from `ffmpeg -i` stderr. Width/height are as displayed: a 90° rotation in
-    the display matrix swaps them, since ffmpeg rotates decoded frames the same way."""
-    info = {"duration": None, "start": 0.0, "has_video": False, "has_audio": False, "width": None,
-            "height": None, "rotation": 0, "fps": None, "video_codec": None, "sample_rate": None,
-            "channels": None, "audio_codec": None}
-    if m := _DURATION.search(text):
-        if m.group(1) is not None:
-            info["duration"] = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
-        info["start"] = float(m.group(4) or 0.0)
-    for kind, desc, block in _streams(text):
-        if kind == "Video" and not info["has_video"] and "(attached pic)" not in desc:
-            _video(info, desc, block)
-        elif kind == "Audio" and not info["has_audio"]:
-            _audio(info, desc)
-    return info
-
-
-def _streams(text: str):
-    """(kind, description, following lines) for each stream of input #0."""
-    found: list[tuple[str, str, list[str]]] = []
-    for line in text.splitlines():
-        if line.startswith(("Input #1", "Output #")):
-            break
-        if m := _STREAM.match(line):
-            found.append((m.group(1), m.group(2), []))
-        elif found:
-            found[-1][2].append(line)
-    return [(kind, desc, "\n".join(block)) for kind, desc, block in found]
-
-
-def _video(info: dict, desc: str, block: str) -> None:
-    size = _SIZE.search(desc)
-    if not size:
-        return  # a video stream ffmpeg could not size (no decoder, damaged): treat as absent
-    w, h = int(size.group(1)), int(size.group(2))
-    rot = _ROTATION.search(block)
-    rotation = int(round(float(rot.group(1)))) % 360 if rot else 0
-    if rotation in (90, 270):
-        w, h = h, w
-    fps = _FPS.search(desc)
-    info.update(has_video=True, width=w, height=h, rotation=rotation, video_codec=desc.split()[0].rstrip(","),
-                fps=float(fps.group(1)) * (1000 if fps.group(2) else 1) if fps else None)
-
-
-def _audio(info: dict, desc: str) -> None:
-    m = _AUDIO.search(desc)
-    if not m:
-        return  # no rate: ffmpeg cannot decode it
-    info.update(has_audio=True, sample_rate=int(m.group(1)), channels=layout_channels(m.group(2).strip()),
-                audio_codec=desc.split()[0].rstrip(","))
-
-
-def layout_channels(layout: str) -> int:
-    """Channel count of an ffmpeg layout name: 'mono', 'stereo', '5.1(side)', '7.1', '6 channels', ..."""
-    name = layout.split("(")[0].strip()
-    if name in _LAYOUT_CHANNELS:
-        return _LAYOUT_CHANNELS[name]
-    if m := re.fullmatch(r"(\d+) channels", name):
-        return int(m.group(1))
-    if re.fullmatch(r"\d+(\.\d+)+", name):  # '5.1' = 5 + 1, '5.1.4' = 10
-        return sum(int(g) for g in name.split("."))
-    return 2
+    return {}, info

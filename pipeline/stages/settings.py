@@ -1,6 +1,7 @@
 """Frozen settings of each pipeline stage. A stage's cache key hashes exactly its own settings,
 so changing one stage's settings never invalidates another stage's cache."""
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 import json
 
 # Metadata of a field added after its stage's first release: left out of the cache key while it has
@@ -17,6 +18,9 @@ class FrameSettings:
     # "start": the frame shown at t = i/fps. "middle": the last frame before t = (i + 1/2)/fps, what
     # ffmpeg's fps filter gives by default, as in the released code's 1 fps frames (t = i + 0.5 s).
     times: str = field(default="start", metadata=_ADDED_LATER)
+    # "exact": every frame decoded, the one shown at t kept. "fast": only reference frames decoded
+    # (B-frames and the loop filter skipped), the one nearest to t kept (rq.pipeline.decode).
+    frame_decode: str = field(default="exact", metadata=_ADDED_LATER)
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ def settings_dict(settings) -> dict:
             if not (f.metadata.get("added_later") and getattr(settings, f.name) == f.default)}
 
 
+@lru_cache(maxsize=64)   # the same few objects for every clip of a run: a rerun computes each key once per clip
 def canonical(settings) -> str:
     """Stable text of a settings object, the part of a cache key that names the settings."""
     return json.dumps(settings_dict(settings), sort_keys=True, separators=(",", ":"))

@@ -1,7 +1,11 @@
-"""`rq bench loader`: samples/s of the streaming shard loader against the reference a user would
-otherwise run on the same clips: a folder per clip (1 fps JPEG frames + spectrogram .npy), frames
-read with PIL, cropped and normalised to float in the workers (torchvision-style), map-style
-torch DataLoader with the same workers, batch size, frame sampling and crops."""
+"""`rq bench loader`: samples/s of the streaming shard loader against what a user would otherwise run
+on the same clips, with the same workers, batch size, frame sampling and crop boxes:
+- the pipeline a WebDataset user writes by hand on the same shards: `wds.WebDataset(urls,
+  resampled=True)` (shards shuffled by drawing them), `.shuffle(1000)`, `.decode("pil")`, PIL crops
+  normalised to float in the workers, `.batched()`;
+- a folder per clip (1 fps JPEG frames + spectrogram .npy), frames read with PIL, cropped and
+  normalised to float in the workers (torchvision-style), map-style torch DataLoader.
+And the tar readers alone, in this process: rq's (train/data/tarstream.py) against webdataset's."""
 import json
 import os
 import platform
@@ -14,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
@@ -31,8 +36,6 @@ class ClipFolders(Dataset):
     def __init__(self, root: Path, frames: int, image_size: int):
         self.root, self.frames, self.size = root, frames, image_size
         self.clips = json.loads((root / "index.json").read_text())   # [[key, label, n_frames], ...]
-        self.mean = torch.tensor(MEAN).view(3, 1, 1)
-        self.std = torch.tensor(STD).view(3, 1, 1)
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -42,19 +45,58 @@ class ClipFolders(Dataset):
         rng = np.random.default_rng()
         folder = self.root / key
         images = [Image.open(folder / f"f{j:04d}.jpg").convert("RGB") for j in pick_frames(n_frames, self.frames, rng)]
-        w, h = images[0].size
-        top, left, bottom, right = random_crop_box(h, w, rng)
-        flip = bool(rng.integers(2))
-        frames = []
-        for image in images:
-            image = image.resize((self.size, self.size), Image.BILINEAR,
-                                 box=(left * w, top * h, right * w, bottom * h))
-            if flip:
-                image = image.transpose(Image.FLIP_LEFT_RIGHT)
-            x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)   # ToTensor
-            frames.append((x - self.mean) / self.std)                                    # Normalize
         spec = torch.from_numpy(np.load(folder / "spec.npy")).float().unsqueeze(0)
-        return {"spec": spec, "frames": torch.stack(frames), "label": label, "key": key}
+        return {"spec": spec, "frames": pil_crops(images, self.size, rng), "label": label, "key": key}
+
+
+_MEAN, _STD = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
+
+
+def pil_crops(images: list, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """One RandomResizedCrop box and flip for all of a clip's frames, PIL resize, ToTensor + Normalize:
+    (k, 3, size, size) float, as torchvision's transforms give."""
+    w, h = images[0].size
+    top, left, bottom, right = random_crop_box(h, w, rng)
+    flip = bool(rng.integers(2))
+    frames = []
+    for image in images:
+        image = image.resize((size, size), Image.BILINEAR, box=(left * w, top * h, right * w, bottom * h))
+        if flip:
+            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)   # ToTensor
+        frames.append((x - _MEAN) / _STD)                                            # Normalize
+    return torch.stack(frames)
+
+
+def plain_webdataset(urls: list[str], frames: int, image_size: int, batch_size: int, workers: int,
+                     pin_memory: bool) -> DataLoader:
+    """The pipeline a WebDataset user writes by hand: shards shuffled, samples shuffled in a buffer,
+    every member decoded by webdataset's decoders (`.decode("pil")`: JPEGs to PIL images, .npy to arrays),
+    then the picked frames cropped like the others, batched in the workers."""
+    def to_tensors(sample: dict) -> tuple:
+        names = sorted(name for name in sample if FRAME_MEMBER.fullmatch(name))
+        rng = np.random.default_rng()
+        images = [sample[names[j]] for j in pick_frames(len(names), frames, rng)]
+        return (torch.from_numpy(sample["spec.npy"]).float().unsqueeze(0), pil_crops(images, image_size, rng),
+                int(sample["cls"]))
+    # resampled=True: shards drawn at random without end, webdataset's own recipe for training (it
+    # ignores shardshuffle then). `shardshuffle=N` alone ends after one pass, `.repeat()` restarts the
+    # whole pipeline each pass (a partial batch and an empty shuffle buffer every few shards), and the
+    # constructor's repeat=True does nothing in webdataset 1.0.
+    dataset = (wds.WebDataset(urls, resampled=True).shuffle(1000).decode("pil")
+               .map(to_tensors).batched(batch_size, partial=False))
+    return DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=pin_memory)
+
+
+def reader_rates(urls: list[str]) -> tuple[float, float]:
+    """Samples/s of reading every sample's members as bytes: rq's tar reader, webdataset's (the
+    `wds.WebDataset(urls)` stages before decoding), in this process."""
+    rates = []
+    for read in (lambda: (s for url in urls for s in url_samples(url)),
+                 lambda: iter(wds.WebDataset(urls, shardshuffle=False, empty_check=False))):
+        start, n = time.perf_counter(), sum(1 for _ in read())
+        rates.append(n / (time.perf_counter() - start))
+    return rates[0], rates[1]
 
 
 def extract_clip_folders(src: ShardSource, root: Path) -> int:
@@ -103,7 +145,7 @@ def _cpu_seconds() -> float:
 
 def bench_loader(shards: str, *, workers: int = 2, batches: int = 20, batch_size: int = 64, frames: int = 3,
                  image_size: int = 224, rounds: int = 3, json_path: Path | None = None) -> dict:
-    """Time both pipelines in one run, print a summary table, optionally write the result as JSON.
+    """Time the pipelines in one run, print a summary table, optionally write the result as JSON.
     The pipelines take turns for `rounds` rounds; the speed-ups are the median of the rounds' ratios,
     so a burst of load from other jobs on the machine does not land on one pipeline only."""
 
@@ -112,10 +154,11 @@ def bench_loader(shards: str, *, workers: int = 2, batches: int = 20, batch_size
     except DataError as e:
         fail(str(e))
     cfg = DataConfig(batch_size=batch_size, frames=frames, image_size=image_size, workers=workers)
+    urls = src.split("train")[0]
     root = Path(tempfile.mkdtemp(prefix="rq-clip-folders-"))
-    ours, theirs = [], []
+    runs: dict[str, list] = {"rq": [], "wds": [], "folders": [], "readers": []}
     try:
-        # Extracting first also brings the shards into the page cache: both pipelines read warm files.
+        # Extracting first also brings the shards into the page cache: all pipelines read warm files.
         clips = extract_clip_folders(src, root)
         reference = ClipFolders(root, frames, image_size)
 
@@ -124,32 +167,49 @@ def bench_loader(shards: str, *, workers: int = 2, batches: int = 20, batch_size
             return DataLoader(reference, batch_size=batch_size, sampler=sampler, num_workers=workers,
                               pin_memory=cfg.pin_memory)
 
+        def wds_batches(k: int) -> DataLoader:   # endless (resampled): _run takes what it times
+            return plain_webdataset(urls, frames, image_size, batch_size, workers, cfg.pin_memory)
+
         for r in range(rounds):
-            ours.append(_measure(lambda k: train_batches(src, cfg, epoch=r, rank=0, world=1, steps=k), batches,
-                                 f"rq loader {r + 1}/{rounds}"))
-            theirs.append(_measure(reference_batches, batches, f"clip folders {r + 1}/{rounds}"))
+            runs["rq"].append(_measure(lambda k: train_batches(src, cfg, epoch=r, rank=0, world=1, steps=k), batches,
+                                       f"rq loader {r + 1}/{rounds}"))
+            runs["wds"].append(_measure(wds_batches, batches, f"plain webdataset {r + 1}/{rounds}"))
+            runs["folders"].append(_measure(reference_batches, batches, f"clip folders {r + 1}/{rounds}"))
+            runs["readers"].append(reader_rates(urls))
     except DataError as e:
         fail(str(e))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     samples = batches * batch_size
-    (ours_wall, ours_cpu), (theirs_wall, theirs_cpu) = (np.median(runs, axis=0) for runs in (ours, theirs))
-    result = {"shards": shards, "clips": clips, "workers": workers, "batches": batches, "batch_size": batch_size,
-              "frames": frames, "image_size": image_size, "spec_shape": list(src.spec_shape), "rounds": rounds,
-              "rq_samples_per_s": samples / ours_wall, "reference_samples_per_s": samples / theirs_wall,
-              "speedup": float(np.median([t[0] / o[0] for o, t in zip(ours, theirs)])),
-              "rq_cpu_ms_per_sample": 1e3 * ours_cpu / samples,
-              "reference_cpu_ms_per_sample": 1e3 * theirs_cpu / samples,
-              "cpu_speedup": float(np.median([t[1] / o[1] for o, t in zip(ours, theirs)])),
-              "rq_rounds_wall_cpu": ours, "reference_rounds_wall_cpu": theirs, "cpus": os.cpu_count(),
+    wall = {name: float(np.median([w for w, _ in runs[name]])) for name in ("rq", "wds", "folders")}
+    cpu = {name: float(np.median([c for _, c in runs[name]])) for name in ("rq", "wds", "folders")}
+
+    def speedup(other: str, i: int) -> float:   # the median of the rounds' ratios (time other / time rq)
+        return float(np.median([t[i] / o[i] for o, t in zip(runs["rq"], runs[other])]))
+    ours_read, wds_read = (float(np.median([r[i] for r in runs["readers"]])) for i in (0, 1))
+    result = {"shards": shards, "shard_files": len(urls), "clips": clips, "workers": workers, "batches": batches,
+              "batch_size": batch_size, "frames": frames, "image_size": image_size,
+              "spec_shape": list(src.spec_shape), "rounds": rounds,
+              "rq_samples_per_s": samples / wall["rq"], "wds_samples_per_s": samples / wall["wds"],
+              "reference_samples_per_s": samples / wall["folders"],
+              "speedup_vs_wds": speedup("wds", 0), "cpu_speedup_vs_wds": speedup("wds", 1),
+              "speedup": speedup("folders", 0), "cpu_speedup": speedup("folders", 1),
+              "rq_cpu_ms_per_sample": 1e3 * cpu["rq"] / samples, "wds_cpu_ms_per_sample": 1e3 * cpu["wds"] / samples,
+              "reference_cpu_ms_per_sample": 1e3 * cpu["folders"] / samples,
+              "tar_reader_samples_per_s": {"rq": ours_read, "webdataset": wds_read}, "tar_reader_speedup": ours_read / wds_read,
+              "rounds_wall_cpu": {name: runs[name] for name in ("rq", "wds", "folders")}, "cpus": os.cpu_count(),
+              "load_average": [round(x, 2) for x in os.getloadavg()],
               "machine": platform.platform(), "processor": platform.processor() or platform.machine()}
-    summary_table(f"rq bench loader: training input alone, {clips} clips, {workers} workers, "
-                  f"medians of {rounds} rounds of {batches} batches",
-                  ["pipeline", "samples/s", "CPU ms/sample"], [
-        ("rq shards (WebDataset, cv2, uint8)", result["rq_samples_per_s"], result["rq_cpu_ms_per_sample"]),
-        ("reference: clip folders (PIL, float in workers)", result["reference_samples_per_s"],
-         result["reference_cpu_ms_per_sample"]),
-        ("speed-up", f"{result['speedup']:.2f}x", f"{result['cpu_speedup']:.2f}x"),
+    summary_table(f"rq bench loader: training input alone, {clips} clips in {len(urls)} train shards, {workers} "
+                  f"workers, medians of {rounds} rounds of {batches} batches",
+                  ["pipeline", "samples/s", "CPU ms/sample", "rq speed-up (wall / CPU)"], [
+        ("rq shards (rq's tar reader, cv2, uint8)", result["rq_samples_per_s"], result["rq_cpu_ms_per_sample"], ""),
+        ("plain WebDataset (.shuffle, .decode('pil'), PIL, float)", result["wds_samples_per_s"],
+         result["wds_cpu_ms_per_sample"], f"{result['speedup_vs_wds']:.2f}x / {result['cpu_speedup_vs_wds']:.2f}x"),
+        ("clip folders (PIL, float in workers)", result["reference_samples_per_s"],
+         result["reference_cpu_ms_per_sample"], f"{result['speedup']:.2f}x / {result['cpu_speedup']:.2f}x"),
+        ("tar reading alone, samples/s: rq's / webdataset's", f"{ours_read:.0f} / {wds_read:.0f}", "",
+         f"{result['tar_reader_speedup']:.2f}x"),
     ])
     if json_path is not None:
         write_json(json_path, result, indent=1)

@@ -91,16 +91,20 @@ _REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
             (2, cv2.IMREAD_REDUCED_COLOR_2), (1, cv2.IMREAD_COLOR))
 
 
+def reduction_factor(box: Box, full: tuple[int, int] | None, size: int) -> int:
+    """The largest of 8, 4, 2 at which the `box` of a (height, width) frame still has at least `size`
+    pixels each way, else 1 (and 1 when the size is unknown)."""
+    if full is None:
+        return 1
+    box_px = min((box[2] - box[0]) * full[0], (box[3] - box[1]) * full[1])
+    return next(factor for factor, _ in _REDUCED if box_px / factor >= size or factor == 1)
+
+
 def decode_frame(data: bytes, box: Box, size: int, flip: bool, out: np.ndarray) -> None:
     """Decode one JPEG into `out` (size x size x 3 RGB uint8): the `box` region resized to `size`,
     mirrored when `flip`. Decodes at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, much cheaper)
     when the box still has at least `size` pixels each way at that scale, so no detail is lost."""
-    full = jpeg_size(data)
-    flag = cv2.IMREAD_COLOR
-    if full is not None:
-        box_px = min((box[2] - box[0]) * full[0], (box[3] - box[1]) * full[1])
-        flag = next(f for factor, f in _REDUCED if box_px / factor >= size or factor == 1)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), dict(_REDUCED)[reduction_factor(box, jpeg_size(data), size)])
     if image is None:
         raise ValueError("JPEG does not decode")
     h, w = image.shape[:2]

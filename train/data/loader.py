@@ -25,7 +25,9 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from rq.pipeline.console import rate_limited
+from rq.train.data import gpu_decode
 from rq.train.data.augment import MEAN, STD
+from rq.train.data.gpu_decode import UndecodedFrames
 from rq.train.data.sample import decode_clip
 from rq.train.data.source import DataError, ShardSource
 from rq.train.data.integrity import checked_samples
@@ -73,6 +75,7 @@ class DataConfig:
     frame_crop: str = "clip"          # "clip": one crop + flip for all of a clip's frames; "frame": each its own
     frame_pick: str = "segments"      # which frames: augment.pick_frames's rule
     random_eval_frames: bool = False  # evaluation picks its frames at random too (seeded), as training does
+    decode_on: str = "cpu"            # "gpu": workers hand on the picked JPEGs, to_device decodes and crops them
 
 
 def shard_order(n_shards: int, seed: int, epoch: int, cycle: int = 0) -> list[int]:
@@ -98,8 +101,10 @@ def eval_batches(src: ShardSource, cfg: DataConfig, *, split: str = "test", rank
 
 
 def to_device(batch: dict, device: torch.device | str, non_blocking: bool = True) -> dict:
-    """Move a batch to `device`; frames become float (B,k,3,H,W), scaled and ImageNet-normalised there."""
-    frames = batch["frames"].to(device, non_blocking=non_blocking)
+    """Move a batch to `device`; frames become float (B,k,3,H,W), scaled and ImageNet-normalised there
+    (from the JPEGs, decoded and cropped there, when the batch came from --decode-on gpu)."""
+    frames = gpu_decode.frames_on_device(batch, torch.device(device)) if "jpegs" in batch else \
+        batch["frames"].to(device, non_blocking=non_blocking)
     mean = torch.tensor(MEAN, device=device).view(1, 1, 3, 1, 1) * 255
     std = torch.tensor(STD, device=device).view(1, 1, 3, 1, 1) * 255
     x = torch.empty(frames.shape, dtype=torch.float32, device=device).copy_(frames)
@@ -250,7 +255,7 @@ def _decoded(samples, cfg: DataConfig, spec_shape: tuple[int, int], n_classes: i
         try:
             yield decode_clip(sample, frames=cfg.frames, image_size=cfg.image_size, spec_shape=spec_shape,
                               n_classes=n_classes, rng=rng, crop_scale=cfg.crop_scale, frame_crop=cfg.frame_crop,
-                              frame_pick=cfg.frame_pick, pick_rng=pick_rng)
+                              frame_pick=cfg.frame_pick, pick_rng=pick_rng, decode=cfg.decode_on == "cpu")
         except Exception as exn:  # any undecodable member: record it with shard and key, go on
             log.append(Skip(sample["__url__"], sample["__key__"], _one_line(exn)))
 
@@ -274,16 +279,19 @@ def _batches(clips, cfg: DataConfig, n_batches: int | None, log: list[Skip]) -> 
 
 
 def _collate(group: list[tuple], log: list[Skip]) -> dict:
-    frames = _empty((len(group), *group[0][0].shape), torch.uint8)      # (B, k, S, S, 3)
     spec = _empty((len(group), 1, *group[0][1].shape), torch.float16)
-    frames_np, spec_np = frames.numpy(), spec.numpy()
-    for i, (clip_frames, clip_spec, _, _) in enumerate(group):
-        frames_np[i], spec_np[i, 0] = clip_frames, clip_spec
-    return {"spec": spec,
-            "frames": frames.permute(0, 1, 4, 2, 3),                    # (B, k, 3, S, S) view, no copy
-            "label": torch.tensor([g[2] for g in group], dtype=torch.int64),
-            "key": [g[3] for g in group],
-            "records": _drain(log)}
+    spec_np = spec.numpy()
+    for i, clip in enumerate(group):
+        spec_np[i, 0] = clip[1]
+    batch = {"spec": spec, "label": torch.tensor([g[2] for g in group], dtype=torch.int64),
+             "key": [g[3] for g in group], "records": _drain(log)}
+    if isinstance(group[0][0], UndecodedFrames):   # --decode-on gpu: to_device decodes them
+        return batch | gpu_decode.collate([g[0] for g in group])
+    frames = _empty((len(group), *group[0][0].shape), torch.uint8)      # (B, k, S, S, 3)
+    frames_np = frames.numpy()
+    for i, clip in enumerate(group):
+        frames_np[i] = clip[0]
+    return batch | {"frames": frames.permute(0, 1, 4, 2, 3)}          # (B, k, 3, S, S) view, no copy
 
 
 def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:

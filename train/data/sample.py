@@ -6,18 +6,20 @@ import math
 import numpy as np
 
 from rq.train.data.augment import FULL, decode_frame, jpeg_size, pick_frames, random_crop_box
+from rq.train.data.gpu_decode import UndecodedFrames
 from rq.train.data.source import FRAME_MEMBER
 
 
 def decode_clip(sample: dict, *, frames: int, image_size: int, spec_shape: tuple[int, int], n_classes: int,
                 rng: np.random.Generator | None, crop_scale: tuple[float, float] = (0.08, 1.0),
                 frame_crop: str = "clip", frame_pick: str = "segments",
-                pick_rng: np.random.Generator | None = None) -> tuple:
+                pick_rng: np.random.Generator | None = None, decode: bool = True) -> tuple:
     """(frames k x S x S x 3 uint8 RGB, spectrogram (F, T), label, key). With `rng` (training):
     frames picked at random by the `frame_pick` rule (augment.pick_frames), a RandomResizedCrop box
     and flip for all of the clip's frames (frame_crop "clip") or for each frame (frame_crop "frame",
     the released code); without: fixed picks (random ones from `pick_rng` when given: the released
-    CREMA-D evaluation), whole frame resized. Only the picked JPEGs are decoded."""
+    CREMA-D evaluation), whole frame resized. Only the picked JPEGs are decoded; with `decode=False`
+    none is, and the frames come as UndecodedFrames with their boxes (the GPU input path decodes them)."""
     names = sorted(name for name in sample if FRAME_MEMBER.fullmatch(name))
     for member in ("cls", "spec.npy"):
         if member not in sample:
@@ -33,14 +35,19 @@ def decode_clip(sample: dict, *, frames: int, image_size: int, spec_shape: tuple
     if not np.isfinite(spec).all():   # one NaN would make the loss, then every weight, NaN
         raise ValueError(f"spec.npy holds {spec.size - int(np.isfinite(spec).sum())} non-finite values (NaN or inf)")
     picks = [names[i] for i in pick_frames(len(names), frames, rng if rng is not None else pick_rng, frame_pick)]
-    out = np.empty((frames, image_size, image_size, 3), np.uint8)
-    box, flip = FULL, False
-    for i, (name, frame) in enumerate(zip(picks, out)):
+    boxes, flips, box, flip = [], [], FULL, False
+    for i, name in enumerate(picks):
         if rng is not None and (i == 0 or frame_crop == "frame"):
             size = jpeg_size(sample[name])
             if size is None:
                 raise ValueError(f"{name}: not a JPEG")
             box, flip = random_crop_box(*size, rng, scale=crop_scale), bool(rng.integers(2))
+        boxes.append(box)
+        flips.append(flip)
+    if not decode:
+        return UndecodedFrames([sample[n] for n in picks], boxes, flips, image_size), spec, label, sample["__key__"]
+    out = np.empty((frames, image_size, image_size, 3), np.uint8)
+    for name, frame, box, flip in zip(picks, out, boxes, flips):
         try:
             decode_frame(sample[name], box, image_size, flip, frame)
         except ValueError as exn:

@@ -19,6 +19,7 @@ from rq.train.evaluation.significance import Spread
 from rq.train.report import plots
 from rq.train.report.compare import aggregate, compare, explain_air, noise_end
 from rq.train.report.runs import Group, ReportError, RunRecord, group_runs, load_runs
+from rq.train.report.table1 import markdown as table1_markdown, table1
 
 REPORT = "report.md"
 
@@ -179,6 +180,7 @@ def _markdown(runs: Sequence[RunRecord], groups: Sequence[Group], figures: dict[
     lines += ["## Summary (test split)", "", "Per group of seeds: mean ± std [95% t interval of the mean]; one seed: "
               "its value. Drop = clean fused accuracy minus fused accuracy under the noise.", ""]
     lines += _table(columns, rows)
+    lines += table1_markdown(table1(runs))
     lines += ["## Runs", "", "best.pt is the epoch of the highest accuracy on the split named (val: carved out of "
               "train by rq preprocess; TEST: the released code's protocol, optimistic); test accuracy is given "
               "at that epoch and at the last one.", ""]

@@ -18,7 +18,9 @@ _MADE_BY = {"ks": "--audio-features stft with 10 s at 16 kHz", "cremad": "--audi
 def model_config(cfg: TrainConfig, num_classes: int, spec_shape: tuple[int, int]) -> ModelConfig:
     """The ModelConfig of a run for shards of `num_classes` classes and stored spectrograms `spec_shape`."""
     overrides = dict(image_size=cfg.image_size, spec_bins=spec_shape[0], spec_frames=spec_shape[1],
-                     fusion_layers=cfg.fusion_layers, fusion_block=cfg.fusion_block)
+                     fusion_layers=cfg.fusion_layers, fusion_block=cfg.fusion_block, rolling=cfg.rolling,
+                     bottleneck_tokens=cfg.bottleneck_tokens, bottleneck_layers=cfg.bottleneck_layers,
+                     cross_layers=cfg.cross_layers)
     if cfg.frames:   # 0 = the preset's (a training run always sets it, from the manifest if not given)
         overrides["frames"] = cfg.frames
     return preset_config(cfg.preset, num_classes, cfg.method, **overrides)

@@ -7,15 +7,15 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 import json
-import os
 from pathlib import Path
 import subprocess
 
 from rq.pipeline.atomic import WriteError, write_atomic
 from rq.pipeline.lock import FolderBusy
 from rq.pipeline.console import fail
-from rollingq.config import FUSION_BLOCKS, METHODS, PRESETS, ModelConfig, RollingQConfig
+from rollingq.config import FUSION_BLOCKS, METHODS, PRESETS, ModelConfig, RollingQConfig, rolling_error
 from rq.train.data.errors import DataError
+from rq.train.trainer.ranks import cores_per_process
 
 PRECISIONS = ("auto", "bf16", "fp32")   # auto: bf16 autocast on CUDA, fp32 on CPU (epoch.ForwardPass.create)
 
@@ -38,6 +38,27 @@ _PRESET_DEFAULTS: dict[str, dict] = {name: {"fusion_block": PRESETS[name].get("f
 }.items()}
 FRAME_CROPS = ("clip", "frame")
 FRAME_PICKS = ("segments", "released-ks", "random")
+
+
+@dataclass(frozen=True)
+class BalanceConfig:
+    """The coefficients of the balancing methods (rq.train.trainer.balancing), defaults from
+    BalanceBenchmark (configs/trainer_config.yaml). Epoch ranges are inclusive, counted from 0."""
+    ogm_alpha: float = 0.3          # OGM-GE: coefficient 1 - tanh(alpha * ratio) of the dominant modality
+    ogm_start: int = 10             # OGM-GE modulates in epochs ogm_start..ogm_end (modulation_starts/_ends)
+    ogm_end: int = 80
+    pmr_alpha: float = 0.6          # PMR: weight of the weaker modality's prototype cross-entropy
+    pmr_momentum: float = 0.5       # PMR: prototype <- (1 - m) * this epoch's class means + m * the previous
+    pmr_start: int = 0
+    pmr_end: int = 80
+
+    def __post_init__(self):
+        _check(self.ogm_alpha >= 0 and self.pmr_alpha >= 0, "--ogm-alpha and --pmr-alpha must be >= 0")
+        _check(0 <= self.pmr_momentum <= 1, "--pmr-momentum must be in [0, 1]")
+        _check(min(self.ogm_start, self.pmr_start) >= 0, "--ogm-start and --pmr-start must be >= 0")
+
+
+BALANCE_OPTIONS = tuple(f.name for f in fields(BalanceConfig))
 
 
 # Options that only say where the data is and how to run, not what is trained: a resumed run takes
@@ -74,12 +95,18 @@ class TrainConfig:
     random_test_frames: bool = False  # evaluation draws its frames at random too (the released CREMA-D code)
     workers: int = field(default=4, metadata=RUNTIME)
     shuffle_buffer: int = 1000
+    decode_on: str = field(default="cpu", metadata=RUNTIME)  # JPEGs decoded by the loader workers, or "gpu"
     max_steps_per_epoch: int = 0     # 0 = the full epoch from the manifest (smoke tests cap it)
     # model
     fusion_layers: int = ModelConfig.fusion_layers   # 1 = Vanilla MT, 2 = MT*
     fusion_block: str = ModelConfig.fusion_block     # released (the authors' layer) | prenorm (rq 0.1's)
+    rolling: bool = False            # --rollingq: RollingQ on a method with a CLS query over both modalities
+    bottleneck_tokens: int = ModelConfig.bottleneck_tokens   # MBT
+    bottleneck_layers: int = ModelConfig.bottleneck_layers   # MBT
+    cross_layers: int = ModelConfig.cross_layers             # MulT, MMML
+    balance: BalanceConfig = field(default_factory=BalanceConfig)   # OGM-GE, PMR
     pretrained: str = ""             # local timm ViT-B/16 checkpoint, never downloaded
-    # RollingQ (the controller measures AIR on every fused model, rotates with --method rollingq)
+    # RollingQ (the controller measures AIR on every fused model, rotates with --method rollingq or --rollingq)
     rollingq: RollingQConfig = field(default_factory=RollingQConfig)
     # execution
     seed: int = 0
@@ -106,7 +133,11 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             _check(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be at least 1")
         _check(self.lr > 0, "--lr must be positive")
+        _check(self.decode_on in ("cpu", "gpu"), f"--decode-on must be cpu or gpu, got {self.decode_on!r}")
         _check(self.fusion_layers >= 1, "--fusion-layers must be at least 1")
+        _check(min(self.bottleneck_tokens, self.bottleneck_layers, self.cross_layers) >= 1,
+               "--bottleneck-tokens, --bottleneck-layers and --cross-layers must be at least 1")
+        _check(not self.rolling or rolling_error(self.method) is None, rolling_error(self.method) or "")
         _check(min(self.workers, self.frames, self.max_steps_per_epoch, self.stop_after) >= 0,
                "--workers, --frames, --max-steps-per-epoch and --stop-after must not be negative")
 
@@ -120,11 +151,12 @@ class TrainConfig:
         _check(preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
         given = {k: v for k, v in options.items() if v is not None}
         rq = {k.removeprefix("rq_"): given.pop(k) for k in list(given) if k.startswith("rq_")}
+        balance = {k: given.pop(k) for k in BALANCE_OPTIONS if k in given}
         if base is not None:
             return replace(base, shards=str(shards), preset=preset, rollingq=_rollingq({**asdict(base.rollingq), **rq}),
-                           **given)
+                           balance=BalanceConfig(**{**asdict(base.balance), **balance}), **given)
         given.setdefault("workers", default_workers())
-        return cls(shards=str(shards), preset=preset, rollingq=_rollingq(rq),
+        return cls(shards=str(shards), preset=preset, rollingq=_rollingq(rq), balance=BalanceConfig(**balance),
                    **{**_PRESET_DEFAULTS[preset], **given})
 
     def differences(self, other: "TrainConfig") -> dict[str, tuple]:
@@ -160,8 +192,9 @@ class TrainConfig:
             values["fusion_layers"] = ModelConfig.fusion_layers
         # Runs written before the released fusion block existed trained rq 0.1's pre-norm block.
         values.setdefault("fusion_block", "prenorm")
+        balance = values.pop("balance", None) or {}
         try:
-            return cls(rollingq=_rollingq(rq), **values)
+            return cls(rollingq=_rollingq(rq), balance=BalanceConfig(**balance), **values)
         except TypeError as e:
             raise ConfigError(f"a run's config does not fit this rq version: {e}") from None
 
@@ -185,10 +218,9 @@ def provenance() -> dict:
 
 
 def default_workers() -> int:
-    """Loader processes per training process: the cores this process may use, shared by the processes
-    torchrun started on this machine, less one for the training process itself."""
-    cores = len(os.sched_getaffinity(0))
-    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) - 1)
+    """Loader processes per training process: the cores one training process may use (ranks.py: shared
+    by the processes launched on this machine, or its own under srun), less one for itself."""
+    return max(1, cores_per_process() - 1)
 
 
 def default_text(name: str) -> str:
@@ -198,6 +230,8 @@ def default_text(name: str) -> str:
         return _fmt(getattr(RollingQConfig(), name.removeprefix("rq_")))
     if name == "workers":
         return f"the cores less one, here {default_workers()}"
+    if name in BALANCE_OPTIONS:
+        return _fmt(getattr(BalanceConfig(), name))
     base = next(f for f in fields(TrainConfig) if f.name == name).default
     presets_by_value: dict = {}
     for p, d in _PRESET_DEFAULTS.items():

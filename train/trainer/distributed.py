@@ -1,5 +1,6 @@
-"""The one module that reads rank variables (torchrun's RANK / WORLD_SIZE / LOCAL_RANK, or SLURM's)
-and talks to torch.distributed. Everything else asks it for `env.is_main` and the reduce helpers."""
+"""The one module that talks to torch.distributed, with the launch that ranks.py reads (torchrun on
+one or many machines, or srun without torchrun). Everything else asks it for `env.is_main` and the
+reduce helpers."""
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 from rq.train.trainer.config import ConfigError
+from rq.train.trainer.ranks import read_launch
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,7 @@ class DistEnv:
     world: int
     local_rank: int
     device: torch.device
+    local_world: int = 1   # training processes on this machine
 
     @property
     def is_main(self) -> bool:
@@ -26,16 +29,6 @@ class DistEnv:
     @property
     def distributed(self) -> bool:
         return self.world > 1
-
-
-def _rank_variables() -> tuple[int, int, int]:
-    """(rank, world, local_rank): torchrun first, then SLURM (srun without torchrun), else one process."""
-    env = os.environ
-    if "WORLD_SIZE" in env and "RANK" in env:
-        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
-    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
-        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
-    return 0, 1, 0
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -48,22 +41,35 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: torch sees no CUDA device")
-    return torch.device("cuda", local_rank) if name == "cuda" else device
+    # A launcher that gives each process one GPU of its own (srun --gpus-per-task) leaves it only cuda:0.
+    return torch.device("cuda", local_rank % torch.cuda.device_count()) if name == "cuda" else device
 
 
 def init_distributed(device: str = "auto") -> DistEnv:
     """Join the process group when launched with several processes: NCCL on GPUs, gloo on CPU.
-    Rendezvous is torch's env:// (MASTER_ADDR / MASTER_PORT, which torchrun sets)."""
-    rank, world, local_rank = _rank_variables()
-    dev = resolve_device(device, local_rank)
+    Rendezvous is torch's env:// at the launch's MASTER_ADDR / MASTER_PORT (torchrun's own, or those
+    ranks.py derives under srun)."""
+    try:
+        launch = read_launch()
+    except ValueError as e:
+        raise ConfigError(f"cannot tell this process's rank: {e}") from None
+    dev = resolve_device(device, launch.local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29500")
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world,
+    if launch.world > 1 and not dist.is_initialized():
+        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = launch.master_addr, str(launch.master_port)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=launch.rank, world_size=launch.world,
                                 device_id=dev if dev.type == "cuda" else None)
-    return DistEnv(rank, world, local_rank, dev)
+    return DistEnv(launch.rank, launch.world, launch.local_rank, dev, launch.local_world)
+
+
+def world_change_warning(saved_world: int, env: DistEnv, batch_size: int) -> str | None:
+    """A resumed run on another number of processes goes on, with other batches: say so."""
+    if saved_world == env.world:
+        return None
+    return (f"warning: the run was saved by {saved_world} process(es) and resumes on {env.world}: the global batch "
+            f"is now {batch_size * env.world} (was {batch_size * saved_world}), so the batches, the steps per "
+            "epoch and the learning-rate schedule differ from an uninterrupted run's")
 
 
 def shutdown(env: DistEnv) -> None:

@@ -55,12 +55,13 @@ def per_sample_loss(out, labels: torch.Tensor) -> torch.Tensor:
 
 def train_one_epoch(step: ForwardPass, optimizer: torch.optim.Optimizer, batches: Batches, *, epoch: int,
                     steps: int, samples: int, lr_at: Callable[[int], float], grad_clip: float = 0.0,
-                    observe: Callable | None = None, num_classes: int, steps_log: list | None = None,
-                    guard: StepGuard | None = None) -> dict:
+                    observe: Callable | None = None, balancer=None, num_classes: int,
+                    steps_log: list | None = None, guard: StepGuard | None = None) -> dict:
     """Train for exactly `steps` batches (about `samples` over all processes); returns the epoch's
     metrics, reduced over all processes. `observe` (RollingQ's running statistics) sees every output;
-    `steps_log` gets (global step, loss on the device, lr) per step. `guard` checks each step for a
-    non-finite loss or gradient (it stops the run, or the step is left out)."""
+    `balancer` (OGM-GE, PMR: balancing.py) adds to the loss and changes the gradients; `steps_log`
+    gets (global step, loss on the device, lr) per step. `guard` checks each step for a non-finite
+    loss or gradient (it stops the run, or the step is left out)."""
     env = step.env
     step.model.train()
     outcomes = Outcomes()
@@ -76,8 +77,12 @@ def train_one_epoch(step: ForwardPass, optimizer: torch.optim.Optimizer, batches
             group["lr"] = lr
         out = step.forward(batch)
         loss = per_sample_loss(out, batch["label"])
+        if balancer is not None:
+            loss = loss + balancer.loss(out, batch["label"])
         optimizer.zero_grad(set_to_none=True)
         loss.mean().backward()
+        if balancer is not None:
+            balancer.after_backward()
         if guard is not None and not guard.step_ok(loss, step.model, epoch, i):
             left_out += 1            # no update, and not in the epoch's metrics or RollingQ's statistics
             ready = time.perf_counter()

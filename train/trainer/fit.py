@@ -13,6 +13,8 @@ The run folder:
                   rollingq: one decision per fusion layer {layer, epoch, air, alpha, rotated, angle_deg,
                   rotations_done} (mt models too: measured, never rotated). load_avg: os.getloadavg()
                   at the epoch's end (1, 5, 15 min), so speed figures can be read against the machine's load.
+                  balance: OGM-GE / PMR only (else null): {method, active, steps: {ratio, coeff_audio,
+                  coeff_visual: one value per training step}, mean: {...}} (trainer/balancing.py).
   tb/             the same numbers for TensorBoard
   last.pt, best.pt  checkpoints (train/trainer/checkpoint.py), best = highest VAL accuracy (selection.py:
                   --select-on test for the released code's protocol; the last epoch without a val split)
@@ -36,11 +38,14 @@ from rq.pipeline.console import err, out, summary_table, rate_limited
 from rq.pipeline.lock import writer_lock
 from rollingq import RollingQ, load_pretrained
 from rq.train.trainer.checkpoint import check_fits, optimizer_state_for, read_run_checkpoint, rng_state, set_rng_state
+from rq.train.trainer.balancing import make_balancer
 from rq.train.trainer.build import (build_model, build_optimizer, check_input_shape, data_config, input_warnings,
                                     lr_schedule)
 from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors, default_workers, provenance
-from rq.train.data import eval_batches, open_source, train_batches
-from rq.train.trainer.distributed import DistEnv, all_gather_objects, all_reduce_sum, barrier, process_group
+from rq.train.data import eval_batches, gpu_decode, open_source, train_batches
+from rq.train.trainer.distributed import (DistEnv, all_gather_objects, all_reduce_sum, barrier, process_group,
+                                          world_change_warning)
+from rq.train.trainer.ranks import cores_per_process
 from rq.train.evaluation.metrics import last_layer
 from rq.train.trainer.logs import WandbLog, write_hparams, write_steps, write_summary_csv
 from rq.train.trainer.resume import latest_run, resumed_config
@@ -93,6 +98,8 @@ def cli_train(shards: str, preset: str | None, resume: str | None = None, seeds:
 
 
 def _fit(cfg: TrainConfig, env: DistEnv, held: ExitStack) -> dict:
+    if cfg.decode_on == "gpu" and (reason := gpu_decode.unavailable(env.device)):
+        raise ConfigError(reason)
     src = open_source(cfg.shards, manifest=cfg.manifest or None)
     cfg = replace(cfg, frames=cfg.frames or src.frames_per_clip)
     if cfg.verify and env.is_main:
@@ -104,6 +111,8 @@ def _fit(cfg: TrainConfig, env: DistEnv, held: ExitStack) -> dict:
             err.print(f"warning: --workers {cfg.workers} differs from the run's {resumed['config']['workers']}: "
                       "the resumed epochs see other batches than an uninterrupted run would", markup=False)
         cfg = resumed_config(TrainConfig.from_dict(resumed["config"]), cfg, resumed["epoch"] + 1)
+        if env.is_main and (note := world_change_warning(len(resumed["rng"]), env, cfg.batch_size)):
+            err.print(note, markup=False)   # the checkpoint holds one random state per process
     check_input_shape(cfg, src.spec_shape)
     if env.is_main:
         for line in input_warnings(cfg, src.preprocess):
@@ -129,6 +138,7 @@ def _fit(cfg: TrainConfig, env: DistEnv, held: ExitStack) -> dict:
     model.to(env.device)
     # The controller measures AIR on any fused model (mt too) and rotates only a rollingq model.
     controller = RollingQ(model, cfg.rollingq) if model.fusion_layers else None
+    balancer = make_balancer(cfg, model, env, num_classes)
     optimizer = build_optimizer(cfg, model)
 
     n_train = src.split("train")[1]
@@ -153,6 +163,8 @@ def _fit(cfg: TrainConfig, env: DistEnv, held: ExitStack) -> dict:
         optimizer.load_state_dict(optimizer_state_for(resumed, model))
         if controller is not None:
             controller.load_state_dict(resumed["rollingq"])
+        if balancer is not None:
+            balancer.load_state_dict(resumed.get("balance") or {})
         rngs = resumed["rng"]
         set_rng_state(rngs[env.rank] if len(rngs) == env.world else rngs[0])
         start_epoch, best_acc = resumed["epoch"] + 1, resumed["best_acc"]
@@ -162,18 +174,17 @@ def _fit(cfg: TrainConfig, env: DistEnv, held: ExitStack) -> dict:
 
     step = ForwardPass.create(_wrap(model, cfg, env), env, cfg.precision)
     data_cfg = data_config(cfg, workers=cfg.workers, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
-                           pin_memory=env.device.type == "cuda")
+                           pin_memory=env.device.type == "cuda", decode_on=cfg.decode_on)
     n_test = (src.splits["test"][1] or 0) if "test" in src.splits else 0
     if env.is_main:
         out.print(f"rq train: {cfg.method} on {cfg.preset} preset, {n_train} train / {n_val} val / {n_test} test samples, "
                   f"{num_classes} classes, {env.world} process(es) on {env.device}, global batch {global_batch}, "
                   f"{steps} steps/epoch, warm-up {schedule['warmup_steps']} of {schedule['total_steps']} steps, "
                   f"{'bf16 autocast' if step.bf16 else 'fp32'}; run folder {run_dir}")
-        cores = len(os.sched_getaffinity(0))
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        if (cfg.workers + 1) * local > cores:
-            err.print(f"warning: {local} training process(es) x (1 + --workers {cfg.workers}) loader processes "
-                      f"on {cores} cores: they will compete for the CPU (default: {default_workers()})", markup=False)
+        cores = cores_per_process()
+        if cfg.workers + 1 > cores:
+            err.print(f"warning: 1 + --workers {cfg.workers} loader processes per training process, which has {cores} "
+                      f"cores: they will compete for the CPU (default: {default_workers()})", markup=False)
     writer = wandb = None
     if env.is_main and cfg.wandb:
         try:
@@ -192,17 +203,20 @@ def _fit(cfg: TrainConfig, env: DistEnv, held: ExitStack) -> dict:
             out.print(note, markup=False)
         if controller is not None:
             controller.reset()
+        if balancer is not None:
+            balancer.start_epoch(epoch)
         train = train_one_epoch(
             step, optimizer, train_batches(src, data_cfg, epoch=epoch, rank=env.rank, world=env.world, steps=steps),
             epoch=epoch, steps=steps, samples=steps * global_batch, lr_at=lr_at, grad_clip=cfg.grad_clip,
-            observe=controller.observe if controller is not None else None, num_classes=num_classes,
-            steps_log=steps_log, guard=guard)
+            observe=controller.observe if controller is not None else None, balancer=balancer,
+            num_classes=num_classes, steps_log=steps_log, guard=guard)
         events = _rollingq_epoch_end(controller, step, src, data_cfg, epoch, steps, global_batch)
         val, test = (evaluation_pass(step, eval_batches(src, data_cfg, split=split, rank=env.rank, world=env.world),
                                      num_classes=num_classes, samples=n, desc=f"{split} {epoch}")[0] if n else None
                      for split, n in (("val", n_val), ("test", n_test)))
         is_best = selection.update(epoch, val, test)
         line = {"epoch": epoch, "train": train, "val": val, "test": test, "rollingq": events,
+                "balance": balancer.end_epoch() if balancer is not None else None,
                 "selection": {"on": selection.on, "best_epoch": selection.best_epoch},
                 "epoch_s": round(time.perf_counter() - started, 3),
                 "load_avg": [round(v, 2) for v in os.getloadavg()]}
@@ -217,6 +231,7 @@ def _fit(cfg: TrainConfig, env: DistEnv, held: ExitStack) -> dict:
             write_summary_csv(run_dir, history)
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": schedule,
                      "rollingq": controller.state_dict() if controller is not None else {}, "rng": rngs,
+                     "balance": balancer.state_dict() if balancer is not None else {},
                      "epoch": epoch, "best_acc": best_acc, "selection": selection.state_dict(),
                      "config": cfg.to_dict(), "classes": list(src.classes),
                      "param_names": [name for name, _ in model.named_parameters()], "provenance": made_by,
@@ -300,6 +315,9 @@ def _log_epoch(line: dict, run_dir: Path, writer: SummaryWriter) -> None:
                         writer.add_scalar(f"{split}/{name}/layer{layer}", v, epoch)
             elif isinstance(value, (int, float)):
                 writer.add_scalar(f"{split}/{name}", value, epoch)
+    for name, value in ((line.get("balance") or {}).get("mean") or {}).items():
+        if value is not None:
+            writer.add_scalar(f"balance/{name}", value, epoch)
     for e in line["rollingq"]:
         writer.add_scalar(f"rollingq/rotated/layer{e['layer']}", int(e["rotated"]), epoch)
         if e["air"] is not None:

@@ -1,8 +1,8 @@
-"""Runs a per-item function over many items on a pool of worker processes.
+"""The local executor: a per-item function over many items on a pool of worker processes.
 
-Deliberately small and ignorant of clips and caches, so another executor (Ray, a cluster) can stand in:
-it only needs `map_unordered(fn, items, workers)`. Results stream back as they finish; at most a few
-items per worker are in flight, so memory stays bounded however many items there are."""
+Deliberately small and ignorant of clips and caches (the Ray executor, executors/ray.py, stands in for
+it the same way): `map_unordered(fn, items, workers)`. Results stream back as they finish; at most a
+few items per worker are in flight, so memory stays bounded however many items there are."""
 import ctypes
 import multiprocessing
 import signal
@@ -23,8 +23,14 @@ def map_unordered(fn: Callable[[T], R], items: Sequence[T], workers: int, *, des
     """Yield fn(item) for every item, in completion order, with a progress bar (rate, ETA).
     `fn` must not raise for a bad item (it returns a failure record); an exception here is a real fault
     and stops the run. workers <= 1 runs in this process (no pool start-up, easy to debug)."""
-    with progress(total=len(items), desc=desc, unit=unit) as bar:
-        for result in (_serial(fn, items) if workers <= 1 else _pooled(fn, items, workers)):
+    return counted(_serial(fn, items) if workers <= 1 else _pooled(fn, items, workers), len(items), desc=desc,
+                   unit=unit)
+
+
+def counted(results: Iterable[R], total: int, *, desc: str, unit: str) -> Iterator[R]:
+    """`results` as they come, counted on a progress bar: every executor shows the same one."""
+    with progress(total=total, desc=desc, unit=unit) as bar:
+        for result in results:
             bar.update(1)
             yield result
 
