@@ -104,7 +104,7 @@ def test_report_lays_out_table1_with_the_papers_numbers(rq, grid, tmp_path):
                        ("Vanilla MT", "48.8"), ("Vanilla MT\\*", "51.5"), ("MBT", "51.5"), ("JMT", "50.7"),
                        ("MMML", "52.0"), ("Vanilla MT + RollingQ", "51.9"), ("Vanilla MT\\* + RollingQ", "52.2"),
                        ("MMML + RollingQ", "52.7"), ("MuT", "–"), ("MuT + RollingQ", "–")):
-        cells = rf"\d+\.\d( ± \d+\.\d)? \(seeds? [\d, ]+\)"
+        cells = r"\d+\.\d( ± \d+\.\d)? \(seeds? [\d, ]+\)"
         assert re.search(rf"^\| {re.escape(row)} \| {cells} \| {paper} \|$", page, re.M), row
     assert re.search(r"^\| Concat \| \d+\.\d ± \d+\.\d \(seeds 0, 1\) \| 49\.3 \|$", page, re.M)
     assert re.search(r"^\| OGM-GE \| \d+\.\d \(seed 0\) \| 51\.2 \|$", page, re.M)

@@ -80,10 +80,10 @@ def plain_webdataset(urls: list[str], frames: int, image_size: int, batch_size: 
         return (torch.from_numpy(sample["spec.npy"]).float().unsqueeze(0), pil_crops(images, image_size, rng),
                 int(sample["cls"]))
     # resampled=True: shards drawn at random without end, webdataset's own recipe for training (it
-    # ignores shardshuffle then). `shardshuffle=N` alone ends after one pass, `.repeat()` restarts the
-    # whole pipeline each pass (a partial batch and an empty shuffle buffer every few shards), and the
-    # constructor's repeat=True does nothing in webdataset 1.0.
-    dataset = (wds.WebDataset(urls, resampled=True).shuffle(1000).decode("pil")
+    # ignores shardshuffle then; False only silences its warning). `shardshuffle=N` alone ends after
+    # one pass, `.repeat()` restarts the whole pipeline each pass (a partial batch and an empty shuffle
+    # buffer every few shards), and the constructor's repeat=True does nothing in webdataset 1.0.
+    dataset = (wds.WebDataset(urls, resampled=True, shardshuffle=False).shuffle(1000).decode("pil")
                .map(to_tensors).batched(batch_size, partial=False))
     return DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=pin_memory)
 
