@@ -90,6 +90,8 @@ def test_rq_verify_reports_missing_damaged_changed_and_extra_shards(rq, tmp_path
     write_shards(shards, {"train": [3, 3, 3], "test": [3]}, classes=2, n_frames=2, spec_shape=(257, 20))
     clean = rq("verify", shards)
     assert clean.exit_code == 0 and "every shard matches manifest.json" in clean.stdout, clean.output
+    trained = rq("train", "--shards", shards, "--out", tmp_path / "good", *TINY)   # a checkpoint for rq eval
+    assert trained.exit_code == 0, trained.stderr
     (shards / "train-000000.tar").unlink()
     damaged = shards / "train-000001.tar"
     damaged.write_bytes(damaged.read_bytes()[:1000])
@@ -108,6 +110,8 @@ def test_rq_verify_reports_missing_damaged_changed_and_extra_shards(rq, tmp_path
     # --verify on train checks everything before the first step: one line naming the first problem
     one_line(rq("train", "--shards", shards, "--out", tmp_path / "run", "--verify", *TINY), 1,
              "3 of 4 shards do not match their manifest", "train-000000.tar: missing", f"rq verify {shards}")
+    one_line(rq("eval", "--ckpt", tmp_path / "good" / "best.pt", "--shards", shards, "--workers", "0", "--device",
+                "cpu", "--verify"), 1, "3 of 4 shards do not match their manifest", "train-000000.tar: missing")
 
 
 def tiny_members_tar(path, n: int) -> dict:
