@@ -21,7 +21,7 @@ from rq.pipeline.recipes import RECIPES, LayoutError
 from rq.pipeline.recipes.layout import carve_validation, keep_classes_with_clips
 from rq.pipeline.config import Options
 from rq.pipeline.stages.settings import FRAME_TIMES
-from rq.pipeline.shards import make_sample, shuffled, split_content, write_split
+from rq.pipeline.shards import frames_per_sample, make_sample, shuffled, split_content, write_split
 from rq.pipeline.runner import ClipResult, Job, lost_clip, plan_clip, process_clip
 from rq.pipeline.stages import STAGE_NAMES, STAGES
 
@@ -66,8 +66,9 @@ def preprocess(recipe: str, **options) -> None:
     for attempt in range(_REPAIRS + 1):
         results = _process_clips(found, job, cache, opts)
         ok = [r for r in results if r.failure is None]
-        by_split = {split: shuffled([make_sample(r, settings) for r in ok if r.clip.split == split], opts.seed)
-                    for split in SPLITS}
+        frame_members = frames_per_sample(ok)   # one count for every split: a dataset has one set of member names
+        by_split = {split: shuffled([make_sample(r, settings, frame_members) for r in ok if r.clip.split == split],
+                                    opts.seed) for split in SPLITS}
         try:
             outcomes = _write_shards(out, by_split, shard_bytes, cache)
             break
@@ -82,7 +83,7 @@ def preprocess(recipe: str, **options) -> None:
     manifest = build_manifest(
         recipe, config.to_dict({s.name: s.version for s in STAGES}), found.classes,
         opts.frames_per_clip or module.FRAMES_PER_CLIP, {split: o.entry for split, o in outcomes.items()},
-        len(found.clips), skipped, len(found.rejected))
+        len(found.clips), skipped, len(found.rejected), frame_members)
     write_manifest(out, manifest)
     write_indexes(out, manifest)
     _write_audit(out, results, found)
