@@ -1,6 +1,7 @@
 """A clip as the recipes find it, and its fingerprint (what the cache keys on to notice a changed file)."""
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -15,6 +16,7 @@ class Clip:
     audio_source: Path | None = None   # a separate audio file (CREMA-D's wav); None: audio from `source`
     rel_audio_source: str | None = None
     group: str = ""                    # clips that must stay in one split (a CREMA-D actor under --split speaker)
+    part: str = ""                     # which part of a file many clips share it is (a MOSEI segment); "" = all
 
     def input_path(self, reads: str | None) -> Path | None:
         """The file a stage reads: "video", "audio" (the separate audio file when there is one) or None."""
@@ -44,14 +46,21 @@ def fingerprint(path: Path | None, hash_content: bool = False) -> str:
     if path is None:
         return ""
     st = path.stat()
-    text = f"{st.st_size}:{st.st_mtime_ns}"
     if hash_content:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        text = f"{st.st_size}:{digest.hexdigest()}"
-    return text
+        return f"{st.st_size}:{_content_digest(str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)}"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+@lru_cache(maxsize=64)
+def _content_digest(path: str, *stat: int) -> str:
+    """sha256 of a file's bytes, once per (path, size, mtime, ctime, inode): any write changes the ctime.
+    The feature files of CMU-MOSEI (gigabytes) are shared by every segment, and each segment's stages
+    fingerprint them."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def seeded_fraction(seed: int, name: str) -> float:

@@ -29,11 +29,14 @@ def doctor_cmd(
 @command(app, "synth")
 def synth_cmd(
     preset: Optional[str] = typer.Option(None, "--preset", help="Raw layout to write: kinetics (train/, val/ "
-                                         "*.mp4 H.264/AAC + annotations/*.csv) or cremad (VideoFlash/*.flv + "
-                                         "AudioWAV/*.wav) (required).", show_default=False),
+                                         "*.mp4 H.264/AAC + annotations/*.csv), cremad (VideoFlash/*.flv + "
+                                         "AudioWAV/*.wav) or mosei (the SDK's CMU-MOSEI .csd files: segments of "
+                                         "word vectors, FACET and COVAREP rows, labels) (required).",
+                                         show_default=False),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder to write the dataset into; must be empty, or "
                                        "hold an earlier rq synth output with --force (required).", show_default=False),
-    clips: int = typer.Option(40, "--clips", help="Clips in all, spread evenly over the classes."),
+    clips: int = typer.Option(40, "--clips", help="Clips in all, spread evenly over the classes (mosei: labelled "
+                              "segments, 4 per video)."),
     classes: int = typer.Option(4, "--classes", help="Number of classes: the first K of the Kinetics-Sounds list "
                                 "(at most 31) or of the CREMA-D emotions NEU HAP SAD FEA DIS ANG (at most 6)."),
     seconds: Optional[float] = typer.Option(None, "--seconds", help="Clip length in seconds [default: 10 for "
@@ -67,11 +70,16 @@ def synth_cmd(
                                           "comma-separated, one drawn per corrupted clip: noise (white noise in "
                                           "place of the tone, as loud), silence."),
     visual_corrupt: float = typer.Option(0.0, "--visual-corrupt", help="Share of clips whose picture is "
-                                         "corrupted (never a clip whose sound is: audio + visual <= 1)."),
+                                         "corrupted (never a clip whose sound is: audio + visual <= 1); mosei: "
+                                         "of segments whose FACET rows are louder noise with no signal."),
     visual_corruptions: str = typer.Option("occlusion", "--visual-corruption", help="Kinds of picture "
                                            "corruption, comma-separated: blur (shape and motion smeared, the "
                                            "colour stays), occlusion (the middle 80% covered), noise (full-"
                                            "strength pixel noise)."),
+    text_informative: float = typer.Option(0.9, "--text-informative", help="mosei: probability that a segment's "
+                                           "word vectors show its own class (--visual-informative: its FACET rows)."),
+    text_corrupt: float = typer.Option(0.0, "--text-corrupt", help="mosei: share of segments whose word vectors "
+                                       "are louder noise with no signal (never both modalities of one segment)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Clips rendered in parallel, one ffmpeg each "
                                           "[default: all cores].", show_default=False),
     force: bool = typer.Option(False, "--force", help="Replace an earlier rq synth output in --out (only the "
@@ -224,3 +232,33 @@ def preprocess_wds(**options) -> None:
     """WebDataset tars of video files plus json, as video2dataset writes them (KEY.mp4 + KEY.json) -> shards.
     Each video is copied once into the cache folder; labels come from --label-field."""
     _preprocess("wds", {**options, "raw": Path(options["raw"]) if options["raw"] else None})
+
+
+_MOSEI_RAW = typer.Option(None, "--raw", help="A folder of the CMU-MultimodalSDK's CMU-MOSEI computational sequences "
+                          "(CMU_MOSEI_Labels.csd, CMU_MOSEI_TimestampedWordVectors.csd, CMU_MOSEI_VisualFacet42.csd, "
+                          "optionally CMU_MOSEI_COVAREP.csd), or MultiBench's mosei_senti_data.pkl / "
+                          "mosei_senti_data_noalign.pkl (required).", show_default=False)
+_STEPS = typer.Option(50, "--steps", help="Time steps per modality: word-aligned rows cut or zero-padded to this "
+                      "many, the padding recorded as a mask.")
+_BINARIZE = typer.Option("ge0", "--binarize", help="Positive sentiment: ge0 (score >= 0, BalanceBenchmark's rule, "
+                         "whose preprocessing the RollingQ code points to) or gt0 (score > 0, MultiBench's).")
+_FOLDS = typer.Option([], "--split-list", help="[SPLIT=]FILE, repeatable: the video ids of a split, one per line "
+                      "(the SDK's standard folds); SPLIT (train/valid/test) read from the file name when not given.")
+_MOSEI_TEST = typer.Option(0.2, "--test-fraction", help="Seeded split by video id: share of the videos in test.")
+_MOSEI_VAL = typer.Option(0.1, "--val-fraction", help="Seeded split by video id: share of the other videos in val.")
+_MOSEI_FORCE = typer.Option([], "--force", help="Recompute this stage even when cached, repeatable: words, facet, "
+                            "covarep, steps (sample, steps from a pickle) or all.")
+
+
+@command(preprocess_app, "mosei", config_file=True)
+def preprocess_mosei(raw: Optional[Path] = _MOSEI_RAW, out: Optional[Path] = _OUT, steps: int = _STEPS,
+                     binarize: str = _BINARIZE, split_list: list[str] = _FOLDS, test_fraction: float = _MOSEI_TEST,
+                     val_fraction: float = _MOSEI_VAL, shard_size: float = _SHARD_SIZE,
+                     workers: Optional[int] = _WORKERS, seed: int = _SEED, max_failure_rate: float = _MAX_FAILURE,
+                     cache: Optional[Path] = _CACHE, hash_content: bool = _HASH, force: list[str] = _MOSEI_FORCE,
+                     dry_run: bool = _DRY_RUN) -> None:
+    """CMU-MOSEI (visual + text features, binary sentiment) -> shards: one sample per labelled segment, each
+    modality aligned to the segment's words (mean over each word's interval) and cut or padded to --steps."""
+    options = locals()  # the parsed options, taken before the import below adds a name
+    from rq.pipeline.recipes.mosei import preprocess
+    preprocess(**options)

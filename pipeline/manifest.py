@@ -24,10 +24,12 @@ def read_manifest(out: Path) -> dict | None:
 
 
 def build_manifest(recipe: str, config: dict, classes: Iterable[str], frames_per_clip: int,
-                   splits: dict[str, dict], clips: int, skipped: int, unmatched: int, frames_per_sample: int) -> dict:
+                   splits: dict[str, dict], clips: int, skipped: int, unmatched: int,
+                   extra: dict | None = None) -> dict:
+    """`extra`: entries a kind of dataset adds (sequence features: "modalities" and "features")."""
     samples = sum(s["samples"] for s in splits.values())
     return {"format": FORMAT, "recipe": recipe, "config": config, "classes": list(classes),
-            "frames_per_clip": frames_per_clip, "frames_per_sample": frames_per_sample, "splits": splits,
+            "frames_per_clip": frames_per_clip, **(extra or {}), "splits": splits,
             "totals": {"clips": clips, "samples": samples, "skipped": skipped, "unmatched": unmatched,
                        "bytes": sum(s["bytes"] for s in splits.values())}}
 

@@ -3,6 +3,8 @@ executor, write the shards that changed, the manifest and the audit files, and p
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from rq.pipeline.recipes import RECIPES, LayoutError
 from rq.pipeline.recipes.layout import carve_validation, keep_classes_with_clips
 from rq.pipeline.config import Options
 from rq.pipeline.stages.settings import FRAME_TIMES
-from rq.pipeline.shards import frames_per_sample, make_sample, shuffled, split_content, write_split
+from rq.pipeline.shards import Sample, frames_per_sample, make_sample, shuffled, split_content, write_split
 from rq.pipeline.runner import ClipResult, Job, lost_clip, plan_clip, process_clip
 from rq.pipeline.stages import STAGE_NAMES, STAGES
 
@@ -55,22 +57,54 @@ def preprocess(recipe: str, **options) -> None:
     job = Job(cache.root, settings, frozenset(STAGE_NAMES if "all" in opts.force else opts.force), opts.timeout,
               opts.hash_content)
     if opts.dry_run:
-        return _dry_run(found, job, cache)
+        return dry_run(found, job, cache)
     try:
         ffmpeg_location()
     except FfmpegMissing as e:
         fail(str(e))
+    produce(Run(recipe, out, job, opts.workers, opts.seed, int(opts.shard_size * 1e6), opts.max_failure_rate,
+                partial(make_sample, settings=settings), config.to_dict({s.name: s.version for s in STAGES}),
+                opts.frames_per_clip or module.FRAMES_PER_CLIP, opts.val_fraction, executor=opts.executor,
+                ray_address=opts.ray_address), found)
+
+
+@dataclass(frozen=True)
+class Run:
+    """What the second half of `rq preprocess` needs, the same for every recipe: where to write, how to
+    run the clips (the job carries the recipe's stage set), and what a recipe makes its own way."""
+    recipe: str
+    out: Path
+    job: Job
+    workers: int | None                      # None: every core (of the Ray cluster with executor "ray")
+    seed: int
+    shard_bytes: int
+    max_failure_rate: float
+    # a processed clip's shard sample, given the dataset's frames_per_sample (the frame members of every sample)
+    sample: Callable[[ClipResult, int], Sample]
+    config: dict                             # the manifest's "config"
+    frames_per_clip: int
+    val_fraction: float                      # what the warning on an empty val split names
+    splits: tuple[str, ...] = SPLITS
+    extra: dict | None = None                # further manifest entries (sequence features)
+    executor: str = "process"                # --executor (pipeline/executors)
+    ray_address: str | None = None
+
+
+def produce(run: Run, found: Discovery) -> None:
+    """Run every clip through the stages, write the shards that changed, the manifest, its indexes and
+    the audit files, and print what happened; exit 1 when too many clips were skipped."""
+    out, job = run.out, run.job
+    cache = Cache(job.cache_root)
     start = time.perf_counter()
-    shard_bytes = int(opts.shard_size * 1e6)
     remove_stale_temporaries(out)
     for attempt in range(_REPAIRS + 1):
-        results = _process_clips(found, job, cache, opts)
+        results = _process_clips(found, job, cache, run)
         ok = [r for r in results if r.failure is None]
         frame_members = frames_per_sample(ok)   # one count for every split: a dataset has one set of member names
-        by_split = {split: shuffled([make_sample(r, settings, frame_members) for r in ok if r.clip.split == split],
-                                    opts.seed) for split in SPLITS}
+        by_split = {split: shuffled([run.sample(r, frame_members) for r in ok if r.clip.split == split], run.seed)
+                    for split in run.splits}
         try:
-            outcomes = _write_shards(out, by_split, shard_bytes, cache)
+            outcomes = _write_shards(out, by_split, run.shard_bytes, cache)
             break
         except DamagedEntry as e:
             # The entry's header said "cached" but its bytes fail their hashes: drop it, and the next
@@ -81,16 +115,20 @@ def preprocess(recipe: str, **options) -> None:
         fail(f"cache entries under {cache.root} keep failing their checks; is the disk healthy?", code=1)
     skipped = len(results) - len(ok)
     manifest = build_manifest(
-        recipe, config.to_dict({s.name: s.version for s in STAGES}), found.classes,
-        opts.frames_per_clip or module.FRAMES_PER_CLIP, {split: o.entry for split, o in outcomes.items()},
-        len(found.clips), skipped, len(found.rejected), frame_members)
+        run.recipe, run.config, found.classes, run.frames_per_clip, {split: o.entry for split, o in outcomes.items()},
+        len(found.clips), skipped, len(found.rejected),
+        ({"frames_per_sample": frame_members} if frame_members else {}) | (run.extra or {}))
     write_manifest(out, manifest)
     write_indexes(out, manifest)
     _write_audit(out, results, found)
-    _summary(results, found, outcomes, time.perf_counter() - start, out, opts)
-    if found.clips and skipped / len(found.clips) > opts.max_failure_rate:
+    _summary(results, found, outcomes, time.perf_counter() - start, out, _names(job), run.val_fraction)
+    if found.clips and skipped / len(found.clips) > run.max_failure_rate:
         fail(f"{skipped} of {len(found.clips)} clips skipped ({skipped / len(found.clips):.1%}), more than "
-             f"--max-failure-rate {opts.max_failure_rate:g}; the reasons are in {out / FAILURES}", code=1)
+             f"--max-failure-rate {run.max_failure_rate:g}; the reasons are in {out / FAILURES}", code=1)
+
+
+def _names(job: Job) -> tuple[str, ...]:
+    return tuple(s.name for s in job.stages)
 
 
 def _write_shards(out: Path, by_split: dict[str, list], shard_bytes: int, cache: Cache) -> dict:
@@ -144,7 +182,7 @@ def _check(opts: Options, recipe: str) -> tuple[Path, Path]:
     return (opts.raw if recipe == "wds" else opts.raw.absolute()), opts.out.absolute()
 
 
-def _process_clips(found: Discovery, job: Job, cache: Cache, opts: Options) -> list[ClipResult]:
+def _process_clips(found: Discovery, job: Job, cache: Cache, run: Run) -> list[ClipResult]:
     cache.root.mkdir(parents=True, exist_ok=True)
     cache.clean()
     # Settled clips (all cached, or known to fail) only read a few cache headers: doing that here costs
@@ -153,19 +191,20 @@ def _process_clips(found: Discovery, job: Job, cache: Cache, opts: Options) -> l
     planned = [(clip, plan_clip(clip, job, cache)) for clip in found.clips]
     work = [p for p in planned if not p[1].settled]
     first = [path for path in (work[0][0].source, work[0][0].audio_source) if path] if work else []
-    executor = open_executor(opts.executor, workers=opts.workers, address=opts.ray_address, reads=first,
+    executor = open_executor(run.executor, workers=run.workers, address=run.ray_address, reads=first,
                              writes=cache.root, lost=lost_clip)
     batches = [([p for p in planned if p[1].settled], partial(map_unordered, workers=1), "cached clips"),
                (work, executor.map, "clips")]
     results = []
     try:
         with executor:
-            for items, run, desc in batches:
-                for result in run(partial(process_clip, job=job), items, desc=desc, unit="clip") if items else ():
+            for items, map_clips, desc in batches:
+                for result in map_clips(partial(process_clip, job=job), items, desc=desc, unit="clip") if items else ():
                     if result.failure:
                         tqdm.write(f"skipped {result.clip.rel_source}: {result.failure[0]}: {result.failure[1]}",
                                    file=sys.stderr)
-                    elif note := (result.heads["frames"].meta or {}).get("note"):   # kept, with fewer frames
+                    elif "frames" in result.heads and (note := (result.heads["frames"].meta or {}).get("note")):
+                        # kept, with fewer frames
                         tqdm.write(f"warning: {result.clip.rel_source}: frames: {note}", file=sys.stderr)
                     results.append(result)
     except (FfmpegMissing, ExecutorError) as e:
@@ -173,9 +212,9 @@ def _process_clips(found: Discovery, job: Job, cache: Cache, opts: Options) -> l
     return sorted(results, key=lambda r: r.clip.clip_id)
 
 
-def _stage_counts(rows: list[dict[str, tuple[str, float]]]) -> list[list]:
+def _stage_counts(rows: list[dict[str, tuple[str, float]]], names: tuple[str, ...]) -> list[list]:
     """Per stage: computed, cached, failed, seconds (node ids like probe@audio count as their stage)."""
-    counts = {name: Counter() for name in STAGE_NAMES}
+    counts = {name: Counter() for name in names}
     seconds = Counter()
     for states in rows:
         for node_id, (state, took) in states.items():
@@ -184,18 +223,20 @@ def _stage_counts(rows: list[dict[str, tuple[str, float]]]) -> list[list]:
     return [[name, c["computed"], c["cached"], c["failed"], round(seconds[name], 2)] for name, c in counts.items()]
 
 
-def _dry_run(found: Discovery, job: Job, cache: Cache) -> None:
+def dry_run(found: Discovery, job: Job, cache: Cache) -> None:
+    """`--dry-run`: per stage, what a run would compute and what is cached."""
+    names = _names(job)
     rows = []
     for clip in found.clips:
         plan = plan_clip(clip, job, cache)
         states = {node.id: ("cached", 0.0) if node.id in plan.heads else ("computed", 0.0) for node in plan.nodes}
         if plan.failure:  # a known failure stops the clip there: nothing after it would run
-            failed_at = STAGE_NAMES.index(plan.failure[0])
-            states = {n: s for n, s in states.items() if STAGE_NAMES.index(n.split("@")[0]) < failed_at}
+            failed_at = names.index(plan.failure[0])
+            states = {n: s for n, s in states.items() if names.index(n.split("@")[0]) < failed_at}
             states[plan.failure[0]] = ("failed", 0.0)
         rows.append(states)
     summary_table("Plan (dry run: nothing decoded or written)", ["stage", "to compute", "cached", "known failures"],
-                  [row[:4] for row in _stage_counts(rows)])
+                  [row[:4] for row in _stage_counts(rows, names)])
     summary_table("Inputs", ["", "count"], [["clips", len(found.clips)], ["unmatched files or annotations",
                                                                         len(found.rejected)],
                                             ["clips of other classes", found.other_classes]])
@@ -216,9 +257,9 @@ def _write_audit(out: Path, results: list[ClipResult], found: Discovery) -> None
 
 
 def _summary(results: list[ClipResult], found: Discovery, outcomes: dict, seconds: float, out: Path,
-             opts: Options) -> None:
+             names: tuple[str, ...], val_fraction: float) -> None:
     summary_table("Stages", ["stage", "computed", "cached", "failed", "time (s)"],
-                  _stage_counts([r.states for r in results]))
+                  _stage_counts([r.states for r in results], names))
     skipped = sum(r.failure is not None for r in results)
     rows = [["clips ok", len(results) - skipped], ["clips skipped", skipped],
             ["unmatched files or annotations", len(found.rejected)], ["clips of other classes", found.other_classes]]
@@ -227,8 +268,8 @@ def _summary(results: list[ClipResult], found: Discovery, outcomes: dict, second
     summary_table("Output", ["", "count"], rows)
     console.print(f"{out} in {seconds:.1f} s; skipped clips and unmatched files: {out / FAILURES}")
     for split, o in outcomes.items():
-        if split == "val" and not o.entry["samples"] and opts.val_fraction > 0:
-            err.print(f"warning: the val split is empty (--val-fraction {opts.val_fraction:g} of the train clips "
+        if split == "val" and not o.entry["samples"] and val_fraction > 0:
+            err.print(f"warning: the val split is empty (--val-fraction {val_fraction:g} of the train clips "
                       "rounds to none): rq train will keep the last epoch as best.pt", markup=False)
         elif split != "val" and not o.entry["samples"]:  # e.g. --split speaker on a handful of actors
             err.print(f"warning: the {split} split is empty", markup=False)

@@ -9,7 +9,7 @@ from rq.pipeline.cache import Cache, Head, stage_key
 from rq.pipeline.clips import Clip, fingerprint
 from rq.pipeline.errors import ClipError, TransientClipError
 from rq.pipeline.ffmpeg import FfmpegMissing
-from rq.pipeline.stages import BY_NAME, STAGES, Stage, decode_together
+from rq.pipeline.stages import STAGES, Stage, decode_together
 from rq.pipeline.stages.settings import canonical
 
 
@@ -23,19 +23,22 @@ class Node:
     needs: tuple[str, ...]   # node ids, in the order of stage.needs
 
 
-def clip_nodes(clip: Clip) -> list[Node]:
-    """The clip's nodes in dependency order."""
+def clip_nodes(clip: Clip, stages: tuple[Stage, ...] = STAGES) -> list[Node]:
+    """The clip's nodes in dependency order, for the recipe's stage set."""
     nodes: dict[str, Node] = {}
+    by_name = {s.name: s for s in stages}
 
     def add(st: Stage, path: Path | None) -> str:
         node_id = st.name if path == clip.input_path(st.reads) else f"{st.name}@audio"
         if node_id not in nodes:
-            needs = tuple(add(BY_NAME[n], path if BY_NAME[n].reads and path else
-                              clip.input_path(BY_NAME[n].reads)) for n in st.needs)
+            # A stage needed by a stage of another file reads that file (CREMA-D's wav gets its own probe,
+            # probe@audio); a stage reading a part of a shared file (a segment) always reads its own file.
+            needs = tuple(add(by_name[n], path if by_name[n].reads and path and not by_name[n].part else
+                              clip.input_path(by_name[n].reads)) for n in st.needs)
             nodes[node_id] = Node(node_id, st, path, needs)
         return node_id
 
-    for st in STAGES:
+    for st in stages:
         add(st, clip.input_path(st.reads))
     return list(nodes.values())
 
@@ -48,6 +51,7 @@ class Job:
     force: frozenset[str] = frozenset()
     timeout: float = 120.0
     hash_content: bool = False
+    stages: tuple[Stage, ...] = STAGES       # the recipe's stage set
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,9 @@ def clip_keys(clip: Clip, nodes: list[Node], job: Job) -> dict[str, str]:
     prints: dict[Path | None, str] = {}
     for node in nodes:
         if node.path not in prints:
-            prints[node.path] = fingerprint(node.path, job.hash_content)
+            # a clip that is one part of a shared file (a segment) keys on which part, too
+            part = f"#{clip.part}" if clip.part and node.path else ""
+            prints[node.path] = fingerprint(node.path, job.hash_content) + part
         settings = job.settings.get(node.stage.name)
         keys[node.id] = stage_key(node.stage.name, node.stage.version, canonical(settings) if settings else "null",
                                   prints[node.path], [keys[n] for n in node.needs])
@@ -88,7 +94,7 @@ class Plan:
 
 
 def plan_clip(clip: Clip, job: Job, cache: Cache) -> Plan:
-    nodes = clip_nodes(clip)
+    nodes = clip_nodes(clip, job.stages)
     try:
         keys = clip_keys(clip, nodes, job)
     except OSError as e:
@@ -159,7 +165,8 @@ def process_clip(planned: tuple[Clip, Plan], job: Job) -> ClipResult:
         inputs = {need: output(by_id[node_id]) for need, node_id in zip(st.needs, node.needs)}
         start = time.perf_counter()
         try:
-            result = _guarded(st.name, lambda: st.fn(node.path, inputs, job.settings.get(st.name), job.timeout))
+            part = (clip.part,) if st.part else ()
+            result = _guarded(st.name, lambda: st.fn(node.path, inputs, job.settings.get(st.name), job.timeout, *part))
         except ClipError as e:
             failed(node, e, time.perf_counter() - start)
             raise
@@ -192,10 +199,10 @@ def process_clip(planned: tuple[Clip, Plan], job: Job) -> ClipResult:
         for node in plan.nodes:
             if node.id not in heads:
                 output(node)
-        info = heads["probe"].meta
+        info = heads["probe"].meta if "probe" in heads else None   # recipes of their own stages have no probe
     except ClipError as e:
         return ClipResult(clip, states, keys, {}, failure=(e.stage, e.reason))
-    shard_heads = {st.name: heads[st.name] for st in STAGES if st.in_shard}
+    shard_heads = {st.name: heads[st.name] for st in job.stages if st.in_shard}
     return ClipResult(clip, states, keys, shard_heads, probe=info)
 
 

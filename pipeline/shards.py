@@ -17,7 +17,6 @@ from pathlib import Path
 from rq.pipeline.atomic import atomic_file
 from rq.pipeline.cache import Cache, DamagedEntry
 from rq.pipeline.runner import ClipResult
-from rq.pipeline.stages import STAGES
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 SHARD_NAME = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{6})\.tar$")
@@ -55,8 +54,7 @@ def make_sample(result: ClipResult, settings: dict, frame_members: int) -> Sampl
     json says how many are real, and the trainer picks among those only."""
     clip, frames, spec = result.clip, settings["frames"], settings["spectrogram"]
     frame_meta = result.heads["frames"].meta or {}   # real time of each frame, and why some were capped
-    stored = [Member(name, sha, size, st.name, result.keys[st.name])
-              for st in STAGES if st.in_shard for name, size, sha in result.heads[st.name].members]
+    stored = stored_members(result)
     real = [m for m in stored if m.stage == "frames"]
     meta = {"clip_id": clip.clip_id, "label": clip.label, "label_name": clip.label_name, "split": clip.split,
             "source": clip.rel_source, "duration": result.probe.get("duration"),
@@ -68,15 +66,28 @@ def make_sample(result: ClipResult, settings: dict, frame_members: int) -> Sampl
         meta["frames_note"] = frame_meta["note"]
     if clip.rel_audio_source:
         meta["audio_source"] = clip.rel_audio_source
+    rest = [m for m in stored if m.stage != "frames"]
+    return build_sample(result, meta, padded_frames(real, frame_members) + rest)
+
+
+def stored_members(result: ClipResult) -> list[Member]:
+    """The members a processed clip's shard stages left in the cache, in stage order."""
+    return [Member(name, sha, size, stage, result.keys[stage])
+            for stage, head in result.heads.items() for name, size, sha in head.members]
+
+
+def build_sample(result: ClipResult, meta: dict, stored: list[Member] | None = None) -> Sample:
+    """A clip's sample: its json `meta` and class index made here, then its cached members."""
+    clip = result.clip
     made = [_inline("json", json.dumps(meta, separators=(",", ":")).encode()),
             _inline("cls", str(clip.label).encode())]
-    rest = [m for m in stored if m.stage != "frames"]
-    return Sample(clip.clip_id, sample_key(clip.clip_id), tuple(made + padded_frames(real, frame_members) + rest))
+    stored = stored if stored is not None else stored_members(result)
+    return Sample(clip.clip_id, sample_key(clip.clip_id), tuple(made + stored))
 
 
 def frames_per_sample(results: Sequence[ClipResult]) -> int:
     """The frame members of every sample of a dataset: the most frames any of its clips has."""
-    return max((len(r.heads["frames"].members) for r in results), default=0)
+    return max((len(r.heads["frames"].members) for r in results if "frames" in r.heads), default=0)
 
 
 def padded_frames(real: list[Member], count: int) -> list[Member]:

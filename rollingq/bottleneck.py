@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from .fusion import FusionStats
@@ -37,11 +38,15 @@ class BottleneckFusion(nn.Module):
         self.layers = nn.ModuleList()   # no attention over both modalities: nothing for RollingQ to observe
         init_linears(self)
 
-    def forward(self, tokens: dict[str, Tensor]) -> tuple[Tensor, list[FusionStats]]:
+    def forward(self, tokens: dict[str, Tensor], masks: dict[str, Tensor] | None = None
+                ) -> tuple[Tensor, list[FusionStats]]:
+        """`masks`: modality -> [B, N_m] bool, its real tokens: padded ones are never attended to
+        (the bottleneck tokens always are)."""
         shared = self.bottleneck.expand(next(iter(tokens.values())).shape[0], -1, -1)
         n = shared.shape[1]
+        keep = {m: F.pad(masks[m], (n, 0), value=True) if masks and m in masks else None for m in tokens}
         for i in range(len(next(iter(self.blocks.values())))):
-            out = {m: self.blocks[m][i](torch.cat([shared, x], dim=1)) for m, x in tokens.items()}
+            out = {m: self.blocks[m][i](torch.cat([shared, x], dim=1), keep[m]) for m, x in tokens.items()}
             shared = torch.stack([o[:, :n] for o in out.values()]).mean(dim=0)
             tokens = {m: o[:, n:] for m, o in out.items()}
         # LayerNorm acts per token: normalising the CLS alone is the released norm-then-read-CLS

@@ -13,6 +13,9 @@ INITS = ("timm", "released")
 # frame plus a learned embedding per frame (rq 0.1); "per-frame" = one learned position per
 # (frame, patch), as the authors' code.
 VISUAL_POSITIONS = ("shared", "per-frame")
+# Methods only sequence-feature data (CMU-MOSEI) have the inputs for: the text baseline.
+SEQUENCE_METHODS = ("unimodal-text",)
+ALL_METHODS = METHODS + SEQUENCE_METHODS
 
 # RollingQ rotates a CLS query that attends over both modalities' tokens. The methods without one,
 # and why (`--rollingq` on them is this one line):
@@ -24,6 +27,7 @@ NOT_ROTATABLE = {
     "jmt": "JMT's queries each attend over one other branch; no CLS query attends over both modalities at once",
     "unimodal-audio": "a unimodal model has one modality: there is nothing to balance",
     "unimodal-visual": "a unimodal model has one modality: there is nothing to balance",
+    "unimodal-text": "a unimodal model has one modality: there is nothing to balance",
 }
 
 
@@ -92,8 +96,13 @@ class ModelConfig:
     bottleneck_layers: int = 4      # MBT: bottleneck blocks per modality after the encoders' blocks (4 + 4)
     cross_layers: int = 1           # MulT: crossmodal blocks per direction; MMML: cross-modal encoder layers
 
+    # Sequence-feature inputs (CMU-MOSEI): modality -> feature size per step, each modality then has a
+    # SequenceEncoder over `steps` steps; empty for the audio-visual models.
+    features: tuple[tuple[str, int], ...] = ()
+    steps: int = 50
+
     def __post_init__(self):
-        _one_of("method", self.method, METHODS)
+        _one_of("method", self.method, ALL_METHODS)
         _one_of("fusion_block", self.fusion_block, FUSION_BLOCKS)
         _one_of("init", self.init, INITS)
         _one_of("visual_positions", self.visual_positions, VISUAL_POSITIONS)
@@ -109,6 +118,8 @@ class ModelConfig:
             raise ValueError("frames, depth and fusion_layers must be >= 1")
         if not 0 <= self.fusion_dropout < 1 or not 0 <= self.dropout < 1:
             raise ValueError("dropout and fusion_dropout must be in [0, 1)")
+        if self.features and (self.steps < 1 or any(d < 1 for _, d in self.features)):
+            raise ValueError(f"sequence features need steps >= 1 and sizes >= 1, got {self.steps} steps, {self.features}")
         if min(self.bottleneck_tokens, self.bottleneck_layers, self.cross_layers) < 1:
             raise ValueError("bottleneck_tokens, bottleneck_layers and cross_layers must be >= 1")
         if self.rolling and rolling_error(self.method):
@@ -123,6 +134,11 @@ class ModelConfig:
     def audio_image(self) -> tuple[int, int]:
         """The (height, width) the audio encoder patches: the stored spectrogram, transposed or not."""
         return (self.spec_frames, self.spec_bins) if self.audio_transpose else (self.spec_bins, self.spec_frames)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The data's modalities: the sequence-feature ones, else audio and visual."""
+        return tuple(m for m, _ in self.features) or ("audio", "visual")
 
     @property
     def audio_grid(self) -> tuple[int, int]:
@@ -151,7 +167,12 @@ PRESETS: dict[str, dict] = {
     # Small enough to train on a 2-core CPU; frames and the spectrogram's shape come from the data.
     # Its fusion block is today's pre-norm one: see README "presets" for the measurement behind it.
     "tiny": dict(dim=64, depth=2, heads=4, mlp_dim=128, patch=16, image_size=64, fusion_block="prenorm"),
+    # CMU-MOSEI: the paper's 4-layer Transformer from scratch, dim 120 (MultiBench's setting); the
+    # paper gives no head count, MLP width or dropout: ours are 4 heads of 30, MLP 4 x dim, dropout 0.1.
+    # The feature sizes and steps come from the shards.
+    "mosei": dict(dim=120, depth=4, heads=4, mlp_dim=480, dropout=0.1),
 }
+SEQUENCE_PRESETS = ("mosei",)   # presets of sequence-feature models (the others read frames and spectrograms)
 
 
 def preset_config(name: str, num_classes: int, method: str = "rollingq", **overrides) -> ModelConfig:

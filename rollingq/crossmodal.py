@@ -39,15 +39,17 @@ class CrossAttention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor, keep: Tensor | None = None) -> Tensor:
+        """`keep` [B, N_context] bool: the context tokens that may be attended to (padded steps False)."""
         b, n, d = x.shape
         h = self.heads
         q = self.q(x).view(b, n, h, d // h).transpose(1, 2)
         k, v = self.kv(context).view(b, context.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        mask = keep[:, None, None, :] if keep is not None else None
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
-    def matmul_macs(self, x: Tensor, context: Tensor) -> int:
+    def matmul_macs(self, x: Tensor, context: Tensor, keep: Tensor | None = None) -> int:
         """Multiply-accumulates of QKᵀ and AV (`rq model`; the Linear maps count on their own)."""
         b, n, d = x.shape
         return 2 * b * n * context.shape[1] * d
@@ -64,8 +66,8 @@ class CrossmodalBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, mlp_dim, dropout)
 
-    def forward(self, target: Tensor, source: Tensor) -> Tensor:
-        target = target + self.attn(self.norm_target(target), self.norm_source(source))
+    def forward(self, target: Tensor, source: Tensor, keep: Tensor | None = None) -> Tensor:
+        target = target + self.attn(self.norm_target(target), self.norm_source(source), keep)
         return target + self.mlp(self.norm2(target))
 
 
@@ -81,13 +83,15 @@ class CrossmodalStage(nn.Module):
                                                       for _ in range(layers)) for m in modalities})
         init_linears(self)
 
-    def forward(self, tokens: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, tokens: dict[str, Tensor], masks: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """`masks`: modality -> [B, N_m] bool, its real tokens (none: all are); a target attends to its
+        source's real tokens only, and keeps its own token count (so its own mask)."""
         (a, xa), (b, xb) = tokens.items()
         source = {a: xb, b: xa}
         out = {}
         for m, z in tokens.items():
             for block in self.blocks[m]:
-                z = block(z, source[m])
+                z = block(z, source[m], mask_of(masks, b if m == a else a))
             out[m] = z
         return out
 
@@ -109,5 +113,12 @@ class StagedFusion(nn.Module):
         """The readout's input-independent CLS queries (its first layer reads the constant fusion CLS)."""
         return self.readout.fixed_queries()
 
-    def forward(self, tokens: dict[str, Tensor]) -> tuple[Tensor, list[FusionStats]]:
-        return self.readout(self.stage(tokens))
+    def forward(self, tokens: dict[str, Tensor], masks: dict[str, Tensor] | None = None
+                ) -> tuple[Tensor, list[FusionStats]]:
+        """The stage keeps each modality's token count, so the readout leaves out the same padded steps."""
+        return self.readout(self.stage(tokens, masks), masks)
+
+
+def mask_of(masks: dict[str, Tensor] | None, modality: str) -> Tensor | None:
+    """A modality's real tokens [B, N] (sequence features with padding), None when all are real."""
+    return masks.get(modality) if masks else None

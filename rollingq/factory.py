@@ -17,14 +17,16 @@ from .fusion import AttentionFusion, ConcatFusion, PreNormFusionLayer, ReleasedF
 from .joint import JointCrossAttentionFusion
 from .mmml import CrossModalEncoder
 from .model import MultimodalTransformer
+from .sequence import SequenceEncoder
 from .vit import ViTEncoder
 
-METHOD_MODALITIES = {"unimodal-audio": ("audio",), "unimodal-visual": ("visual",)}
-DEFAULT_MODALITIES = ("audio", "visual")
+# Unimodal methods name their modality; the fused ones use the data's (ModelConfig.modalities: audio and
+# visual, or the sequence-feature modalities of CMU-MOSEI).
+METHOD_MODALITIES = {"unimodal-audio": ("audio",), "unimodal-visual": ("visual",), "unimodal-text": ("text",)}
 
 
 def modalities(cfg: ModelConfig) -> tuple[str, ...]:
-    return METHOD_MODALITIES.get(cfg.method, DEFAULT_MODALITIES)
+    return METHOD_MODALITIES.get(cfg.method, cfg.modalities)
 
 
 def _attention(cfg: ModelConfig) -> AttentionFusion:
@@ -63,6 +65,8 @@ METHOD_FUSION: dict[str, Callable[[ModelConfig], nn.Module | None]] = {
     "unimodal-audio": lambda cfg: None,
     "unimodal-visual": lambda cfg: None,
 }
+# The methods of config.SEQUENCE_METHODS, kept apart: every method above runs on audio-visual data too.
+SEQUENCE_METHOD_FUSION: dict[str, Callable[[ModelConfig], nn.Module | None]] = {"unimodal-text": lambda cfg: None}
 # How a method's encoders differ from the plain ones: MBT's bottleneck blocks continue after the
 # encoders' blocks, so the encoders leave their tokens un-normalised (the blocks normalise at the end).
 METHOD_ENCODER_OPTIONS = {"mbt": dict(final_norm=False)}
@@ -75,20 +79,38 @@ def _vit(cfg: ModelConfig, in_chans: int, grid: tuple[int, int], **kw) -> nn.Mod
                       patch=cfg.patch, dropout=cfg.dropout, **kw)
 
 
-# Modality -> its encoder: a ViT over the spectrogram as a 1-channel image, or over k RGB frames.
+def _sequence(cfg: ModelConfig, modality: str, **options) -> nn.Module:
+    return SequenceEncoder(dict(cfg.features)[modality], cfg.steps, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads,
+                           mlp_dim=cfg.mlp_dim, dropout=cfg.dropout, **options)
+
+
+# Encoder kind -> its builder (config, modality, METHOD_ENCODER_OPTIONS): a ViT over the spectrogram as a
+# 1-channel image, or over k RGB frames; a Transformer over sequence features, for every modality the
+# config lists in `features`.
 ENCODERS: dict[str, Callable[..., nn.Module]] = {
-    "audio": lambda cfg, **options: _vit(cfg, 1, cfg.audio_grid, transpose=cfg.audio_transpose, **options),
-    "visual": lambda cfg, **options: _vit(cfg, 3, cfg.image_grid, frames=cfg.frames,
-                                          per_frame_positions=cfg.visual_positions == "per-frame", **options),
+    "audio": lambda cfg, m, **options: _vit(cfg, 1, cfg.audio_grid, transpose=cfg.audio_transpose, **options),
+    "visual": lambda cfg, m, **options: _vit(cfg, 3, cfg.image_grid, frames=cfg.frames,
+                                             per_frame_positions=cfg.visual_positions == "per-frame", **options),
+    "sequence": _sequence,
 }
+
+
+def encoder_kind(cfg: ModelConfig, modality: str) -> str:
+    return "sequence" if modality in dict(cfg.features) else modality
 
 
 def create_model(cfg: ModelConfig) -> MultimodalTransformer:
     """The model a ModelConfig describes."""
+    used = modalities(cfg)
+    absent = [m for m in used if m not in cfg.modalities]
+    if absent:
+        raise ValueError(f"method {cfg.method} needs {', '.join(absent)} inputs; the data have "
+                         f"{' and '.join(cfg.modalities)}")
     options = METHOD_ENCODER_OPTIONS.get(cfg.method, {})
-    encoders = {m: ENCODERS[m](cfg, **options) for m in modalities(cfg)}
-    model = MultimodalTransformer(encoders, METHOD_FUSION[cfg.method](cfg), cfg.num_classes, cfg.dim,
-                                  probe_grad=cfg.method in MULTI_LOSS)
+    # encoders first, then the fusion part: the order their weights draw from the seeded generator
+    encoders = {m: ENCODERS[encoder_kind(cfg, m)](cfg, m, **options) for m in used}
+    model = MultimodalTransformer(encoders, (METHOD_FUSION | SEQUENCE_METHOD_FUSION)[cfg.method](cfg),
+                                  cfg.num_classes, cfg.dim, probe_grad=cfg.method in MULTI_LOSS)
     if cfg.init == "released":
         released_init(model)
     return model

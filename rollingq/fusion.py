@@ -60,30 +60,39 @@ class RotatableQuery(nn.Module):
         return 0 if self.rotation is None else self.rotation.numel()
 
 
-def cls_stats(q_cls: Tensor, k: Tensor, attn: Tensor, spans: dict[str, slice]) -> FusionStats:
-    """FusionStats from the CLS query [B, D], the keys [B, N, D] and the CLS attention [B, H, N]."""
-    a = attn.detach()
-    return FusionStats(q=q_cls.detach(),
-                       keys={m: k[:, s].detach().mean(dim=1) for m, s in spans.items()},
-                       shares={m: a[:, :, s].sum(-1).mean(1) for m, s in spans.items()})
+def cls_stats(q_cls: Tensor, k: Tensor, attn: Tensor, spans: dict[str, slice],
+              keep: Tensor | None = None) -> FusionStats:
+    """FusionStats from the CLS query [B, D], the keys [B, N, D] and the CLS attention [B, H, N];
+    `keep` [B, N]: the real tokens (padding is left out of the mean keys)."""
+    a, k = attn.detach(), k.detach()
+    if keep is None:
+        keys = {m: k[:, s].mean(dim=1) for m, s in spans.items()}
+    else:
+        w = keep.to(k.dtype).unsqueeze(-1)
+        keys = {m: (k[:, s] * w[:, s]).sum(1) / w[:, s].sum(1).clamp(min=1) for m, s in spans.items()}
+    return FusionStats(q=q_cls.detach(), keys=keys, shares={m: a[:, :, s].sum(-1).mean(1) for m, s in spans.items()})
 
 
 def attend(q_cls: Tensor, q_rest: Tensor | None, k: Tensor, v: Tensor, heads: int, dropout: float,
-           training: bool) -> tuple[Tensor, Tensor]:
+           training: bool, keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Scaled dot-product attention of the CLS query [B, D] (and, unless q_rest is None, the other
     queries [B, N-1, D]) over keys and values [B, N, D], split into `heads`, scale 1/√(D/heads),
     dropout on the attention weights. Returns (outputs [B, 1 or N, D] with heads merged, the CLS
     row's attention before dropout [B, H, N]). The CLS row is computed explicitly because its
-    weights are what the metrics and RollingQ read; the other rows go through the fused kernel."""
+    weights are what the metrics and RollingQ read; the other rows go through the fused kernel.
+    `keep` [B, N] bool: the keys that may be attended to (padded steps of sequence features False)."""
     b, n, d = k.shape
     kh, vh = (t.view(b, n, heads, d // heads).transpose(1, 2) for t in (k, v))
     scores = (q_cls.view(b, heads, 1, d // heads) @ kh.transpose(-2, -1)) * (d // heads) ** -0.5
+    mask = keep[:, None, None, :] if keep is not None else None
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
     attn = scores.softmax(dim=-1)                                         # [B, H, 1, N]
     drop = dropout if training else 0.0
     out = F.dropout(attn, drop, training) @ vh                            # [B, H, 1, d/h]
     if q_rest is not None:
         rest = F.scaled_dot_product_attention(q_rest.view(b, n - 1, heads, d // heads).transpose(1, 2), kh, vh,
-                                              dropout_p=drop)
+                                              attn_mask=mask, dropout_p=drop)
         out = torch.cat([out, rest], dim=2)
     return out.transpose(1, 2).reshape(b, -1, d), attn[:, :, 0]
 
@@ -114,20 +123,24 @@ class PreNormFusionLayer(RotatableQuery):
             nn.init.trunc_normal_(m.weight, std=0.02)
             nn.init.zeros_(m.bias)
 
-    def forward(self, x: Tensor, spans: dict[str, slice], cls_only: bool) -> tuple[Tensor, FusionStats]:
+    def forward(self, x: Tensor, spans: dict[str, slice], cls_only: bool,
+                keep: Tensor | None = None) -> tuple[Tensor, FusionStats]:
         """x [B, N, D] -> (x updated, stats). With cls_only (the last layer) only the CLS row is
-        computed and the returned x is [B, 1, D]: nothing reads the other tokens after it."""
+        computed and the returned x is [B, 1, D]: nothing reads the other tokens after it.
+        `keep` [B, N] bool: the tokens that may be attended to (padded steps False)."""
         q, k, v = self.qkv(self.norm(x)).chunk(3, dim=-1)
         q_cls = self.rotate(q[:, 0])
-        out, attn = attend(q_cls, None if cls_only else q[:, 1:], k, v, self.heads, self.dropout, self.training)
+        out, attn = attend(q_cls, None if cls_only else q[:, 1:], k, v, self.heads, self.dropout, self.training,
+                           keep)
         out = self.proj_drop(self.proj(out))
-        return x[:, :out.shape[1]] + out, cls_stats(q_cls, k, attn, spans)
+        return x[:, :out.shape[1]] + out, cls_stats(q_cls, k, attn, spans, keep)
 
     def cls_query(self, cls: Tensor) -> Tensor:
         """The query [D] used for a CLS input vector [D] (rotation included)."""
         return self.rotate(self.qkv(self.norm(cls[None]))[:, :cls.shape[-1]])[0]
 
-    def matmul_macs(self, x: Tensor, spans: dict[str, slice], cls_only: bool) -> int:
+    def matmul_macs(self, x: Tensor, spans: dict[str, slice], cls_only: bool,
+                    keep: Tensor | None = None) -> int:
         return attention_macs(x, cls_only) + x.shape[0] * self.rotation_macs()
 
 
@@ -152,19 +165,22 @@ class ReleasedFusionLayer(RotatableQuery):
             nn.init.trunc_normal_(m.weight, std=0.02)
             nn.init.zeros_(m.bias)
 
-    def forward(self, x: Tensor, spans: dict[str, slice], cls_only: bool) -> tuple[Tensor, FusionStats]:
-        """x [B, N, D] -> (the attention output [B, N, D], or [B, 1, D] with cls_only, and stats)."""
+    def forward(self, x: Tensor, spans: dict[str, slice], cls_only: bool,
+                keep: Tensor | None = None) -> tuple[Tensor, FusionStats]:
+        """x [B, N, D] -> (the attention output [B, N, D], or [B, 1, D] with cls_only, and stats).
+        `keep` [B, N] bool: the tokens that may be attended to (padded steps False)."""
         q_cls = self.rotate(self.q(x[:, 0]))
         k, v = self.k(x), self.v(x)
         out, attn = attend(q_cls, None if cls_only else self.q(x[:, 1:]), k, v, self.heads, self.dropout,
-                           self.training)
-        return self.proj_drop(self.proj(out)), cls_stats(q_cls, k, attn, spans)
+                           self.training, keep)
+        return self.proj_drop(self.proj(out)), cls_stats(q_cls, k, attn, spans, keep)
 
     def cls_query(self, cls: Tensor) -> Tensor:
         """The query [D] used for a CLS input vector [D] (rotation included)."""
         return self.rotate(self.q(cls[None]))[0]
 
-    def matmul_macs(self, x: Tensor, spans: dict[str, slice], cls_only: bool) -> int:
+    def matmul_macs(self, x: Tensor, spans: dict[str, slice], cls_only: bool,
+                    keep: Tensor | None = None) -> int:
         return attention_macs(x, cls_only) + x.shape[0] * self.rotation_macs()
 
 
@@ -182,14 +198,22 @@ class AttentionFusion(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.norm = norm
 
-    def forward(self, tokens: dict[str, Tensor]) -> tuple[Tensor, list[FusionStats]]:
+    def forward(self, tokens: dict[str, Tensor], masks: dict[str, Tensor] | None = None
+                ) -> tuple[Tensor, list[FusionStats]]:
+        """`masks`: modality -> [B, 1 + N_m] bool, its real tokens (sequence features with padding)."""
         parts = {m: t if self.encoder_cls else t[:, 1:] for m, t in tokens.items()}
         spans = token_spans(parts)
         first = next(iter(parts.values()))
         x = torch.cat([self.cls_token.expand(first.shape[0], -1, -1), *parts.values()], dim=1)
+        padding = {}
+        if masks:   # the fusion CLS and every token of a modality without a mask are kept
+            start = 0 if self.encoder_cls else 1
+            kept = [masks[m][:, start:] if m in masks else torch.ones(t.shape[:2], dtype=torch.bool, device=t.device)
+                    for m, t in parts.items()]
+            padding = {"keep": torch.cat([torch.ones_like(kept[0][:, :1]), *kept], dim=1)}
         stats = []
         for i, layer in enumerate(self.layers):
-            x, s = layer(x, spans, cls_only=i == len(self.layers) - 1)
+            x, s = layer(x, spans, cls_only=i == len(self.layers) - 1, **padding)
             stats.append(s)
         return self.norm(x[:, 0]), stats
 
@@ -211,7 +235,8 @@ class ConcatFusion(nn.Module):
         self.dim, self.out_dim = dim, dim * modalities
         self.layers = nn.ModuleList()        # no attention: nothing for RollingQ or the metrics to observe
 
-    def forward(self, tokens: dict[str, Tensor]) -> tuple[Tensor, list[FusionStats]]:
+    def forward(self, tokens: dict[str, Tensor], masks: dict[str, Tensor] | None = None
+                ) -> tuple[Tensor, list[FusionStats]]:
         return torch.cat([t[:, 0] for t in tokens.values()], dim=-1), []
 
     @staticmethod

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .crossmodal import CrossAttention
+from .crossmodal import CrossAttention, mask_of
 from .fusion import FusionStats
 from .vit import init_linears
 
@@ -48,9 +48,16 @@ class JointCrossAttentionFusion(nn.Module):
         """(query branch, key branch) of each output segment, in the order they are concatenated."""
         return [(q, k) for q in self.branches for k in self.branches if k != q]
 
-    def forward(self, tokens: dict[str, Tensor]) -> tuple[Tensor, list[FusionStats]]:
+    def forward(self, tokens: dict[str, Tensor], masks: dict[str, Tensor] | None = None
+                ) -> tuple[Tensor, list[FusionStats]]:
+        """`masks`: modality -> [B, N_m] bool, its real tokens: padded ones are no branch's keys."""
         first = next(iter(tokens.values()))
         joint = torch.cat([self.joint_token.expand(first.shape[0], -1, -1), *tokens.values()], dim=1)
         branch = {**tokens, JOINT: joint}
-        out = [self.attn[q](branch[q][:, :1], branch[k])[:, 0] for q, k in self.pairs()]
+        keep = {m: mask_of(masks, m) for m in tokens} | {JOINT: None}
+        if masks:
+            real = [k if k is not None else t.new_ones(t.shape[:2], dtype=torch.bool) for k, t in
+                    zip(keep.values(), tokens.values())]
+            keep[JOINT] = torch.cat([real[0][:, :1], *real], dim=1)   # the joint token is real
+        out = [self.attn[q](branch[q][:, :1], branch[k], keep[k])[:, 0] for q, k in self.pairs()]
         return torch.cat(out, dim=-1), []

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .crossmodal import CrossAttention
+from .crossmodal import CrossAttention, mask_of
 from .vit import init_linears
 
 
@@ -36,8 +36,8 @@ class _PostNorm(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
 
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
-        return self.norm(x + self.drop(self.attn(x, context)))
+    def forward(self, x: Tensor, context: Tensor, keep: Tensor | None = None) -> Tensor:
+        return self.norm(x + self.drop(self.attn(x, context, keep)))
 
 
 class _FeedForward(nn.Module):
@@ -60,13 +60,15 @@ class CrossModalEncoderLayer(nn.Module):
         self.self_attn = nn.ModuleDict({m: _PostNorm(dim, heads, dropout) for m in modalities})
         self.ffn = nn.ModuleDict({m: _FeedForward(dim, mlp_dim, dropout) for m in modalities})
 
-    def forward(self, tokens: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, tokens: dict[str, Tensor], masks: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """`masks`: modality -> [B, N_m] bool, its real tokens: padded ones are never attended to."""
         (a, xa), (b, xb) = tokens.items()
-        other = {a: xb, b: xa}
+        other = {a: (b, xb), b: (a, xa)}
         out = {}
         for m, x in tokens.items():
-            x = self.cross[m](x, other[m])
-            x = self.self_attn[m](x, x)
+            o, xo = other[m]
+            x = self.cross[m](x, xo, mask_of(masks, o))
+            x = self.self_attn[m](x, x, mask_of(masks, m))
             out[m] = self.ffn[m](x)
         return out
 
@@ -80,7 +82,7 @@ class CrossModalEncoder(nn.Module):
                                     for _ in range(layers))
         init_linears(self)
 
-    def forward(self, tokens: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, tokens: dict[str, Tensor], masks: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         for block in self.blocks:
-            tokens = block(tokens)
+            tokens = block(tokens, masks)
         return tokens

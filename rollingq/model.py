@@ -12,6 +12,7 @@ that head, detached, is its probe.
 from dataclasses import dataclass, field
 
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from .fusion import FusionStats
@@ -46,17 +47,22 @@ class MultimodalTransformer(nn.Module):
 
     def forward(self, inputs: dict[str, Tensor]) -> ModelOutput:
         """inputs: modality -> its batch (audio [B, 1, F, T] spectrogram, visual [B, k, 3, H, W]
-        normalised frames, ...). Modalities the model has no encoder for are ignored."""
+        normalised frames, or sequence features [B, S, D]), and for sequence features "masks":
+        modality -> [B, S] bool, the real steps. Modalities the model has no encoder for are ignored."""
         missing = [m for m in self.modalities if inputs.get(m) is None]
         if missing:
             raise ValueError(f"no input for the {', '.join(missing)} encoder")
-        tokens = {m: enc.forward_features(inputs[m]) for m, enc in self.encoders.items()}
+        masks = {m: mask for m, mask in (inputs.get("masks") or {}).items() if m in self.encoders}
+        tokens = {m: enc.forward_features(inputs[m], masks[m]) if m in masks else enc.forward_features(inputs[m])
+                  for m, enc in self.encoders.items()}
         if self.fusion is None:
             (m, t), = tokens.items()
             logits = self.head(t[:, 0])
             # detached like every probe, so a trainer adding the probes' loss counts the head once
             return ModelOutput(logits, {m: logits.detach()}, features={m: t[:, 0]})
-        fused, stats = self.fusion(tokens)
+        # each encoder's CLS is a real token; the fusion leaves padded steps out
+        token_masks = {m: F.pad(mask.bool(), (1, 0), value=True) for m, mask in masks.items()}
+        fused, stats = self.fusion(tokens, token_masks)
         features = {m: t[:, 0] for m, t in tokens.items()}
         probes = {m: self.probes[m](f if self.probe_grad else f.detach()) for m, f in features.items()}
         return ModelOutput(self.head(fused), probes, stats, features)

@@ -26,13 +26,15 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
+        """x [B, N, D]; `keep` [B, N] bool: the tokens that may be attended to (padding False)."""
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        mask = keep[:, None, None, :] if keep is not None else None
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, d)))
 
-    def matmul_macs(self, x: Tensor) -> int:
+    def matmul_macs(self, x: Tensor, keep: Tensor | None = None) -> int:
         """Multiply-accumulates of QKᵀ and AV for x [B, N, D] (the Linear maps count on their own)."""
         b, n, d = x.shape
         return 2 * b * n * n * d
@@ -59,8 +61,8 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, mlp_dim, dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
+        x = x + self.attn(self.norm1(x), keep)
         return x + self.mlp(self.norm2(x))
 
 

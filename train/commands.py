@@ -24,7 +24,8 @@ _TRAIN_PANELS = {
     "Optimisation": ("optimizer", "epochs", "lr", "batch_size", "momentum", "weight_decay", "warmup_epochs",
                      "grad_clip"),
     "RollingQ": ("rq_rho", "rq_beta", "rq_max_rotations", "rq_stats", "rq_rotation", "rq_air_scope"),
-    _PANEL: ("out", "resume", "stop_after", "seed", "device", "precision", "compile", "wandb"),
+    _PANEL: ("out", "resume", "stop_after", "save_every", "checkpoint_every_steps", "seed", "device", "precision",
+             "compile", "wandb"),
 }
 
 
@@ -38,8 +39,11 @@ def train_cmd(
                                          "spectrograms, the released model) | ks-official | cremad-official (the "
                                          "released code's inputs, 1024x128 filter bank / 257x188 STFT, its init and "
                                          "frame handling) | tiny (small model, 64 px frames, batch 16, 4 epochs, AdamW "
-                                         "lr 1e-3: CPU runs, tests, the demo) [default: the one that fits the shards' "
-                                         "spectrograms, frames per clip and frame size; none fitting stops the run]."),
+                                         "lr 1e-3: CPU runs, tests, the demo) | mosei (shards of rq preprocess mosei: the "
+                                         "paper's 4-layer Transformer, dim 120, from scratch; SGD lr 1e-3, batch 64, "
+                                         "30 epochs, as ks) [default: the one that fits the shards' spectrograms, "
+                                         "frames per clip and frame size, or mosei for sequence features; none "
+                                         "fitting stops the run]."),
     seeds: Optional[str] = typer.Option(None, help="Train one run per seed, e.g. 0,1,2, into OUT/seed<N> (needs "
                                         "--out); rq report aggregates them."),
     select_on: Optional[str] = typer.Option(None, help="Split that picks best.pt: val (default) | test (the "
@@ -48,7 +52,7 @@ def train_cmd(
     method: Optional[str] = typer.Option(None, help="rollingq (default; = mt --rollingq) | mt (Vanilla MT; "
                                          "--fusion-layers 2 = MT*) | concat | ogm-ge | pmr (concat trained with "
                                          "OGM-GE / PMR) | mbt | jmt | mmml | mult | unimodal-audio | "
-                                         "unimodal-visual (README: Table 1)."),
+                                         "unimodal-visual | unimodal-text (CMU-MOSEI) (README: Table 1)."),
     out: Optional[Path] = typer.Option(None, help="Run folder [default: a new runs/<time>-<method>]."),
     resume: Optional[str] = typer.Option(None, metavar="[auto|DIR]",
                                          help="Continue a run from its last.pt, to the weights an uninterrupted run "
@@ -126,11 +130,18 @@ def train_cmd(
     compile: bool = typer.Option(False, help="torch.compile the model."),
     stop_after: Optional[int] = typer.Option(None, help="End this invocation after N epochs (time-limited jobs); "
                                              "`--resume` continues the run."),
+    save_every: Optional[int] = typer.Option(None, metavar="N", help="Also keep the checkpoint of every Nth epoch "
+                                             "as epoch<E>.pt (E as in metrics.jsonl) [0: last.pt and best.pt only]."),
+    checkpoint_every_steps: Optional[int] = typer.Option(
+        None, metavar="K", help="Also write last.pt every K training steps, so a killed run resumes mid-epoch "
+        "(`--resume` then reads, without training on, the epoch's first batches again, and ends at the weights "
+        "of an uninterrupted run) [0: at epoch ends only]."),
     wandb: Optional[str] = typer.Option(None, metavar="PROJECT", help="Also log to this Weights & Biases project "
                                         "(pip install 'rq[wandb]'; WANDB_MODE=offline works without a network)."),
 ) -> None:
     """Train on shards (one process, or `torchrun --nproc-per-node N $(which rq) train ...` for DDP).
-    Writes config.json, metrics.jsonl, tb/, last.pt (every epoch) and best.pt into the run folder."""
+    Writes config.json, metrics.jsonl, tb/, last.pt (every epoch, or every --checkpoint-every-steps K steps)
+    and best.pt into the run folder (and epoch<E>.pt with --save-every)."""
     options = locals()  # the parsed options, taken before the import below adds a name
     from rq.train.trainer.fit import cli_train
     cli_train(**options)
@@ -142,9 +153,11 @@ def sweep_cmd(
     shards: str = typer.Option(..., help="Shards folder (or URL patterns) every run trains on."),
     out: Path = typer.Option(..., help="Folder of the grid: OUT/<method>/seed<N> runs, OUT/report/report.md."),
     preset: Optional[str] = typer.Option(None, help="As for rq train [default: the one that fits the shards]."),
-    methods: str = typer.Option(",".join(_TABLE1_METHODS), help="Comma-separated methods of rq train; mt* = mt "
-                                "with 2 fusion layers, +rollingq adds RollingQ (mmml+rollingq). Default: Table 1's "
-                                "audio-visual rows."),
+    methods: Optional[str] = typer.Option(None, help="Comma-separated methods of rq train; mt* = mt with 2 fusion "
+                                          "layers, +rollingq adds RollingQ (mmml+rollingq) [default: Table 1's rows "
+                                          f"for the shards' data: {','.join(_TABLE1_METHODS)}; on CMU-MOSEI shards "
+                                          "unimodal-visual, unimodal-text and mult, mult+rollingq in place of "
+                                          "unimodal-audio]."),
     seeds: str = typer.Option("0,1,2", help="Comma-separated seeds; each method trains once per seed."),
 ) -> None:
     """Train a grid of methods x seeds on one dataset with the same loop, metrics and checkpoints, then write the
@@ -171,7 +184,8 @@ def eval_cmd(
     manifest: Optional[str] = typer.Option(None, help="A local copy of the shards' manifest.json, for URL "
                                            "patterns with none beside them (e.g. pipe: commands)."),
     split: str = typer.Option("test", help="Split to evaluate."),
-    noise_modality: Optional[str] = typer.Option(None, help="audio | visual: run the noise sweep on this modality."),
+    noise_modality: Optional[str] = typer.Option(None, help="audio | visual | text (MOSEI shards): run the noise "
+                                                 "sweep on this modality."),
     noise_levels: str = typer.Option("0,0.25,0.5,0.75,1", help="Noise levels: x + level * σ * N(0,1) on the "
                                      "input as the model reads it (σ: see --noise-scale)."),
     noise_scale: str = typer.Option("relative", help="relative: σ = that input's standard deviation over the "

@@ -6,7 +6,8 @@ import json
 from rollingq.summary import summarize
 from rq.pipeline.console import out, summary_table
 from rq.train.trainer.build import model_config, preset_spec_shape
-from rq.train.trainer.config import TrainConfig, cli_errors
+from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors
+from rollingq.config import SEQUENCE_PRESETS
 
 # The datasets' class counts (Kinetics-Sounds 31, CREMA-D 6); tiny: rq synth's default.
 DEFAULT_CLASSES = {"ks": 31, "ks-official": 31, "cremad": 6, "cremad-official": 6, "tiny": 4}
@@ -15,6 +16,8 @@ DEFAULT_CLASSES = {"ks": 31, "ks-official": 31, "cremad": 6, "cremad-official": 
 def cli_model(preset: str, method: str, classes: int | None, fusion_layers: int | None, fusion_block: str | None,
               as_json: bool, rolling: bool = False) -> None:
     with cli_errors():
+        if preset in SEQUENCE_PRESETS:
+            raise ConfigError(f"rq model counts the audio-visual presets; {preset} is not one of them")
         cfg = TrainConfig.from_options("", preset, method=method, fusion_layers=fusion_layers,
                                        fusion_block=fusion_block, rolling=rolling)
         summary = summarize(model_config(cfg, classes or DEFAULT_CLASSES[preset], preset_spec_shape(preset)))

@@ -13,11 +13,15 @@ from dataclasses import replace
 import json
 from pathlib import Path
 
+from rollingq.config import SEQUENCE_PRESETS
 from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors
 
 # Table 1's rows for audio-visual data (MuT is a MOSEI row: add mult, mult+rollingq to run it here).
 TABLE1_METHODS = ("unimodal-audio", "unimodal-visual", "concat", "ogm-ge", "pmr", "mt", "mt*", "mbt", "jmt",
                   "mmml", "rollingq", "mt*+rollingq", "mmml+rollingq")
+# Table 1's CMU-MOSEI rows (visual + text; MuT is one of them): the default on sequence-feature shards.
+MOSEI_TABLE1_METHODS = ("unimodal-visual", "unimodal-text", "concat", "ogm-ge", "pmr", "mt", "mt*", "mult", "mbt",
+                        "jmt", "mmml", "rollingq", "mt*+rollingq", "mult+rollingq", "mmml+rollingq")
 # What the grid sets for every run; the same `rq train` option given to the sweep would contradict it.
 GRID_OPTIONS = ("method", "fusion_layers", "rolling", "seed", "seeds", "out", "resume")
 
@@ -84,8 +88,9 @@ def _state(cfg: TrainConfig) -> str:
     return "finished" if done >= cfg.epochs - 1 else "stopped"
 
 
-def cli_sweep(shards: str, preset: str | None, out: Path, methods: str, seeds: str, options: dict) -> None:
-    """`rq sweep`: usage errors are one line (exit 2), unreadable shards one line (exit 1)."""
+def cli_sweep(shards: str, preset: str | None, out: Path, methods: str | None, seeds: str, options: dict) -> None:
+    """`rq sweep`: usage errors are one line (exit 2), unreadable shards one line (exit 1). `methods`
+    None: Table 1's rows for the shards' data (audio-visual, or CMU-MOSEI's)."""
     from rq.pipeline.console import fail, out as console, summary_table
     from rq.train.report.page import write_report
     from rq.train.report.runs import ReportError, load_runs
@@ -93,8 +98,10 @@ def cli_sweep(shards: str, preset: str | None, out: Path, methods: str, seeds: s
     from rq.train.trainer.presets import resolve_preset
     with cli_errors():
         options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
-        grid = plan(shards, resolve_preset(shards, preset, options), out,
-                    [m.strip() for m in methods.split(",") if m.strip()], seeds, options)
+        preset = resolve_preset(shards, preset, options)
+        if methods is None:
+            methods = ",".join(MOSEI_TABLE1_METHODS if preset in SEQUENCE_PRESETS else TABLE1_METHODS)
+        grid = plan(shards, preset, out, [m.strip() for m in methods.split(",") if m.strip()], seeds, options)
         run_dirs = run_grid(grid)
     try:
         report = write_report(run_dirs, Path(out) / "report")

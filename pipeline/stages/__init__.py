@@ -6,15 +6,18 @@ stage and what reads it) is recomputed. `rq.pipeline.runner` runs a clip through
 
 The stages that read a media file (`decodes`: probe, frames, audio) are computed together, in one
 ffmpeg run per file (`decode_together`); each keeps its own settings and cache entry, so changing one
-stage's settings reruns only that stage."""
+stage's settings reruns only that stage.
+
+A recipe runs one stage set: the video recipes `STAGES`; CMU-MOSEI (`mosei_stages`) its own, whose
+stages read one part of feature files that every segment shares (`part`)."""
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rq.pipeline.decode import decode
 from rq.pipeline.errors import ClipError
-from rq.pipeline.stages import audio, frames, probe, spectrogram
-from rq.pipeline.stages.settings import AudioDecodeSettings, FrameSettings, SpectrogramSettings
+from rq.pipeline.stages import audio, features, frames, probe, spectrogram, steps
+from rq.pipeline.stages.settings import AudioDecodeSettings, FrameSettings, SpectrogramSettings, StepsSettings
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class Stage:
     reads: str | None        # the file it reads: "video", "audio" (CREMA-D's wav when given) or None
     in_shard: bool           # whether its members go into the shard sample
     decodes: bool = False    # computed by the file's one ffmpeg run (decode_together)
+    part: bool = False       # fn also takes the clip's `part`: which segment of a shared file it reads
 
 
 STAGES: tuple[Stage, ...] = (
@@ -65,3 +69,20 @@ def decode_together(path: Path, wanted: dict[str, object], timeout: float) -> di
         except ClipError as e:
             results[name] = e
     return results
+
+
+def mosei_stages(source: str, covarep: bool) -> tuple[Stage, ...]:
+    """CMU-MOSEI's stages: from the SDK's computational sequences ("csd": words, then FACET and, when
+    its file is there, COVAREP aligned to them) or from MultiBench's pickle ("pickle": one sample file
+    each); then `steps`."""
+    if source == "pickle":
+        rows = (Stage("sample", features.VERSION, features.sample_stage, (), None, "sample", False),)
+    else:
+        rows = (Stage("words", features.VERSION, features.words_stage, (), None, "words", False, part=True),
+                Stage("facet", features.VERSION, features.facet_stage, ("words",), None, "facet", False,
+                      part=True))
+        if covarep:
+            rows += (Stage("covarep", features.VERSION, features.covarep_stage, ("words",), None, "covarep", False,
+                           part=True),)
+    return rows + (Stage("steps", steps.VERSION, steps.steps_stage, tuple(s.name for s in rows), StepsSettings,
+                         None, True),)

@@ -52,3 +52,8 @@ def settings_dict(settings) -> dict:
 def canonical(settings) -> str:
     """Stable text of a settings object, the part of a cache key that names the settings."""
     return json.dumps(settings_dict(settings), sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class StepsSettings:
+    steps: int = 50   # CMU-MOSEI sequences: each modality cut or zero-padded to this many steps (MultiBench's 50)

@@ -7,7 +7,8 @@ class's, and noise of amplitude `*_noise` is added: so a model can learn either 
 can be made to dominate. A set share of clips can have its sound or its picture corrupted (noise,
 silence, blur, occlusion), so input quality varies per clip as in real data. All randomness is drawn
 up front from `seed` (`plan.py`); each clip is then one ffmpeg call (`signals.py`), run in a process
-pool, written to a temporary name and renamed into place (`command.py`)."""
+pool, written to a temporary name and renamed into place (`command.py`). `--preset mosei` writes
+CMU-MOSEI's feature files instead (`mosei.py`)."""
 from rq.pipeline.synth.command import cli_synth
 from rq.pipeline.synth.plan import plan
 from rq.pipeline.synth.settings import (AUDIO_CORRUPTIONS, VISUAL_CORRUPTIONS, ClipSpec, SynthSettings, class_names,

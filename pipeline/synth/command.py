@@ -12,19 +12,26 @@ from rq.pipeline.atomic import write_atomic
 from rq.pipeline.console import err, fail, progress, summary_table
 from rq.pipeline.errors import ClipError
 from rq.pipeline.ffmpeg import FfmpegMissing
+from rq.pipeline.synth.mosei import MoseiSynthSettings, cli_synth_mosei
 from rq.pipeline.synth.plan import plan
 from rq.pipeline.synth.settings import ClipSpec, SynthSettings, class_names, parse_size
 from rq.pipeline.synth.signals import render_clip
 
 _LISTING = "synth.json"   # what this module wrote into --out: settings and one row per clip
+MOSEI_ONLY = ("text_informative", "text_corrupt")   # options only --preset mosei reads
 
 
 def cli_synth(options: dict) -> None:
     """`rq synth`: validate (usage errors: one line, exit 2), plan, render in parallel, summarise."""
-    options = dict(options)
+    if options.get("preset") == "mosei":   # feature files, not videos: its own generator
+        return cli_synth_mosei(options)
+    given = [k for k in MOSEI_ONLY if options.get(k, getattr(MoseiSynthSettings, k)) != getattr(MoseiSynthSettings, k)]
+    if given:
+        fail(f"--{given[0].replace('_', '-')} is an option of --preset mosei")
+    options = {k: v for k, v in options.items() if k not in MOSEI_ONLY}
     out, workers, force, size = (options.pop(k) for k in ("out", "workers", "force", "size"))
     if options["preset"] is None or out is None:
-        fail("rq synth needs --preset (kinetics or cremad) and --out DIR")
+        fail("rq synth needs --preset (kinetics, cremad or mosei) and --out DIR")
     for name in ("audio_corruptions", "visual_corruptions"):  # the CLI gives "noise,silence"
         if isinstance(options.get(name), str):
             options[name] = tuple(kind.strip() for kind in options[name].split(",") if kind.strip())

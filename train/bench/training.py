@@ -16,17 +16,18 @@ import time
 import torch
 
 from rq.pipeline.console import out, summary_table
-from rq.train.trainer.config import TrainConfig, cli_errors
+from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors
 from rq.train.data import LoaderStats
 from rq.train.trainer.distributed import DistEnv, resolve_device
 from rq.train.trainer.epoch import ForwardPass, train_one_epoch
 from rq.train.trainer.build import build_model, build_optimizer
 from rollingq import RollingQ
-from rollingq.config import PRESETS
+from rollingq.config import PRESETS, SEQUENCE_PRESETS
 
 
 class SyntheticBatches:
     """The same batch, `steps` times: a loader's batch in shape and type, at no input cost."""
+    modalities = ("audio", "visual")
 
     def __init__(self, batch: dict, steps: int):
         self.batch, self.steps, self.stats = batch, steps, LoaderStats()
@@ -52,6 +53,8 @@ def bench_train(preset: str = "tiny", method: str = "rollingq", steps: int = 20,
                 compile: bool = False, json_path: Path | None = None) -> dict:
     """Time `steps` training steps per method (after a warm-up block), in `rounds` alternating blocks.
     Input shapes are the preset's (tiny: 3 frames, 257 x 1004); `spec_frames` shortens the spectrogram."""
+    if preset in SEQUENCE_PRESETS:
+        raise ConfigError(f"rq bench train times the audio-visual presets; {preset} is not one of them")
     rounds = min(rounds, steps)
     methods = ["mt", "rollingq"] if method in ("mt", "rollingq") else [method]
     base = TrainConfig.from_options("synthetic", preset, batch_size=batch_size, device=device, precision=precision,

@@ -15,6 +15,7 @@ import random
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import chain, count, islice
 from typing import NamedTuple
 
@@ -27,6 +28,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from rq.pipeline.console import err
 from rq.train.data import gpu_decode
 from rq.train.data.augment import MEAN, STD
+from rq.train.data.features import collate_features, decode_features, features_to_device
 from rq.train.data.gpu_decode import UndecodedFrames
 from rq.train.data.sample import decode_clip
 from rq.train.data.source import DataError, ShardSource
@@ -51,8 +53,33 @@ INPUT_FIELDS = {"audio": "spec", "visual": "frames"}
 
 
 def model_inputs(batch: dict) -> dict:
-    """A batch's inputs as the model takes them: modality -> tensor."""
+    """A batch's inputs as the model takes them: modality -> tensor (and sequence features' "masks")."""
+    if "features" in batch:   # sequence features (CMU-MOSEI): one tensor per modality, and their masks
+        return {**batch["features"], "masks": batch["masks"]}
     return {m: batch[f] for m, f in INPUT_FIELDS.items() if f in batch}
+
+
+def batch_modalities(batch: dict) -> tuple[str, ...]:
+    """The modalities a batch holds inputs of."""
+    return tuple(batch["features"]) if "features" in batch else tuple(m for m, f in INPUT_FIELDS.items() if f in batch)
+
+
+def input_of(batch: dict, modality: str) -> torch.Tensor:
+    """A modality's input tensor, in a batch of either kind."""
+    return batch["features"][modality] if "features" in batch else batch[INPUT_FIELDS[modality]]
+
+
+def real_values(batch: dict, modality: str) -> torch.Tensor:
+    """A modality's input values, padded steps of sequence features left out."""
+    x = input_of(batch, modality)
+    return x[batch["masks"][modality]] if "features" in batch else x
+
+
+def with_input(batch: dict, modality: str, x: torch.Tensor) -> dict:
+    """The batch with `x` as the modality's input."""
+    if "features" in batch:
+        return {**batch, "features": {**batch["features"], modality: x}}
+    return {**batch, INPUT_FIELDS[modality]: x}
 
 
 @dataclass(frozen=True)
@@ -96,6 +123,8 @@ def eval_batches(src: ShardSource, cfg: DataConfig, *, split: str = "test", rank
 def to_device(batch: dict, device: torch.device | str, non_blocking: bool = True) -> dict:
     """Move a batch to `device`; frames become float (B,k,3,H,W), scaled and ImageNet-normalised there
     (from the JPEGs, decoded and cropped there, when the batch came from --decode-on gpu)."""
+    if "features" in batch:
+        return features_to_device(batch, device, non_blocking)
     frames = gpu_decode.frames_on_device(batch, torch.device(device)) if "jpegs" in batch else \
         batch["frames"].to(device, non_blocking=non_blocking)
     mean = torch.tensor(MEAN, device=device).view(1, 1, 3, 1, 1) * 255
@@ -130,6 +159,11 @@ class Batches:
     def __init__(self, dataset: "_Epoch", cfg: DataConfig, steps: int | None):
         self.dataset, self.cfg, self.steps = dataset, cfg, steps
         self.stats = LoaderStats()
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The data's modalities (what metrics name: acc_<m>, share_<m>)."""
+        return self.dataset.src.modalities
 
     def __len__(self) -> int:
         if self.steps is None:
@@ -195,10 +229,17 @@ class _Epoch(IterableDataset):
             samples = _read(urls, ((k, (self.rank - k) % self.world, None, self.world)
                                    for k in range(worker, len(urls), workers)), log)
             augment = None
-        # Random evaluation frames depend on the worker count, like every random stream here.
-        picks = np.random.default_rng([cfg.seed, self.epoch, self.rank, worker, 2]) if cfg.random_eval_frames else None
-        clips = _decoded(samples, cfg, self.src.spec_shape, len(self.src.classes), augment, picks, log)
-        yield from _batches(clips, cfg, n_batches, log)
+        if self.src.features:   # sequence features: no frames, no crops
+            decode = partial(decode_features, shapes=self.src.features, n_classes=len(self.src.classes))
+        else:
+            # Random evaluation frames depend on the worker count, like every random stream here.
+            picks = np.random.default_rng([cfg.seed, self.epoch, self.rank, worker, 2]) if cfg.random_eval_frames else None
+            decode = partial(decode_clip, frames=cfg.frames, image_size=cfg.image_size, spec_shape=self.src.spec_shape,
+                             n_classes=len(self.src.classes), rng=augment, crop_scale=cfg.crop_scale,
+                             frame_crop=cfg.frame_crop, frame_pick=cfg.frame_pick, pick_rng=picks,
+                             decode=cfg.decode_on == "cpu")
+        yield from _batches(_decoded(samples, decode, log), cfg, n_batches, log,
+                            collate_features if self.src.features else _collate)
 
 
 def _span(sizes: Sequence[int], order, start: int, stop: int) -> Iterator[tuple[int, int, int, int]]:
@@ -226,19 +267,16 @@ def _read(urls: Sequence[str], pieces, log: list[Skip]) -> Iterator[dict]:
             log.append(Skip(urls[k], getattr(exn, "key", ""), _one_line(exn), True))
 
 
-def _decoded(samples, cfg: DataConfig, spec_shape: tuple[int, int], n_classes: int,
-             rng: np.random.Generator | None, pick_rng: np.random.Generator | None, log: list[Skip]) -> Iterator[tuple]:
-    """`decode_clip` of each sample; bad ones recorded and skipped."""
+def _decoded(samples, decode, log: list[Skip]) -> Iterator[tuple]:
+    """`decode(sample)` of each sample; bad ones recorded and skipped."""
     for sample in samples:
         try:
-            yield decode_clip(sample, frames=cfg.frames, image_size=cfg.image_size, spec_shape=spec_shape,
-                              n_classes=n_classes, rng=rng, crop_scale=cfg.crop_scale, frame_crop=cfg.frame_crop,
-                              frame_pick=cfg.frame_pick, pick_rng=pick_rng, decode=cfg.decode_on == "cpu")
+            yield decode(sample)
         except Exception as exn:  # any undecodable member: record it with shard and key, go on
             log.append(Skip(sample["__url__"], sample["__key__"], _one_line(exn)))
 
 
-def _batches(clips, cfg: DataConfig, n_batches: int | None, log: list[Skip]) -> Iterator[dict]:
+def _batches(clips, cfg: DataConfig, n_batches: int | None, log: list[Skip], collate) -> Iterator[dict]:
     """Batches of `batch_size`; with `n_batches` exactly that many (else an error item), otherwise
     all clips with a short last batch. Skip records ride on the next item sent to the trainer."""
     made = 0
@@ -247,7 +285,7 @@ def _batches(clips, cfg: DataConfig, n_batches: int | None, log: list[Skip]) -> 
         if len(group) < cfg.batch_size and (n_batches is not None or not group):
             break
         made += 1
-        yield _collate(group, log)
+        yield collate(group, _empty) | {"skipped": _drain(log)}
     if n_batches is not None and made < n_batches:
         yield {"error": f"only {made} of {n_batches} batches could be read: too many bad samples "
                         f"({len(log)} skipped)", "skipped": _drain(log)}
@@ -255,16 +293,16 @@ def _batches(clips, cfg: DataConfig, n_batches: int | None, log: list[Skip]) -> 
         yield {"skipped": _drain(log)}
 
 
-def _collate(group: list[tuple], log: list[Skip]) -> dict:
-    spec = _empty((len(group), 1, *group[0][1].shape), torch.float16)
+def _collate(group: list[tuple], empty) -> dict:
+    spec = empty((len(group), 1, *group[0][1].shape), torch.float16)
     spec_np = spec.numpy()
     for i, clip in enumerate(group):
         spec_np[i, 0] = clip[1]
     batch = {"spec": spec, "label": torch.tensor([g[2] for g in group], dtype=torch.int64),
-             "key": [g[3] for g in group], "skipped": _drain(log)}
+             "key": [g[3] for g in group]}
     if isinstance(group[0][0], UndecodedFrames):   # --decode-on gpu: to_device decodes them
         return batch | gpu_decode.collate([g[0] for g in group])
-    frames = _empty((len(group), *group[0][0].shape), torch.uint8)      # (B, k, S, S, 3)
+    frames = empty((len(group), *group[0][0].shape), torch.uint8)      # (B, k, S, S, 3)
     frames_np = frames.numpy()
     for i, clip in enumerate(group):
         frames_np[i] = clip[0]

@@ -22,11 +22,18 @@ FRAME_MEMBER = re.compile(r"f\d+\.jpg")  # f0000.jpg, f0001.jpg, ...: zero-padde
 class ShardSource:
     classes: list[str]
     frames_per_clip: int
-    spec_shape: tuple[int, int]                          # (F, T) of every spectrogram
+    spec_shape: tuple[int, int]                          # (F, T) of every spectrogram; (0, 0): sequence features
     splits: dict[str, tuple[list[str], int | None]]      # split -> (shard URLs, samples or None if unknown)
     manifest_sha256: str | None
     sizes: dict[str, list[int]] = field(default_factory=dict, repr=False)  # samples per shard, from the manifest
     preprocess: dict = field(default_factory=dict, repr=False)  # the manifest's config: how the shards were made
+    # Sequence-feature shards (CMU-MOSEI): modality -> (steps, size) of each sample's `<modality>.npy`;
+    # empty for audio-visual shards.
+    features: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.features) or ("audio", "visual")
 
     def shard_sizes(self, split: str) -> list[int]:
         """Samples per shard of `split`: the manifest's counts, else the split's total spread evenly
@@ -64,7 +71,8 @@ def open_source(location: str, *, manifest: str | None = None, classes: Sequence
         splits = {name: [str(folder / s["name"]) for s in info["shards"]]
                   for name, info in manifest["splits"].items() if info["shards"]}
         return _with_spec_shape(manifest["classes"], manifest["frames_per_clip"], splits, sha,
-                                _manifest_sizes(manifest), preprocess=manifest.get("config", {}))
+                                _manifest_sizes(manifest), preprocess=manifest.get("config", {}),
+                                features=_features(manifest, folder / "manifest.json"))
     urls = [url for part in location.split("::") for url in braceexpand.braceexpand(part.strip())]
     splits: dict[str, list[str]] = {}
     names: dict[str, str] = {}   # url -> shard file name, the manifest's key
@@ -86,7 +94,7 @@ def open_source(location: str, *, manifest: str | None = None, classes: Sequence
             raise DataError(f"{missing[0]}: not listed in {index}")
         sizes = {split: [known[names[u]] for u in us] for split, us in splits.items()}
         return _with_spec_shape(content["classes"], content["frames_per_clip"], splits, sha, sizes,
-                                preprocess=content.get("config", {}))
+                                preprocess=content.get("config", {}), features=_features(content, index))
     if classes is None or frames_per_clip is None:
         raise DataError(f"{urls[0]}: no manifest.json beside the shards; pass classes and frames_per_clip")
     samples = samples or {}
@@ -111,16 +119,36 @@ def _manifest_sizes(manifest: dict) -> dict[str, list[int]]:
 
 def _with_spec_shape(classes: list[str], frames_per_clip: int, splits: dict[str, list[str]], sha: str | None,
                      sizes: dict[str, list[int]], totals: dict[str, int | None] | None = None,
-                     preprocess: dict | None = None) -> ShardSource:
+                     preprocess: dict | None = None, features: dict | None = None) -> ShardSource:
     if not splits:
         raise DataError("no shards found")
     if totals is None:
         totals = {split: sum(sizes[split]) for split in splits}
     return ShardSource(classes=list(classes), frames_per_clip=int(frames_per_clip),
-                       spec_shape=_peek_spec_shape(splits), manifest_sha256=sha,
+                       spec_shape=(0, 0) if features else _peek_spec_shape(splits), manifest_sha256=sha,
                        splits={split: (urls, totals[split]) for split, urls in splits.items()},
                        sizes={split: sizes[split] for split in splits if split in sizes},
-                       preprocess=preprocess or {})
+                       preprocess=preprocess or {}, features=features or {})
+
+
+def _features(manifest: dict, path: Path) -> dict[str, tuple[int, int]]:
+    """The sequence features a manifest lists ("modalities" and their "features" shapes), checked."""
+    modalities, shapes = manifest.get("modalities"), manifest.get("features")
+    if modalities is None:
+        return {}
+    problem = DataError(f"{path}: 'modalities' must list names whose 'features' entry is [steps, size], "
+                        "the same steps for all")
+    if not isinstance(modalities, list) or not modalities or not isinstance(shapes, dict):
+        raise problem
+    found = {}
+    for m in modalities:
+        shape = shapes.get(m) if isinstance(m, str) else None
+        if not (isinstance(shape, list) and len(shape) == 2 and all(type(v) is int and v >= 1 for v in shape)):
+            raise problem
+        found[m] = (shape[0], shape[1])
+    if len({steps for steps, _ in found.values()}) != 1:
+        raise problem
+    return found
 
 
 def _peek_spec_shape(splits: dict[str, list[str]]) -> tuple[int, int]:

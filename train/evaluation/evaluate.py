@@ -2,10 +2,12 @@
 noisy-fraction Pearson test of its Table 2; writes eval.json and PNG plots.
 
 Noise ("Gaussian noise on the normalised input"): for the perturbed modality's input x as the model
-reads it (log-spectrogram [1, F, T] as stored; frames [k, 3, H, W] after ImageNet mean/std),
+reads it (log-spectrogram [1, F, T] as stored; frames [k, 3, H, W] after ImageNet mean/std; sequence
+features [steps, D] as stored),
     x' = x + level · σ · ε,   ε ~ N(0, 1) elementwise, with
     --noise-scale relative (default): σ = the standard deviation of that modality's input over the
-        whole split (all samples, all elements), measured during the clean pass: N(0, level²) noise on
+        whole split (all samples, all elements; of sequence features, the real steps, not the padding),
+        measured during the clean pass: N(0, level²) noise on
         the input standardised to unit variance, whatever the modality's scale;
     --noise-scale absolute: σ = 1, i.e. N(0, level²) in the input's own units, as MultiBench (Liang et
         al. 2021, which the paper follows) adds it.
@@ -39,15 +41,14 @@ from rq.pipeline.atomic import write_atomic  # noqa: E402
 from rq.pipeline.console import err, out, summary_table  # noqa: E402
 from rq.train.trainer.checkpoint import check_fits, read_run_checkpoint  # noqa: E402
 from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors  # noqa: E402
-from rq.train.data import INPUT_FIELDS, DataError, eval_batches, open_source  # noqa: E402
+from rq.train.data import DataError, eval_batches, open_source  # noqa: E402
+from rq.train.data.loader import input_of, real_values, with_input  # noqa: E402
 from rq.train.trainer.distributed import all_reduce_sum, process_group  # noqa: E402
 from rq.train.trainer.epoch import ForwardPass, evaluation_pass  # noqa: E402
 from rq.train.evaluation.metrics import last_layer, pearson  # noqa: E402
 from rq.pipeline.recipes.layout import share  # noqa: E402
 from rq.train.trainer.build import build_model, data_config  # noqa: E402
 
-_INPUT = INPUT_FIELDS
-_OTHER = {"audio": "visual", "visual": "audio"}
 PER_SAMPLE = "per_sample.json"
 _DEFINITIONS = {"relative": "x + level * input_std * N(0, 1); input_std over the split's normalised input",
                 "absolute": "x + level * N(0, 1) in the input's own units (MultiBench)"}
@@ -70,8 +71,9 @@ class EvalConfig:
     device: str = "auto"
 
     def __post_init__(self):
-        if self.noise_modality not in ("", "audio", "visual"):
-            raise ConfigError(f"--noise-modality must be audio or visual, got {self.noise_modality!r}")
+        if self.noise_modality not in ("", "audio", "visual", "text"):
+            raise ConfigError(f"--noise-modality must be audio or visual, or text on sequence-feature shards "
+                              f"(CMU-MOSEI); got {self.noise_modality!r}")
         if not 0 <= self.noisy_fraction <= 1:
             raise ConfigError(f"--noisy-fraction must be in [0, 1], got {self.noisy_fraction}")
         if self.noisy_fraction and not self.noise_modality:
@@ -93,23 +95,23 @@ def parse_levels(text: str) -> tuple[float, ...]:
 def add_noise(batch: dict, modality: str, level: float, sigma: float, generator: torch.Generator,
               mask: torch.Tensor | None = None) -> dict:
     """The module docstring's noise on one modality of a batch on the device; `mask` [B] picks samples."""
-    x = batch[_INPUT[modality]]
+    x = input_of(batch, modality)
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) * (level * sigma)
     if mask is not None:
         noise = noise * mask.view(-1, *[1] * (x.dim() - 1)).to(x.dtype)
-    return {**batch, _INPUT[modality]: x + noise}
+    return with_input(batch, modality, x + noise)
 
 
 class InputSpread:
     """Sum, sum of squares and count of each modality's input over a pass: their standard deviation.
     Used as the clean pass's `perturb` hook (it returns the batch unchanged)."""
 
-    def __init__(self, device: torch.device):
-        self.moments = {m: torch.zeros(3, dtype=torch.float64, device=device) for m in _INPUT}
+    def __init__(self, device: torch.device, modalities: tuple[str, ...] = ("audio", "visual")):
+        self.moments = {m: torch.zeros(3, dtype=torch.float64, device=device) for m in modalities}
 
     def __call__(self, batch: dict) -> dict:
-        for m, field in _INPUT.items():
-            x = batch[field].double()
+        for m in self.moments:
+            x = real_values(batch, m).double()   # sequence features: their real steps, not the padding
             self.moments[m] += torch.stack([x.sum(), (x * x).sum(), torch.tensor(x.numel(), device=x.device)])
         return batch
 
@@ -142,13 +144,15 @@ def _eval(ec: EvalConfig, env) -> dict:
     state = read_run_checkpoint(ckpt)
     cfg = TrainConfig.from_dict(state["config"])
     src = open_source(ec.shards, manifest=ec.manifest or None)
-    check_fits(state, ckpt, src.classes, src.spec_shape, ec.shards)
+    check_fits(state, ckpt, src.classes, src.spec_shape, ec.shards, src.features)
+    if ec.noise_modality and ec.noise_modality not in src.modalities:
+        raise ConfigError(f"--noise-modality {ec.noise_modality}: {ec.shards} has {' and '.join(src.modalities)}")
     if ec.split not in src.splits:
         raise ConfigError(f"{ec.shards}: no split {ec.split!r} (have {', '.join(src.splits)})")
     if env.is_main and src.manifest_sha256 != state["manifest_sha256"]:
         err.print(f"note: {ec.shards} are not the shards {ckpt} was trained on (manifest sha256 differs)", markup=False)
 
-    model = build_model(cfg, len(src.classes), tuple(state["spec_shape"]))
+    model = build_model(cfg, len(src.classes), tuple(state["spec_shape"]), src.features)
     model.load_state_dict(state["model"])
     model.to(env.device)
     step = ForwardPass.create(model, env, cfg.precision)
@@ -163,17 +167,17 @@ def _eval(ec: EvalConfig, env) -> dict:
     def generator(i: int) -> torch.Generator:
         return torch.Generator(env.device).manual_seed(ec.seed * 1_000_003 + 7919 * i + env.rank)
 
-    spread = InputSpread(env.device)
+    spread = InputSpread(env.device, src.modalities)
     clean, t_clean, keys = measure(f"{ec.split} clean", spread)
     if not clean["samples"]:
         raise DataError(f"{ec.shards}: no readable sample in the {ec.split} split (the skipped ones are listed above)")
     sigma = 1.0 if ec.noise_scale == "absolute" else spread.std(ec.noise_modality, env) if ec.noise_modality else 0.0
     order = sorted(set(keys))
     per_sample = {"keys": order, "label": _aligned(t_clean["label"], keys, order, int),
-                  "clean": _outcomes(t_clean, keys, order)}
+                  "clean": _outcomes(t_clean, keys, order, src.modalities)}
     result = {"ckpt": str(ckpt), "shards": ec.shards, "split": ec.split, "method": cfg.method,
               "manifest_sha256": src.manifest_sha256, "trained_on_manifest_sha256": state["manifest_sha256"],
-              "clean": clean, "noise": None, "pearson": None, "per_sample": PER_SAMPLE,
+              "modalities": list(src.modalities), "clean": clean, "noise": None, "pearson": None, "per_sample": PER_SAMPLE,
               "tokens": _attended_tokens(model)}
     if ec.noise_modality:
         sweep = {"modality": ec.noise_modality, "levels": list(ec.noise_levels), "scale": ec.noise_scale,
@@ -186,16 +190,16 @@ def _eval(ec: EvalConfig, env) -> dict:
             s, t, k = measure(f"{ec.noise_modality} noise {level:g}",
                               lambda b, g=g, level=level: add_noise(b, ec.noise_modality, level, sigma, g))
             rows.append(s)
-            per_sample["noise"]["correct"].append(_outcomes(t, k, order)["correct"])
-        for name in ("acc", "acc_audio", "acc_visual", "macro_f1"):
+            per_sample["noise"]["correct"].append(_outcomes(t, k, order, src.modalities)["correct"])
+        for name in ("acc", *(f"acc_{m}" for m in src.modalities), "macro_f1"):
             sweep[name] = [s[name] for s in rows]
-        for name in ("share_audio", "share_visual", "air"):
+        for name in (*(f"share_{m}" for m in src.modalities), "air"):
             sweep[name] = [last_layer(s[name]) for s in rows]
         result["noise"] = sweep
     if ec.noisy_fraction:
         result["pearson"], per_sample["pearson"] = _pearson_test(
             ec, env, measure, sigma, generator(len(ec.noise_levels)), noisy_keys(order, ec.noisy_fraction, ec.seed),
-            order)
+            order, src.modalities)
     if env.is_main:
         _write(ec, ckpt, result, per_sample)
     return result
@@ -207,7 +211,9 @@ def _attended_tokens(model) -> dict[str, int] | None:
     if not model.fusion_layers:
         return None
     own_cls = int(getattr(model.fusion, "encoder_cls", False))
-    return {m: math.prod(enc.grid) * max(enc.frames, 1) + own_cls for m, enc in model.encoders.items()}
+    # sequence features: their steps, padded ones included (those get no attention, so shares follow the real ones)
+    return {m: (enc.steps if hasattr(enc, "steps") else math.prod(enc.grid) * max(enc.frames, 1)) + own_cls
+            for m, enc in model.encoders.items()}
 
 
 def _aligned(values: torch.Tensor, keys: list[str], order: list[str], kind=float) -> list:
@@ -216,18 +222,20 @@ def _aligned(values: torch.Tensor, keys: list[str], order: list[str], kind=float
     return [None if k not in at else kind(round(float(values[at[k]]), 6)) for k in order]
 
 
-def _outcomes(t: dict[str, torch.Tensor], keys: list[str], order: list[str]) -> dict[str, list]:
+def _outcomes(t: dict[str, torch.Tensor], keys: list[str], order: list[str],
+              modalities: tuple[str, ...]) -> dict[str, list]:
     """Per sample (in `order`): correct (0/1) and, for fused models, the last fusion layer's AIR and shares."""
     outcome = {"correct": _aligned(t["pred"] == t["label"], keys, order, int)}
-    for name in ("air", "share_audio", "share_visual"):
+    for name in ("air", *(f"share_{m}" for m in modalities)):
         if name in t:
             outcome[name] = _aligned(t[name][:, -1], keys, order)
     return outcome
 
 
 def _pearson_test(ec: EvalConfig, env, measure, sigma: float, g: torch.Generator, noisy: frozenset[str],
-                  order: list[str]) -> tuple[dict, dict]:
+                  order: list[str], modalities: tuple[str, ...]) -> tuple[dict, dict]:
     m = ec.noise_modality
+    other = next(x for x in modalities if x != m)   # the data's other modality: audio <-> visual, visual <-> text
 
     def perturb(b):
         mask = torch.tensor([k in noisy for k in b["key"]], device=env.device)
@@ -236,14 +244,14 @@ def _pearson_test(ec: EvalConfig, env, measure, sigma: float, g: torch.Generator
     summary, t, keys = measure(f"{m} noise on {ec.noisy_fraction:g} of samples", perturb)
     res = {"modality": m, "fraction": ec.noisy_fraction, "level": ec.noisy_level, "scale": ec.noise_scale,
            "samples": len(keys), "acc": summary["acc"], "layer": "last fusion layer",
-           "convention": f"r = pearson(attention share on {_OTHER[m]}, is_noisy); > 0 = attention leaves the noisy {m}"}
+           "convention": f"r = pearson(attention share on {other}, is_noisy); > 0 = attention leaves the noisy {m}"}
     is_noisy = [float(k in noisy) for k in keys]
     res["noisy_samples"] = int(sum(is_noisy))
-    samples = {"noisy": [int(k in noisy) for k in order], **_outcomes(t, keys, order)}
+    samples = {"noisy": [int(k in noisy) for k in order], **_outcomes(t, keys, order, modalities)}
     if f"share_{m}" not in t:
         res.update(r=None, p=None, r_perturbed_share=None, p_perturbed_share=None)
         return res, samples
-    r, p = pearson(t[f"share_{_OTHER[m]}"][:, -1].tolist(), is_noisy)
+    r, p = pearson(t[f"share_{other}"][:, -1].tolist(), is_noisy)
     r2, p2 = pearson(t[f"share_{m}"][:, -1].tolist(), is_noisy)
     numbers = dict(r=r, p=p, r_perturbed_share=r2, p_perturbed_share=p2)
     res.update({k: None if math.isnan(v) else v for k, v in numbers.items()})  # JSON has no NaN
@@ -253,17 +261,17 @@ def _pearson_test(ec: EvalConfig, env, measure, sigma: float, g: torch.Generator
 def _write(ec: EvalConfig, ckpt: Path, result: dict, per_sample: dict) -> None:
     out_dir = Path(ec.out) if ec.out else ckpt.parent / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    c = result["clean"]
-    summary_table(f"rq eval: {ckpt} on {ec.split}", ["samples", "acc", "audio probe", "visual probe", "macro-F1",
-                                                     "AIR", "attn audio", "attn visual"],
-                  [[c["samples"], c["acc"], c["acc_audio"], c["acc_visual"], c["macro_f1"],
-                    last_layer(c["air"]), last_layer(c["share_audio"]), last_layer(c["share_visual"])]])
+    c, ms = result["clean"], result["modalities"]
+    summary_table(f"rq eval: {ckpt} on {ec.split}", ["samples", "acc", *(f"{m} probe" for m in ms), "macro-F1",
+                                                     "AIR", *(f"attn {m}" for m in ms)],
+                  [[c["samples"], c["acc"], *(c[f"acc_{m}"] for m in ms), c["macro_f1"],
+                    last_layer(c["air"]), *(last_layer(c[f"share_{m}"]) for m in ms)]])
     if result["noise"]:
         s = result["noise"]
-        summary_table(f"{s['modality']} noise sweep", ["level", "acc", "audio probe", "visual probe",
-                                                       "attn audio", "attn visual"],
-                      zip(s["levels"], s["acc"], s["acc_audio"], s["acc_visual"], s["share_audio"], s["share_visual"]))
-        _plot(s, out_dir)
+        summary_table(f"{s['modality']} noise sweep", ["level", "acc", *(f"{m} probe" for m in ms),
+                                                       *(f"attn {m}" for m in ms)],
+                      zip(s["levels"], s["acc"], *(s[f"acc_{m}"] for m in ms), *(s[f"share_{m}"] for m in ms)))
+        _plot(s, out_dir, ms)
     if result["pearson"]:
         p = result["pearson"]
         summary_table("Pearson test (Table 2)", ["noisy / samples", "r (share on other)", "p",
@@ -275,12 +283,11 @@ def _write(ec: EvalConfig, ckpt: Path, result: dict, per_sample: dict) -> None:
     out.print(f"wrote {out_dir / 'eval.json'}" + (f" and plots in {out_dir}" if result["noise"] else ""))
 
 
-def _plot(sweep: dict, out_dir: Path) -> None:
+def _plot(sweep: dict, out_dir: Path, modalities: list[str]) -> None:
     levels, m = sweep["levels"], sweep["modality"]
     for name, series, ylabel in (
-        ("accuracy_vs_noise.png", {"fused": "acc", "audio probe": "acc_audio", "visual probe": "acc_visual"},
-         "accuracy"),
-        ("attention_vs_noise.png", {"on audio": "share_audio", "on visual": "share_visual"}, "CLS attention share"),
+        ("accuracy_vs_noise.png", {"fused": "acc", **{f"{x} probe": f"acc_{x}" for x in modalities}}, "accuracy"),
+        ("attention_vs_noise.png", {f"on {x}": f"share_{x}" for x in modalities}, "CLS attention share"),
     ):
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for label, key in series.items():

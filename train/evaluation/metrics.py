@@ -40,6 +40,14 @@ class Outcomes:
     def tensors(self) -> dict[str, torch.Tensor]:
         return {k: torch.cat(v).cpu() for k, v in self.parts.items()}
 
+    @classmethod
+    def restored(cls, tensors: dict[str, torch.Tensor], keys: list[str], device: torch.device) -> "Outcomes":
+        """The outcomes saved by `tensors()` (and their keys), on `device` to be added to again."""
+        outcomes = cls()
+        outcomes.parts = {k: [torch.as_tensor(v).to(device)] for k, v in tensors.items()}
+        outcomes.keys = [str(k) for k in keys]
+        return outcomes
+
     def gather(self, env: DistEnv) -> tuple[dict[str, torch.Tensor], list[str]]:
         """All processes' outcomes, concatenated in rank order (every sample once)."""
         mine = (self.tensors(), self.keys)

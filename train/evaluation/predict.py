@@ -97,6 +97,9 @@ def load_predictor(ckpt: Path, device: str = "auto") -> Predictor:
     except ConfigError as e:
         raise PredictError(str(e)) from None
     cfg = TrainConfig.from_dict(state["config"])
+    if state.get("features"):
+        raise PredictError(f"{ckpt}: a model of sequence features ({', '.join(state['features'])}); rq predict "
+                           "reads raw videos")
     preprocess = state.get("preprocess") or _manifest_config(ckpt, cfg.shards, state.get("manifest_sha256"))
     try:
         settings = PreprocessConfig.from_dict(preprocess).stage_settings()

@@ -9,7 +9,8 @@
 
 Both read the encoders' CLS features (ModelOutput.features) and follow BalanceBenchmark's trainers
 (balancemm/trainer/OGM_trainer.py, PMR_trainer.py), read for facts; defaults in BalanceConfig.
-Where rq differs, it says so below. Both compare the model's first two modalities (audio, visual).
+Where rq differs, it says so below. Both compare the model's first two modalities (audio, visual; on
+CMU-MOSEI visual, text), and log the coefficients under their names (coeff_audio, coeff_visual, ...).
 """
 import torch
 import torch.nn.functional as F
@@ -28,13 +29,13 @@ def true_class_score(logits: Tensor, labels: Tensor) -> Tensor:
 class Balancer:
     """The interface, and the per-step log both methods keep (tensors on the device: no sync per step)."""
     name = ""
-    logged = ("ratio", "coeff_audio", "coeff_visual")
 
     def __init__(self, model: nn.Module, env: DistEnv):
         for attr in ("module", "_orig_mod"):      # through DDP / torch.compile wrappers to the network
             model = getattr(model, attr, model)
         self.model, self.env = model, env
         self.pair = model.modalities[:2]
+        self.logged = ("ratio", *(f"coeff_{m}" for m in self.pair))
         self.epoch, self.active = 0, False
         self._log: dict[str, list[Tensor]] = {}
 
@@ -56,6 +57,10 @@ class Balancer:
         for k, v in values.items():
             self._log[k].append(torch.as_tensor(v, dtype=torch.float32).detach().reshape(()))
 
+    def record_coefficients(self, ratio: Tensor, coeffs) -> None:
+        """The step's ratio and each modality's coefficient (coeffs in the order of `pair`)."""
+        self.record(ratio=ratio, **{f"coeff_{m}": k for m, k in zip(self.pair, coeffs)})
+
     def end_epoch(self) -> dict:
         """The epoch's per-step coefficients and their means, for the metrics line."""
         steps = {k: [round(x, 6) for x in torch.stack(v).tolist()] if v else [] for k, v in self._log.items()}
@@ -67,6 +72,16 @@ class Balancer:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+    def epoch_state(self) -> dict:
+        """What this process has gathered in the epoch so far (a mid-epoch checkpoint; plain values)."""
+        return {"log": {k: [float(x) for x in v] for k, v in self._log.items()}}
+
+    def load_epoch_state(self, state: dict) -> None:
+        """After start_epoch: continue the epoch that `epoch_state()` saved."""
+        device = next(self.model.parameters()).device
+        self._log = {k: [torch.tensor(x, dtype=torch.float32, device=device) for x in state["log"].get(k, [])]
+                     for k in self.logged}
 
 
 class OGMGE(Balancer):
@@ -99,7 +114,7 @@ class OGMGE(Balancer):
             scores = all_reduce_sum(torch.stack([true_class_score(parts[m], labels) for m in self.pair]), self.env)
             ratio, coeffs = ogm_coefficients(scores, self.cfg.ogm_alpha)
         self.coeffs = dict(zip(self.pair, coeffs))
-        self.record(ratio=ratio, coeff_audio=coeffs[0], coeff_visual=coeffs[1])
+        self.record_coefficients(ratio, coeffs)
         return super().loss(out, labels)
 
     def after_backward(self) -> None:
@@ -172,7 +187,7 @@ class PMR(Balancer):
         with torch.no_grad():
             ratio = true_class_score(logits[self.pair[0]], labels) / true_class_score(logits[self.pair[1]], labels)
         coeffs = pmr_coefficients(ratio, self.cfg.pmr_alpha)
-        self.record(ratio=ratio, coeff_audio=coeffs[0], coeff_visual=coeffs[1])
+        self.record_coefficients(ratio, coeffs)
         if not self.active:
             return super().loss(out, labels)
         (a, v), (k_a, k_v) = self.pair, coeffs
@@ -197,6 +212,16 @@ class PMR(Balancer):
 
     def state_dict(self) -> dict:
         return {"prototypes": None if self.prototypes is None else {m: p.cpu() for m, p in self.prototypes.items()}}
+
+    def epoch_state(self) -> dict:
+        return {**super().epoch_state(), "sums": {m: t.cpu() for m, t in self._sums.items()},
+                "counts": None if self._counts is None else self._counts.cpu()}
+
+    def load_epoch_state(self, state: dict) -> None:
+        super().load_epoch_state(state)
+        device = next(self.model.parameters()).device
+        self._sums = {m: torch.as_tensor(t).to(device) for m, t in state["sums"].items()}
+        self._counts = None if state["counts"] is None else torch.as_tensor(state["counts"]).to(device)
 
     def load_state_dict(self, state: dict) -> None:
         protos = state.get("prototypes")

@@ -6,7 +6,7 @@ import math
 import torch
 
 from rollingq import MultimodalTransformer, create_model, preset_config
-from rollingq.config import ModelConfig, PRESETS, preset_input_shape
+from rollingq.config import SEQUENCE_PRESETS, ModelConfig, PRESETS, preset_input_shape
 from rq.train.data import DataConfig
 from rq.train.trainer.config import ConfigError, TrainConfig
 
@@ -15,20 +15,32 @@ _MADE_BY = {"ks": "--audio-features stft with 10 s at 16 kHz", "cremad": "--audi
             "ks-official": "--audio-features ks-fbank", "cremad-official": "--audio-features cremad-official"}
 
 
-def model_config(cfg: TrainConfig, num_classes: int, spec_shape: tuple[int, int]) -> ModelConfig:
-    """The ModelConfig of a run for shards of `num_classes` classes and stored spectrograms `spec_shape`."""
-    overrides = dict(image_size=cfg.image_size, spec_bins=spec_shape[0], spec_frames=spec_shape[1],
-                     fusion_layers=cfg.fusion_layers, fusion_block=cfg.fusion_block, rolling=cfg.rolling,
+def model_config(cfg: TrainConfig, num_classes: int, spec_shape: tuple[int, int],
+                 features: dict[str, tuple[int, int]] | None = None) -> ModelConfig:
+    """The ModelConfig of a run for shards of `num_classes` classes and stored spectrograms `spec_shape`,
+    or of sequence `features` (modality -> (steps, size)). ValueError when the preset does not fit."""
+    misfit = preset_misfit(cfg.preset, features)
+    if misfit:
+        raise ValueError(misfit)
+    # what the method is built with, on any data
+    overrides = dict(fusion_layers=cfg.fusion_layers, fusion_block=cfg.fusion_block, rolling=cfg.rolling,
                      bottleneck_tokens=cfg.bottleneck_tokens, bottleneck_layers=cfg.bottleneck_layers,
                      cross_layers=cfg.cross_layers)
+    if features:
+        return preset_config(cfg.preset, num_classes, cfg.method, **overrides,
+                             features=tuple((m, d) for m, (_, d) in features.items()),
+                             steps=next(iter(features.values()))[0])
+    overrides |= dict(image_size=cfg.image_size, spec_bins=spec_shape[0], spec_frames=spec_shape[1])
     if cfg.frames:   # 0 = the preset's (a training run always sets it, from the manifest if not given)
         overrides["frames"] = cfg.frames
     return preset_config(cfg.preset, num_classes, cfg.method, **overrides)
 
 
-def build_model(cfg: TrainConfig, num_classes: int, spec_shape: tuple[int, int]) -> MultimodalTransformer:
-    """The model a config describes, for shards of `num_classes` classes and [F, T] spectrograms."""
-    return create_model(model_config(cfg, num_classes, spec_shape))
+def build_model(cfg: TrainConfig, num_classes: int, spec_shape: tuple[int, int],
+                features: dict[str, tuple[int, int]] | None = None) -> MultimodalTransformer:
+    """The model a config describes, for shards of `num_classes` classes and [F, T] spectrograms (or
+    sequence `features`)."""
+    return create_model(model_config(cfg, num_classes, spec_shape, features))
 
 
 def preset_spec_shape(preset: str) -> tuple[int, int]:
@@ -36,8 +48,20 @@ def preset_spec_shape(preset: str) -> tuple[int, int]:
     return preset_input_shape(preset) or (ModelConfig.spec_bins, ModelConfig.spec_frames)
 
 
-def check_input_shape(cfg: TrainConfig, spec_shape: tuple[int, int]) -> None:
+def preset_misfit(preset: str, features: dict | None) -> str | None:
+    """Why a preset cannot read shards of sequence `features` (or of frames and spectrograms), or None."""
+    if bool(features) == (preset in SEQUENCE_PRESETS):
+        return None
+    kind = f"sequence features ({', '.join(features)})" if features else "frames and spectrograms"
+    fits = " or ".join(SEQUENCE_PRESETS) if features else "ks, cremad or tiny"
+    return f"--preset {preset} does not fit these shards of {kind}: use --preset {fits}"
+
+
+def check_input_shape(cfg: TrainConfig, spec_shape: tuple[int, int], features: dict | None = None) -> None:
     """A preset made for one input shape refuses shards of another, in one line naming both."""
+    misfit = preset_misfit(cfg.preset, features)
+    if misfit:
+        raise ConfigError(misfit)
     want = preset_input_shape(cfg.preset)
     if want is not None and tuple(spec_shape) != want:
         raise ConfigError(f"{cfg.shards}: spectrograms are {spec_shape[0]}x{spec_shape[1]}, the {cfg.preset} preset "

@@ -91,10 +91,15 @@ def optimizer_state_for(state: dict, model: torch.nn.Module) -> dict:
     return {"state": {i: opt["state"][o] for i, o in enumerate(old) if o in opt["state"]}, "param_groups": groups}
 
 
-def check_fits(state: dict, path: Path, classes, spec_shape, shards: str) -> None:
-    """The model in `state` can read these shards: same classes, same spectrogram shape."""
+def check_fits(state: dict, path: Path, classes, spec_shape, shards: str, features: dict | None = None) -> None:
+    """The model in `state` can read these shards: same classes, same spectrogram shape, same sequence
+    features (modality -> (steps, size); none for audio-visual shards)."""
     if list(classes) != list(state["classes"]):
         raise ConfigError(f"{shards}: its classes differ from those {path} was trained on")
+    trained = {m: tuple(shape) for m, shape in (state.get("features") or {}).items()}
+    if trained != {m: tuple(shape) for m, shape in (features or {}).items()}:
+        raise ConfigError(f"{shards}: its sequence features {dict(features or {}) or 'none'} differ from those "
+                          f"{path} was trained on ({trained or 'none'})")
     if tuple(spec_shape) != tuple(state["spec_shape"]):
         raise ConfigError(f"{shards}: spectrograms are {spec_shape[0]}x{spec_shape[1]}, {path} was trained on "
                           f"{state['spec_shape'][0]}x{state['spec_shape'][1]}")

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from rq.pipeline.console import progress
 from rq.train.data import Batches, model_inputs, to_device
+from rq.train.trainer.checkpoint import rng_state, set_rng_state
 from rq.train.trainer.config import PRECISIONS
 from rq.train.trainer.distributed import DistEnv, all_gather_objects
 from rq.train.evaluation.metrics import Outcomes, sample_outcomes, summarize
@@ -55,19 +56,34 @@ def per_sample_loss(out, labels: torch.Tensor) -> torch.Tensor:
 def train_one_epoch(step: ForwardPass, optimizer: torch.optim.Optimizer, batches: Batches, *, epoch: int,
                     steps: int, samples: int, lr_at: Callable[[int], float], grad_clip: float = 0.0,
                     observe: Callable | None = None, balancer=None, num_classes: int,
-                    steps_log: list | None = None) -> dict:
+                    steps_log: list | None = None, so_far: dict | None = None, checkpoint_every: int = 0,
+                    checkpoint: Callable[[dict], None] | None = None, clock: "RunClock | None" = None) -> dict:
     """Train for exactly `steps` batches (about `samples` over all processes); returns the epoch's
     metrics, reduced over all processes. `observe` (RollingQ's running statistics) sees every output;
     `balancer` (OGM-GE, PMR: balancing.py) adds to the loss and changes the gradients; `steps_log`
-    gets (global step, loss on the device, lr) per step."""
+    gets (global step, loss on the device, lr) per step. Every `checkpoint_every` steps (not at the
+    epoch's end) `checkpoint` gets this process's part of the epoch so far; `so_far`, such a part,
+    continues the epoch from there. `clock` times the whole run for the bar's run ETA."""
     env = step.env
     step.model.train()
-    outcomes = Outcomes()
-    waited = 0.0
+    skip = so_far["step"] if so_far else 0
+    outcomes = Outcomes.restored(so_far["outcomes"], so_far["keys"], env.device) if so_far else Outcomes()
+    waited, before = (so_far["waited"], so_far["elapsed"]) if so_far else (0.0, 0.0)
+    if so_far and steps_log is not None:
+        steps_log.extend((s, torch.tensor(loss), lr) for s, loss, lr in so_far["steps_log"])
     bar = _bar(env, samples, f"train {epoch}")
+    if bar is not None and skip:
+        bar.update(len(outcomes.keys) * env.world)
     start = ready = time.perf_counter()
-    done = 0
+    done, shown, lr = skip, 0.0, None
     for i, batch in enumerate(batches):
+        if i < skip:
+            # Read, not trained on: the loader's random streams stay those of the uninterrupted epoch.
+            start = ready = time.perf_counter()
+            continue
+        if i == skip and so_far:
+            # after the loader started (its start draws a seed from torch's generator), as at step `skip`
+            set_rng_state(so_far["rng"])
         batch = to_device(batch, env.device)
         waited += time.perf_counter() - ready
         lr = lr_at(epoch * steps + i)
@@ -90,17 +106,27 @@ def train_one_epoch(step: ForwardPass, optimizer: torch.optim.Optimizer, batches
             steps_log.append((epoch * steps + i, loss.detach().mean(), lr))
         outcomes.add(sample_outcomes(out, batch["label"], loss), batch["key"])
         done += 1
+        if clock is not None:
+            clock.tick()
         if bar is not None:
             bar.update(len(batch["label"]) * env.world)
+            if time.perf_counter() - shown > 2.0:   # the loss's host copy (a sync) every 2 s, not per step
+                shown = time.perf_counter()
+                eta = f", run ETA {clock.eta()}" if clock is not None else ""
+                bar.set_postfix_str(f"loss {loss.detach().mean().item():.3f}, lr {lr:.2e}{eta}", refresh=False)
+        if checkpoint is not None and checkpoint_every and done % checkpoint_every == 0 and done < steps:
+            checkpoint({"step": done, "rng": rng_state(), "outcomes": outcomes.tensors(), "keys": list(outcomes.keys),
+                        "waited": waited, "elapsed": before + time.perf_counter() - start,
+                        "steps_log": [(s, float(v), r) for s, v, r in (steps_log or []) if s >= epoch * steps]})
         ready = time.perf_counter()
     if bar is not None:
         bar.close()
-    elapsed = time.perf_counter() - start
+    elapsed = before + time.perf_counter() - start
     tensors, _ = outcomes.gather(env)
-    summary = summarize(tensors, num_classes)
+    summary = summarize(tensors, num_classes, batches.modalities)
     timing = all_gather_objects((done, waited, elapsed, batches.stats.skipped_samples, batches.stats.bad_tars), env)
     summary.update(
-        lr=lr if done else None,
+        lr=lr,
         steps_per_rank=[t[0] for t in timing],
         samples_per_s=round(summary["samples"] / max(t[2] for t in timing), 2),
         # share of the step time this process sat waiting for the input pipeline (mean over processes)
@@ -109,6 +135,23 @@ def train_one_epoch(step: ForwardPass, optimizer: torch.optim.Optimizer, batches
         bad_tars=sum(t[4] for t in timing),
     )
     return summary
+
+
+class RunClock:
+    """The whole run's ETA from the training steps this invocation has taken (evaluation passes
+    included in their time, so it settles after the first epoch)."""
+
+    def __init__(self, total_steps: int):
+        self.total, self.done, self.started = total_steps, 0, time.perf_counter()
+
+    def tick(self) -> None:
+        self.done += 1
+
+    def eta(self) -> str:
+        if not self.done:
+            return "?"
+        seconds = int((time.perf_counter() - self.started) / self.done * max(0, self.total - self.done))
+        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 @torch.no_grad()
@@ -134,7 +177,7 @@ def evaluation_pass(step: ForwardPass, batches: Batches, *, num_classes: int, sa
     if bar is not None:
         bar.close()
     tensors, keys = outcomes.gather(env)
-    summary = summarize(tensors, num_classes)
+    summary = summarize(tensors, num_classes, batches.modalities)
     summary["unique_samples"] = len(set(keys))  # == samples when each sample was seen exactly once
     skipped = all_gather_objects((batches.stats.skipped_samples, batches.stats.bad_tars), env)
     summary.update(skipped_samples=sum(s for s, _ in skipped), bad_tars=sum(b for _, b in skipped))

@@ -12,11 +12,13 @@ The run folder:
                   rollingq: one decision per fusion layer {layer, epoch, air, alpha, rotated, angle_deg,
                   rotations_done} (mt models too: measured, never rotated). load_avg: os.getloadavg()
                   at the epoch's end (1, 5, 15 min), so speed figures can be read against the machine's load.
-                  balance: OGM-GE / PMR only (else null): {method, active, steps: {ratio, coeff_audio,
-                  coeff_visual: one value per training step}, mean: {...}} (trainer/balancing.py).
+                  balance: OGM-GE / PMR only (else null): {method, active, steps: {ratio, coeff_<m> per
+                  modality: one value per training step}, mean: {...}} (trainer/balancing.py).
   tb/             the same numbers for TensorBoard
   last.pt, best.pt  checkpoints (train/trainer/checkpoint.py), best = highest VAL accuracy (selection.py:
-                  --select-on test for the released code's protocol; the last epoch without a val split)
+                  --select-on test for the released code's protocol; the last epoch without a val split);
+                  last.pt also every --checkpoint-every-steps K steps, epoch<E>.pt every --save-every N
+                  epochs (midepoch.py)
 """
 from dataclasses import replace
 import json
@@ -47,7 +49,8 @@ from rq.train.trainer.ranks import cores_per_process
 from rq.train.evaluation.metrics import last_layer
 from rq.train.trainer.logs import WandbLog, write_hparams, write_steps, write_summary_csv
 from rq.train.trainer.resume import latest_run, resumed_config
-from rq.train.trainer.epoch import ForwardPass, evaluation_pass, statistics_pass, train_one_epoch
+from rq.train.trainer.epoch import ForwardPass, RunClock, evaluation_pass, statistics_pass, train_one_epoch
+from rq.train.trainer.midepoch import continue_part, keep_epoch, rank_part, resume_point
 from rq.train.trainer.presets import resolve_preset
 from rq.train.trainer.seeds import seed_runs
 from rq.train.trainer.selection import Selection, effective_selection, selection_line, selection_summary
@@ -106,7 +109,7 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
         cfg = resumed_config(TrainConfig.from_dict(resumed["config"]), cfg, resumed["epoch"] + 1)
         if env.is_main and (note := world_change_warning(len(resumed["rng"]), env, cfg.batch_size)):
             err.print(note, markup=False)   # the checkpoint holds one random state per process
-    check_input_shape(cfg, src.spec_shape)
+    check_input_shape(cfg, src.spec_shape, src.features)
     if env.is_main:
         for line in input_warnings(cfg, src.preprocess):
             err.print(line, markup=False)
@@ -121,7 +124,7 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
     _seed_everything(cfg.seed)
     num_classes = len(src.classes)
     try:
-        model = build_model(cfg, num_classes, src.spec_shape)
+        model = build_model(cfg, num_classes, src.spec_shape, src.features)
         if cfg.pretrained and resumed is None:
             report = load_pretrained(model, cfg.pretrained)
             if env.is_main:
@@ -150,7 +153,7 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
     if warning and env.is_main:
         err.print(warning, markup=False)
     selection = Selection(selected_on)
-    start_epoch, best_acc = 0, -1.0
+    start_epoch, best_acc, so_far = 0, -1.0, None
     if resumed is not None:
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(optimizer_state_for(resumed, model))
@@ -160,7 +163,10 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
             balancer.load_state_dict(resumed.get("balance") or {})
         rngs = resumed["rng"]
         set_rng_state(rngs[env.rank] if len(rngs) == env.world else rngs[0])
-        start_epoch, best_acc = resumed["epoch"] + 1, resumed["best_acc"]
+        start_epoch, so_far, note = resume_point(resumed, env)
+        best_acc = resumed["best_acc"]
+        if note and env.is_main:
+            err.print(note, markup=False)
         selection = Selection.from_state(resumed.get("selection"), selected_on)
 
     step = ForwardPass.create(_wrap(model, cfg, env), env, cfg.precision)
@@ -189,17 +195,44 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
 
     history = _read_history(metrics_path) if env.is_main else []
     stop = min(cfg.epochs, start_epoch + cfg.stop_after) if cfg.stop_after else cfg.epochs
+    clock = RunClock((stop - start_epoch) * steps - (so_far["step"] if so_far else 0))
+
+    def checkpoint_state(epoch: int, rngs: list) -> dict:
+        """last.pt's contents after `epoch` (the epoch before, for a mid-epoch one)."""
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": schedule,
+                "rollingq": controller.state_dict() if controller is not None else {}, "rng": rngs,
+                "balance": balancer.state_dict() if balancer is not None else {},
+                "epoch": epoch, "best_acc": best_acc, "selection": selection.state_dict(),
+                "config": cfg.to_dict(), "classes": list(src.classes),
+                "param_names": [name for name, _ in model.named_parameters()], "provenance": made_by,
+                "spec_shape": list(src.spec_shape), "manifest_sha256": src.manifest_sha256,
+                # how the shards were made, so `rq predict` can treat raw videos the same way without them
+                "preprocess": src.preprocess or None,
+                # sequence-feature shards only (CMU-MOSEI): modality -> [steps, size] the model reads
+                **({"features": {m: list(shape) for m, shape in src.features.items()}} if src.features else {})}
+
+    def mid_epoch(epoch: int, progress: dict) -> None:
+        parts = all_gather_objects(rank_part(progress, controller, balancer), env)
+        if env.is_main:
+            state = checkpoint_state(epoch - 1, [part["rng"] for part in parts])
+            save_checkpoint({**state, "mid_epoch": {"epoch": epoch, "step": progress["step"], "ranks": parts}},
+                            run_dir / "last.pt")
+
     for epoch in range(start_epoch, stop):
         started, steps_log = time.perf_counter(), []
         if controller is not None:
             controller.reset()
         if balancer is not None:
             balancer.start_epoch(epoch)
+        if so_far is not None:
+            continue_part(so_far, controller, balancer)
         train = train_one_epoch(
             step, optimizer, train_batches(src, data_cfg, epoch=epoch, rank=env.rank, world=env.world, steps=steps),
             epoch=epoch, steps=steps, samples=steps * global_batch, lr_at=lr_at, grad_clip=cfg.grad_clip,
             observe=controller.observe if controller is not None else None, balancer=balancer,
-            num_classes=num_classes, steps_log=steps_log)
+            num_classes=num_classes, steps_log=steps_log, so_far=so_far, checkpoint_every=cfg.checkpoint_every_steps,
+            checkpoint=lambda progress: mid_epoch(epoch, progress), clock=clock)  # noqa: B023 (called in the epoch)
+        so_far = None
         events = _rollingq_epoch_end(controller, step, src, data_cfg, epoch, steps, global_batch)
         val, test = (evaluation_pass(step, eval_batches(src, data_cfg, split=split, rank=env.rank, world=env.world),
                                      num_classes=num_classes, samples=n, desc=f"{split} {epoch}")[0] if n else None
@@ -219,17 +252,11 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
             if wandb is not None:
                 wandb.epoch(line, steps_log)
             write_summary_csv(run_dir, history)
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": schedule,
-                     "rollingq": controller.state_dict() if controller is not None else {}, "rng": rngs,
-                     "balance": balancer.state_dict() if balancer is not None else {},
-                     "epoch": epoch, "best_acc": best_acc, "selection": selection.state_dict(),
-                     "config": cfg.to_dict(), "classes": list(src.classes),
-                     "param_names": [name for name, _ in model.named_parameters()], "provenance": made_by,
-                     "spec_shape": list(src.spec_shape), "manifest_sha256": src.manifest_sha256,
-                     # how the shards were made, so `rq predict` can treat raw videos the same way without them
-                     "preprocess": src.preprocess or None}
+            state = checkpoint_state(epoch, rngs)
             save_checkpoint(state, run_dir / "last.pt")
-            out.print(f"saved {run_dir / 'last.pt'}" + (" and best.pt" if is_best else ""))
+            kept = keep_epoch(run_dir, epoch).name if cfg.save_every and (epoch + 1) % cfg.save_every == 0 else None
+            out.print(f"saved {run_dir / 'last.pt'}" + (" and best.pt" if is_best else "")
+                      + (f" (kept as {kept})" if kept else ""))
             if is_best:
                 save_checkpoint(state, run_dir / "best.pt")
         barrier(env)
@@ -239,7 +266,7 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
         writer.close()
         if wandb is not None:
             wandb.finish()
-        _summary(history, summary)
+        _summary(history, summary, src.modalities)
     return {"out": str(run_dir), "best_acc": best_acc, "selection": summary, "epochs": history}
 
 
@@ -250,7 +277,7 @@ def _load_resume(cfg: TrainConfig, src) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: no checkpoint to resume from")
     state = read_run_checkpoint(path)
-    check_fits(state, path, src.classes, src.spec_shape, cfg.shards)
+    check_fits(state, path, src.classes, src.spec_shape, cfg.shards, src.features)
     if state["manifest_sha256"] != src.manifest_sha256:
         err.print(f"warning: {cfg.shards}: the shards changed since {path} was written "
                   f"(manifest sha256 {state['manifest_sha256'][:12]} -> {src.manifest_sha256[:12]}); "
@@ -303,7 +330,7 @@ def _log_epoch(history: list[dict], path: Path, writer: SummaryWriter) -> None:
     epoch = line["epoch"]
     for split in ("train", "val", "test"):
         for name, value in (line[split] or {}).items():
-            if isinstance(value, list) and name in ("air", "share_audio", "share_visual"):
+            if isinstance(value, list) and (name == "air" or name.startswith("share_")):
                 for layer, v in enumerate(value):
                     if v is not None:
                         writer.add_scalar(f"{split}/{name}/layer{layer}", v, epoch)
@@ -333,21 +360,22 @@ def _read_history(path: Path) -> list[dict]:
     return [json.loads(s) for s in path.read_text().splitlines() if s.strip()] if path.is_file() else []
 
 
-def _summary(history: list[dict], selection: dict) -> None:
-    def pair(*values):
+def _summary(history: list[dict], selection: dict, modalities: tuple[str, ...]) -> None:
+    def joined(*values):
         return "/".join("-" if v is None else f"{v:.2f}" for v in values)
 
     rows = []
     for h in history:
         tr, te = h["train"], h["test"] or {}
-        rows.append([h["epoch"], tr["loss"], pair(tr["acc"], (h.get("val") or {}).get("acc"), te.get("acc")),
-                     pair(te.get("acc_audio"), te.get("acc_visual")),
+        rows.append([h["epoch"], tr["loss"], joined(tr["acc"], (h.get("val") or {}).get("acc"), te.get("acc")),
+                     joined(*(te.get(f"acc_{m}") for m in modalities)),
                      te.get("macro_f1"), last_layer(te.get("air")),
-                     pair(last_layer(te.get("share_audio")), last_layer(te.get("share_visual"))),
+                     joined(*(last_layer(te.get(f"share_{m}")) for m in modalities)),
                      sum(e["rotated"] for e in h["rollingq"]), tr["samples_per_s"], tr["data_wait_frac"]])
+    initials = "/".join(m[0].upper() for m in modalities)   # A/V, V/T
     summary_table("rq train (test split; AIR and attention: last fusion layer)",
-                  ["epoch", "loss", "acc train/val/test", "probe A/V", "F1", "AIR", "attn A/V", "rot", "samples/s",
-                   "wait"], rows)
+                  ["epoch", "loss", "acc train/val/test", f"probe {initials}", "F1", "AIR", f"attn {initials}", "rot",
+                   "samples/s", "wait"], rows)
     out.print(selection_line(selection), markup=False)
     skipped = sum(h["train"]["skipped_samples"] + (h["test"] or {}).get("skipped_samples", 0) for h in history)
     if skipped:

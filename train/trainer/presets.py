@@ -9,7 +9,7 @@ spectrogram shape and frames per clip the shards have, with frames it fits, else
 frames are under 224 px (data made for CPU runs), else no choice: the run stops and says why. With
 --preset: frames it does not fit are an error (a ViT-B on 64 px frames blown up to 224, at the
 paper's cost per step); another spectrogram length is fine (the model is built for the shards'
-shape) and noted."""
+shape) and noted. Shards of sequence features (CMU-MOSEI) take the `mosei` preset, and only it."""
 from itertools import islice
 
 from rq.pipeline.console import out
@@ -17,6 +17,8 @@ from rq.train.data import ShardSource, open_source
 from rq.train.data.augment import jpeg_size
 from rq.train.data.source import FRAME_MEMBER
 from rq.train.data.tarstream import TarError, url_samples
+from rollingq.config import SEQUENCE_PRESETS
+from rq.train.trainer.build import preset_misfit
 from rq.train.trainer.config import _PRESET_DEFAULTS, ConfigError
 
 PAPER = {"ks": ((257, 1004), 3), "cremad": ((257, 299), 1)}   # spectrogram shape, frames per clip
@@ -29,9 +31,18 @@ def _fits(preset: str, side: int, crop: int | None = None) -> bool:
 
 def resolve_preset(shards: str, preset: str | None, options: dict) -> str:
     """The preset to train with (printed when chosen here); ConfigError when none fits."""
-    if preset is not None and preset not in _PRESET_DEFAULTS:
-        raise ConfigError(f"--preset must be one of {', '.join(_PRESET_DEFAULTS)}, got {preset!r}")
+    if preset is not None and preset not in _PRESET_DEFAULTS and preset not in SEQUENCE_PRESETS:
+        raise ConfigError(f"--preset must be one of {', '.join((*_PRESET_DEFAULTS, *SEQUENCE_PRESETS))}, got {preset!r}")
     src = open_source(shards, manifest=options.get("manifest"))
+    if src.features or preset in SEQUENCE_PRESETS:   # CMU-MOSEI: no frames, no spectrograms
+        misfit = preset_misfit(preset or SEQUENCE_PRESETS[0], src.features)
+        if misfit:
+            raise ConfigError(misfit)
+        if preset is None:
+            preset = SEQUENCE_PRESETS[0]
+            out.print(f"preset: {preset} (chosen for the shards' sequence features: {', '.join(src.features)})",
+                      markup=False)
+        return preset
     frames = options.get("frames") or src.frames_per_clip
     side = frame_side(src)
     spec = tuple(src.spec_shape)
