@@ -46,7 +46,7 @@ class Sample:
     members: tuple[Member, ...]   # in tar order: json, cls, frames (time order), spectrogram
 
 
-def make_sample(result: ClipResult, settings: dict, frame_members: int) -> Sample:
+def make_sample(result: ClipResult, frame_members: int, settings: dict) -> Sample:
     """The sample of a processed clip: metadata and class index made here, frames and spectrogram
     referenced in the cache (read only when a shard is actually written). `frame_members` is the
     dataset's `frames_per_sample`: a clip with fewer frames repeats its last one up to that many
