@@ -24,7 +24,9 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point. Usage errors print one line (not click's box) and exit 2."""
+    from rq.pipeline.atomic import WriteError
     from rq.pipeline.console import err, fail
+    from rq.pipeline.lock import FolderBusy
     try:
         from typer._click import exceptions as click  # typer >= 0.2x carries its own click
     except ImportError:
@@ -42,6 +44,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         fail(e.format_message(), e.exit_code)
     except typer.Abort:
         fail("aborted", 1)
+    except (WriteError, FolderBusy) as e:   # a full disk, a read-only folder, a folder another run writes
+        fail(str(e), 1)
+    except OSError as e:  # what the system refused under a library's own writer (TensorBoard, a pipe)
+        fail(f"{e.filename or 'rq'}: {e.strerror or e}", 1)
     raise SystemExit(code if isinstance(code, int) else 0)
 
 

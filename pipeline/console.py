@@ -1,6 +1,7 @@
 """What long jobs show a person: a progress bar (items/s, ETA) and a closing summary table."""
 import sys
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -55,5 +56,36 @@ def _fmt(v: object) -> str:
 
 def fail(message: str, code: int = 2) -> None:
     """A usage error: one line on stderr naming the file and the reason, then exit."""
+    for bar in list(getattr(tqdm, "_instances", ())):   # a bar left open by the error: end its line first
+        bar.close()
     err.print(f"error: {message}", markup=False)
     raise SystemExit(code)
+
+
+class RateLimited:
+    """Warnings that can come by the thousand (bad samples in a tar, skipped clips): the first `shown` of
+    each kind are printed, the rest only counted, and `flush` (at the end of a command) prints one line
+    per kind saying how many were not shown and where they all are."""
+
+    def __init__(self, shown: int = 5):
+        self.shown, self.counts, self.hints = shown, Counter(), {}
+
+    def warn(self, kind: str, message: str, hint: str = "", write: Callable[[str], None] | None = None) -> None:
+        self.counts[kind] += 1
+        self.hints[kind] = hint
+        if self.counts[kind] <= self.shown:
+            (write or _err_line)(f"warning: {message}")
+
+    def flush(self) -> None:
+        for kind, n in self.counts.items():
+            if n > self.shown:
+                hint = f" ({self.hints[kind]})" if self.hints[kind] else ""
+                _err_line(f"warning: {n - self.shown:,} more {kind} not shown{hint}")
+        self.counts.clear()
+
+
+def _err_line(line: str) -> None:
+    err.print(line, markup=False)
+
+
+rate_limited = RateLimited()   # one per process: the commands flush it when they end

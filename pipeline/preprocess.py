@@ -10,20 +10,22 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rq.pipeline.atomic import remove_stale_temporaries
+from rq.pipeline.atomic import WriteError, remove_stale_temporaries
 from rq.pipeline.cache import Cache, DamagedEntry
 from rq.pipeline.clips import Discovery
-from rq.pipeline.console import err, fail, out as console, summary_table
+from rq.pipeline.console import err, fail, out as console, summary_table, rate_limited
 from rq.pipeline.errors import ExecutorError
 from rq.pipeline.executors import executor_problem, map_unordered, open_executor
 from rq.pipeline.ffmpeg import FfmpegMissing, ffmpeg_location
+from rq.pipeline.generations import retire_superseded
 from rq.pipeline.indexes import write_indexes
-from rq.pipeline.manifest import CLIPS, FAILURES, MANIFEST, build_manifest, read_manifest, write_jsonl, write_manifest
+from rq.pipeline.lock import FolderBusy, writer_lock
+from rq.pipeline.manifest import CLIPS, FAILURES, build_manifest, read_manifest, write_jsonl, write_manifest
 from rq.pipeline.recipes import RECIPES, LayoutError
 from rq.pipeline.recipes.layout import carve_validation, keep_classes_with_clips
 from rq.pipeline.config import Options
 from rq.pipeline.stages.settings import FRAME_TIMES
-from rq.pipeline.shards import Sample, frames_per_sample, make_sample, shuffled, split_content, write_split
+from rq.pipeline.shards import Sample, frames_per_sample, make_sample, shuffled, write_split
 from rq.pipeline.runner import ClipResult, Job, lost_clip, plan_clip, process_clip
 from rq.pipeline.stages import STAGE_NAMES, STAGES
 
@@ -92,7 +94,18 @@ class Run:
 
 def produce(run: Run, found: Discovery) -> None:
     """Run every clip through the stages, write the shards that changed, the manifest, its indexes and
-    the audit files, and print what happened; exit 1 when too many clips were skipped."""
+    the audit files, and print what happened; exit 1 when too many clips were skipped. Holds the
+    output folder's writer lock throughout (a second rq preprocess into it stops with one line)."""
+    try:
+        with writer_lock(run.out, f"rq preprocess {run.recipe}"):
+            _produce(run, found)
+    except (FolderBusy, WriteError) as e:
+        fail(str(e), code=1)
+    finally:
+        rate_limited.flush()
+
+
+def _produce(run: Run, found: Discovery) -> None:
     out, job = run.out, run.job
     cache = Cache(job.cache_root)
     start = time.perf_counter()
@@ -118,8 +131,12 @@ def produce(run: Run, found: Discovery) -> None:
         run.recipe, run.config, found.classes, run.frames_per_clip, {split: o.entry for split, o in outcomes.items()},
         len(found.clips), skipped, len(found.rejected),
         ({"frames_per_sample": frame_members} if frame_members else {}) | (run.extra or {}))
-    write_manifest(out, manifest)
+    write_manifest(out, manifest)   # commits the new shards: readers opening the folder now see them
     write_indexes(out, manifest)
+    kept = retire_superseded(out, {s["name"] for entry in manifest["splits"].values() for s in entry["shards"]})
+    if kept:
+        err.print(f"note: kept {len(kept)} earlier shards ({kept[0]}, ...): a running reader still uses them; "
+                  "the next rq preprocess removes them", markup=False)
     _write_audit(out, results, found)
     _summary(results, found, outcomes, time.perf_counter() - start, out, _names(job), run.val_fraction)
     if found.clips and skipped / len(found.clips) > run.max_failure_rate:
@@ -132,15 +149,10 @@ def _names(job: Job) -> tuple[str, ...]:
 
 
 def _write_shards(out: Path, by_split: dict[str, list], shard_bytes: int, cache: Cache) -> dict:
-    previous = (read_manifest(out) or {}).get("splits", {})
-    if any(previous.get(split, {}).get("content") != split_content(samples, shard_bytes)
-           for split, samples in by_split.items()):
-        # Shards are about to change: a kill before the new manifest lands must not leave the old one
-        # vouching for them (a rerun would keep reordered shards of the same size as "unchanged").
-        (out / MANIFEST).unlink(missing_ok=True)
-        previous = {split: entry for split, entry in previous.items()
-                    if entry.get("content") == split_content(by_split.get(split, []), shard_bytes)}
-    return {split: write_split(out, split, samples, shard_bytes, cache, previous.get(split))
+    """Each split's shards; a changed split is written as a new generation beside the committed one,
+    which stays usable until the new manifest commits the new set (rq.pipeline.generations)."""
+    committed = (read_manifest(out) or {}).get("splits", {})
+    return {split: write_split(out, split, samples, shard_bytes, cache, committed.get(split))
             for split, samples in by_split.items()}
 
 
@@ -201,11 +213,12 @@ def _process_clips(found: Discovery, job: Job, cache: Cache, run: Run) -> list[C
             for items, map_clips, desc in batches:
                 for result in map_clips(partial(process_clip, job=job), items, desc=desc, unit="clip") if items else ():
                     if result.failure:
-                        tqdm.write(f"skipped {result.clip.rel_source}: {result.failure[0]}: {result.failure[1]}",
-                                   file=sys.stderr)
+                        rate_limited.warn("skipped clips", f"skipped {result.clip.rel_source}: {result.failure[0]}: "
+                                          f"{result.failure[1]}", hint=f"every one is in {FAILURES}", write=_above_bar)
                     elif "frames" in result.heads and (note := (result.heads["frames"].meta or {}).get("note")):
                         # kept, with fewer frames
-                        tqdm.write(f"warning: {result.clip.rel_source}: frames: {note}", file=sys.stderr)
+                        rate_limited.warn("clips kept with fewer frames", f"{result.clip.rel_source}: frames: {note}",
+                                          hint="each noted as frames_note in its sample's json", write=_above_bar)
                     results.append(result)
     except (FfmpegMissing, ExecutorError) as e:
         fail(str(e))
@@ -240,6 +253,10 @@ def dry_run(found: Discovery, job: Job, cache: Cache) -> None:
     summary_table("Inputs", ["", "count"], [["clips", len(found.clips)], ["unmatched files or annotations",
                                                                         len(found.rejected)],
                                             ["clips of other classes", found.other_classes]])
+
+
+def _above_bar(line: str) -> None:
+    tqdm.write(line, file=sys.stderr)
 
 
 def _write_audit(out: Path, results: list[ClipResult], found: Discovery) -> None:

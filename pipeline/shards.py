@@ -4,7 +4,7 @@ A split's samples go in a seeded order (each clip's place is fixed by a hash of 
 classes mix and adding a clip does not reorder the others), are cut into shards of at most
 `--shard-size` MB, and are written only when the split's content (the ordered list of member hashes
 and the shard size) differs from what the previous manifest recorded; otherwise the files stay
-untouched, mtime included."""
+untouched, mtime included. A rewrite writes a new generation of names (rq.pipeline.generations)."""
 import hashlib
 import io
 import json
@@ -16,10 +16,10 @@ from pathlib import Path
 
 from rq.pipeline.atomic import atomic_file
 from rq.pipeline.cache import Cache, DamagedEntry
+from rq.pipeline.generations import generation_of, next_generation, shard_name
 from rq.pipeline.runner import ClipResult
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-SHARD_NAME = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{6})\.tar$")
 _BLOCK = tarfile.BLOCKSIZE
 
 
@@ -126,27 +126,34 @@ class SplitOutcome:
 
 
 def write_split(out: Path, split: str, samples: Sequence[Sample], shard_bytes: int, cache: Cache,
-                previous: dict | None) -> SplitOutcome:
-    """Write the split's shards (samples already in order) unless the previous manifest entry shows the
-    same content and its files are all present; then remove shards of this split no longer listed."""
+                committed: dict | None) -> SplitOutcome:
+    """Write the split's shards (samples already in order) unless the committed manifest's entry shows
+    the same content and its files are all present. A rewrite goes to a new generation
+    (rq.pipeline.generations), so the committed shards stay untouched until the caller commits the new
+    manifest; if the rewrite fails (a full disk), the shards it wrote are removed again."""
     content = split_content(samples, shard_bytes)
-    if previous and previous.get("content") == content and all(
-            _size(out / s["name"]) == s["bytes"] for s in previous["shards"]):
-        entry, written, unchanged = previous, 0, len(previous["shards"])
-    else:
-        shards = [_write_shard(out / f"{split}-{i:06d}.tar", group, cache)
-                  for i, group in enumerate(_groups(samples, shard_bytes))]
-        entry = {"samples": len(samples), "bytes": sum(s["bytes"] for s in shards), "content": content,
-                 "shards": shards}
-        written, unchanged = len(shards), 0
-    remove_stale(out, split, {s["name"] for s in entry["shards"]})
-    return SplitOutcome(entry, written, unchanged)
+    same = bool(committed) and committed.get("content") == content
+    if same and all(_size(out / s["name"]) == s.get("bytes") for s in committed["shards"]):
+        return SplitOutcome(committed, 0, len(committed["shards"]))
+    # Same content with files missing or damaged: the same bytes again under the committed names (a
+    # reader sees the same bytes either way). New content: a new generation beside the committed one.
+    generation = _generation(committed) if same else next_generation(out, split, committed)
+    shards: list[dict] = []
+    try:
+        for i, group in enumerate(_groups(samples, shard_bytes)):
+            shards.append(_write_shard(out / shard_name(split, generation, i), group, cache))
+    except BaseException:
+        for shard in shards if not same else ():   # a new generation's files: nothing lists them
+            (out / shard["name"]).unlink(missing_ok=True)
+        raise
+    entry = {"samples": len(samples), "bytes": sum(s["bytes"] for s in shards), "content": content,
+             "shards": shards}
+    return SplitOutcome(entry, len(shards), 0)
 
 
-def remove_stale(out: Path, split: str, keep: set[str]) -> None:
-    for path in Path(out).glob(f"{split}-*.tar"):
-        if SHARD_NAME.match(path.name) and path.name not in keep:
-            path.unlink()
+def _generation(entry: dict) -> int:
+    names = [generation_of(s["name"]) for s in entry["shards"]]
+    return names[0][1] if names and names[0] else 0
 
 
 def _size(path: Path) -> int:

@@ -64,8 +64,13 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
     loaded, missing = 0, []
     for name, enc in encoders.items():
         own = enc.state_dict()
+        target = _adapt(weights, enc, path)
+        foreign = [k for k in target if k not in own and k.startswith("blocks.")]
+        if foreign:   # e.g. LayerScale's ls1.gamma: these blocks compute something else than this model's
+            raise ValueError(f"{path}: {foreign[0]} is not a parameter of this model's ViT blocks (another block "
+                             "design, e.g. LayerScale); use a plain timm ViT-B/16 checkpoint")
         # an encoder without a final norm (MBT's) leaves the checkpoint's norm unused
-        target = {k: v for k, v in _adapt(weights, enc, path).items() if k in own}
+        target = {k: v for k, v in target.items() if k in own}
         used.update(target)
         for key, value in target.items():
             if value.shape != own[key].shape:
@@ -105,7 +110,12 @@ def read_checkpoint(path: Path) -> dict[str, Tensor]:
         raise ValueError(f"{path}: cannot read checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
     if "pos_embed" not in weights or "patch_embed.proj.weight" not in weights:
         raise ValueError(f"{path}: not a timm ViT checkpoint (no pos_embed / patch_embed.proj.weight)")
-    return {k: v.float() for k, v in weights.items()}
+    weights = {k: v.float() for k, v in weights.items()}
+    bad = [k for k, v in weights.items() if not torch.isfinite(v).all()]
+    if bad:   # one NaN here would make every activation, and then every weight, NaN
+        raise ValueError(f"{path}: {bad[0]} holds NaN or infinite values ({len(bad)} tensors in all); "
+                         "refusing these weights")
+    return weights
 
 
 def _adapt(weights: dict[str, Tensor], enc: ViTEncoder, path: Path) -> dict[str, Tensor]:
@@ -114,7 +124,10 @@ def _adapt(weights: dict[str, Tensor], enc: ViTEncoder, path: Path) -> dict[str,
     target = {}
     for key, value in weights.items():
         if key.startswith("blocks."):
-            if int(key.split(".")[1]) < depth:
+            index = key.split(".")[1]
+            if not index.isdigit():
+                raise ValueError(f"{path}: {key} is not a ViT block parameter (blocks.N.<name>)")
+            if int(index) < depth:
                 target[key] = value
         elif key in ("cls_token", "patch_embed.proj.bias", "norm.weight", "norm.bias"):
             target[key] = value

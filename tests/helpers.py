@@ -53,9 +53,11 @@ def _member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def write_shards(out: Path, sizes: Mapping[str, Sequence[int]], *, classes: int = 3, n_frames: int = 10,
                  frame_hw: tuple[int, int] = (48, 64), spec_shape: tuple[int, int] = (257, 12),
-                 frames_per_clip: int = 3, bad_jpeg: Sequence[str] = (), texture: bool = False) -> dict:
+                 frames_per_clip: int = 3, bad_jpeg: Sequence[str] = (), nan_spec: Sequence[str] = (),
+                 texture: bool = False) -> dict:
     """Write `{split}-{NNNNNN}.tar` shards holding `sizes[split][i]` samples each, plus manifest.json.
-    Clip ids are `{split}/clip{ordinal}`; the samples named in `bad_jpeg` (keys) get garbage frames.
+    Clip ids are `{split}/clip{ordinal}`; the samples named in `bad_jpeg` (keys) get garbage frames,
+    those in `nan_spec` a spectrogram with one NaN.
     Returns the manifest, with an extra "keys" entry: split -> keys in shard order."""
     out.mkdir(parents=True, exist_ok=True)
     names = [f"class {c}" for c in range(classes)]
@@ -82,7 +84,10 @@ def write_shards(out: Path, sizes: Mapping[str, Sequence[int]], *, classes: int 
                                 else frame_jpeg(f, *frame_hw, texture=texture, seed=ordinal))
                         _member(tar, f"{key}.f{f:04d}.jpg", jpeg)
                     spec = io.BytesIO()
-                    np.save(spec, np.full(spec_shape, ordinal, np.float16))
+                    values = np.full(spec_shape, ordinal, np.float16)
+                    if key in nan_spec:
+                        values[1, 2] = np.nan
+                    np.save(spec, values)
                     _member(tar, f"{key}.spec.npy", spec.getvalue())
                     keys.setdefault(split, []).append(key)
                     ordinal += 1
@@ -161,3 +166,29 @@ def python_env() -> dict:
     training processes a test launches."""
     keep = ("PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "RQ_FFMPEG")
     return {k: v for k, v in os.environ.items() if k in keep}
+
+
+def kill_mid_epoch(proc, last: Path, epoch: int, timeout: float = 240.0) -> dict:
+    """SIGKILL the process group of `proc` (started with start_new_session=True) once `last` (its
+    last.pt) is a mid-epoch checkpoint of `epoch`; returns that checkpoint. The group is paused
+    (SIGSTOP) while the file is read, so the moment cannot slip by: a tiny epoch's tail is a few ms."""
+    import signal
+    import time
+    from rq.train.trainer.checkpoint import load_checkpoint
+    deadline, seen = time.monotonic() + timeout, None
+    while proc.poll() is None and time.monotonic() < deadline:
+        stamp = last.stat().st_mtime_ns if last.exists() else None
+        if stamp is not None and stamp != seen:
+            os.killpg(proc.pid, signal.SIGSTOP)
+            try:
+                state, seen = load_checkpoint(last), stamp
+                if (state.get("mid_epoch") or {}).get("epoch") == epoch:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    return state
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGCONT)
+        time.sleep(0.002)
+    raise AssertionError(f"{last}: no mid-epoch checkpoint of epoch {epoch} before the run "
+                         f"{'ended' if proc.poll() is not None else 'timed out'}")

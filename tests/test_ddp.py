@@ -1,24 +1,29 @@
 """Two gloo processes on the CPU under torchrun, on uneven shards (5, 7 and 11 samples): no hang,
-the same number of steps on both ranks, one writer of checkpoints and metrics, and evaluation that
-counts every test sample exactly once."""
+the same number of steps on both ranks, one writer of checkpoints and metrics, evaluation that
+counts every test sample exactly once, and a run killed mid-epoch resuming to the same weights."""
 import json
 import os
 import signal
 import subprocess
 import sys
 
-from helpers import python_env, rq_script, write_shards
+import torch
+
+from helpers import kill_mid_epoch, python_env, rq_script, write_shards
 from rq.train.evaluation.evaluate import EvalConfig, evaluate_checkpoint
 from rq.train.trainer.checkpoint import load_checkpoint
 
 
-def _torchrun(tmp_path, *args: str) -> str:
-    """`rq ARGS` on 2 gloo ranks; its stdout. A hang (the bug this test is for) is killed whole and reported."""
+def _start(tmp_path, *args: str, **pipes) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            rq_script(), *args]
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**env, **python_env()}, start_new_session=True)
+    return subprocess.Popen(cmd, text=True, env={**env, **python_env()}, start_new_session=True, **pipes)
+
+
+def _torchrun(tmp_path, *args: str) -> str:
+    """`rq ARGS` on 2 gloo ranks; its stdout. A hang (the bug this test is for) is killed whole and reported."""
+    proc = _start(tmp_path, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         stdout, stderr = proc.communicate(timeout=180)
     except subprocess.TimeoutExpired:
@@ -34,9 +39,9 @@ def test_two_gloo_ranks_on_uneven_shards(tmp_path):
     write_shards(shards, {"train": [5, 7, 11], "test": [5, 7, 11]}, classes=3, n_frames=3, spec_shape=(257, 20),
                  frames_per_clip=2)
     out = tmp_path / "run"
-    stdout = _torchrun(tmp_path, "train", "--shards", str(shards), "--preset", "tiny", "--method", "rollingq",
-                       "--rq-beta", "0", "--epochs", "2", "--batch-size", "4", "--workers", "0", "--device", "cpu",
-                       "--out", str(out))
+    train = ("train", "--shards", str(shards), "--preset", "tiny", "--method", "rollingq", "--rq-beta", "0",
+             "--epochs", "2", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--checkpoint-every-steps", "1")
+    stdout = _torchrun(tmp_path, *train, "--out", str(out))
 
     history = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [0, 1]  # one writer: no duplicated lines
@@ -60,3 +65,12 @@ def test_two_gloo_ranks_on_uneven_shards(tmp_path):
     assert two["keys"] == one["keys"] and len(two["keys"]) == 23
     assert two["pearson"]["noisy"] == one["pearson"]["noisy"] and sum(two["pearson"]["noisy"]) == 12
     assert two["clean"]["correct"] == one["clean"]["correct"]
+
+    # Killed (the whole launch, SIGKILL) after step 1 of epoch 1's 2, resumed on 2 ranks: the same weights.
+    killed = tmp_path / "killed"
+    proc = _start(tmp_path, *train, "--out", str(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    mid = kill_mid_epoch(proc, killed / "last.pt", epoch=1)["mid_epoch"]
+    assert mid["step"] == 1 and len(mid["ranks"]) == 2
+    _torchrun(tmp_path, *train, "--out", str(killed), "--resume")
+    a, b = (load_checkpoint(d / "last.pt")["model"] for d in (out, killed))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,6 +1,7 @@
 """Every sample of a dataset has the same member names: clips with fewer frames repeat their last frame
 up to the dataset's `frames_per_sample`, the json says how many are real, and the trainer picks among
 the real ones only, so the padding never changes a batch. HuggingFace `datasets` then loads the shards."""
+import hashlib
 import io
 import json
 import tarfile
@@ -84,6 +85,10 @@ def unpadded_copy(shards: Path, out: Path) -> Path:
                         info = tarfile.TarInfo(f"{key}.{suffix}")
                         info.size = len(data)
                         tar.addfile(info, io.BytesIO(data))
+        written = (out / tar_path.name).read_bytes()   # the manifest vouches for each shard's bytes
+        for entry in (s for split in manifest["splits"].values() for s in split["shards"]):
+            if entry["name"] == tar_path.name:
+                entry |= {"bytes": len(written), "sha256": hashlib.sha256(written).hexdigest()}
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out
 

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from helpers import write_shards
 from rollingq import create_model, load_pretrained, preset_config
 
 D, HEADS, MLP, BLOCKS, GRID = 64, 4, 128, 3, 4       # checkpoint: 3 blocks, 4x4 grid (64 px / 16)
@@ -165,3 +166,22 @@ def test_per_frame_positions_start_from_the_same_table_for_every_frame(checkpoin
     pos = m.encoders["visual"].pos_embed
     assert pos.shape == (1, 1 + 2 * GRID * GRID, D) and report.missing == []
     assert torch.equal(pos[:, 1:1 + 16], w["pos_embed"][:, 1:]) and torch.equal(pos[:, 17:], w["pos_embed"][:, 1:])
+def test_foreign_block_keys_and_non_finite_weights_are_refused(tmp_path, rq):
+    """A LayerScale ViT (an extra per-block `ls1.gamma`) is another model; one NaN would spread to every
+    weight. Each is one line naming the file and the tensor; `rq train --pretrained` exits 2."""
+    layerscale = tmp_path / "layerscale.safetensors"
+    save_file({**timm_weights(), "blocks.0.ls1.gamma": torch.ones(D)}, str(layerscale))
+    nan = tmp_path / "nan.pth"
+    w = timm_weights()
+    w["blocks.1.attn.qkv.weight"][3, 5] = float("nan")
+    torch.save(w, nan)
+    for path, reason in ((layerscale, "blocks.0.ls1.gamma is not a parameter of this model's ViT blocks"),
+                         (nan, "blocks.1.attn.qkv.weight holds NaN or infinite values")):
+        with pytest.raises(ValueError, match=reason) as e:
+            load_pretrained(model(), path)
+        assert str(path) in str(e.value) and "\n" not in str(e.value)
+    shards = tmp_path / "shards"
+    write_shards(shards, {"train": [4]}, classes=2, n_frames=2, spec_shape=(257, 20))
+    result = rq("train", "--shards", shards, "--preset", "tiny", "--workers", "0", "--pretrained", layerscale,
+                "--out", tmp_path / "run", "--device", "cpu")
+    assert result.exit_code == 2 and "ls1.gamma" in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -42,7 +42,9 @@ def test_audio_setting_change_decodes_no_video(rq, folder_raw, tmp_path, ffmpeg_
     preprocess(rq, folder_raw, out, "--hop-length", "160")
     assert ffmpeg_log.calls() == []  # the waveform is cached: only the STFT reruns, in Python
     after = contents(out)
-    assert after["train-000000.tar"] != before["train-000000.tar"]
+    # new shards are a new generation beside the old ones, which are removed once the manifest lists the new
+    assert sorted(n for n in after if n.endswith(".tar")) == ["test-g1-000000.tar", "train-g1-000000.tar"]
+    assert after["train-g1-000000.tar"] != before["train-000000.tar"]
     manifest = read_manifest(out)
     assert manifest["config"]["spectrogram"]["hop_length"] == 160
 
@@ -70,7 +72,7 @@ def test_deleted_clip_leaves_the_shards(rq, folder_raw, tmp_path, ffmpeg_log):
         (folder_raw / rel).unlink()
     preprocess(rq, folder_raw, out, "--shard-size", "0.13")
     assert ffmpeg_log.calls() == []
-    assert sorted(p.name for p in out.glob("train-*.tar")) == ["train-000000.tar", "train-000001.tar"]
+    assert sorted(p.name for p in out.glob("train-*.tar")) == ["train-g1-000000.tar", "train-g1-000001.tar"]
     ids = [row["clip_id"] for row in read_jsonl(out / "clips.jsonl")]
     assert "train/a/a0.mp4" not in ids and "train/b/b2.mp4" not in ids and len(ids) == 6
     manifest = read_manifest(out)
@@ -112,7 +114,7 @@ def test_sigkill_at_any_moment_then_rerun_is_byte_identical(rq, folder_raw, tmp_
 
     preprocess(rq, folder_raw, out, "--shard-size", "0.13")
     assert contents(out) == expected
-    assert not list(out.glob(".*.rqtmp"))  # killed runs' temporaries are cleaned up
+    assert not list(out.glob(".*.rqtmp*"))  # killed runs' temporaries are cleaned up
 
 
 def test_touched_file_is_redone_unless_hash_content(rq, folder_raw, tmp_path, ffmpeg_log):
@@ -153,5 +155,7 @@ def test_frame_decode_is_a_frames_setting(rq, folder_raw, tmp_path, ffmpeg_log):
     # frames only, reference frames only: the probe and the audio stay cached
     assert len(calls) == 8 and all("-skip_frame:v bidir" in c and "-vn" not in c for c in calls)
     assert read_manifest(out)["config"]["frames"]["frame_decode"] == "fast"
-    fast = [json.loads(s["json"]) for s in wds.WebDataset(str(out / "train-000000.tar"), shardshuffle=False)]
+    rewritten = out / read_manifest(out)["splits"]["train"]["shards"][0]["name"]   # a new generation
+    assert rewritten.name == "train-g1-000000.tar"
+    fast = [json.loads(s["json"]) for s in wds.WebDataset(str(rewritten), shardshuffle=False)]
     assert all(m["frame_decode"] == "fast" and m["frame_pts"] == sorted(m["frame_pts"]) for m in fast)

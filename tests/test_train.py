@@ -14,7 +14,8 @@ from rq.train.trainer.config import TrainConfig
 from rq.train.trainer.fit import fit
 
 TRAIN_FIELDS = {"samples", "loss", "acc", "acc_audio", "acc_visual", "macro_f1", "air", "share_audio", "share_visual",
-                "lr", "steps_per_rank", "samples_per_s", "data_wait_frac", "skipped_samples", "bad_tars"}
+                "lr", "steps_per_rank", "samples_per_s", "data_wait_frac", "skipped_samples", "bad_tars",
+                "nonfinite_steps"}
 TEST_FIELDS = {"samples", "loss", "acc", "acc_audio", "acc_visual", "macro_f1", "air", "share_audio", "share_visual",
                "unique_samples", "skipped_samples", "bad_tars"}
 CHECKPOINT_KEYS = {"model", "optimizer", "param_names", "scheduler", "rollingq", "balance", "rng", "epoch",

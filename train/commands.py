@@ -1,4 +1,4 @@
-"""The commands of training and evaluation: `rq train`, `rq sweep`, `rq eval`, `rq bench`, `rq demo`,
+"""The commands of training and evaluation: `rq train`, `rq sweep`, `rq eval`, `rq bench`, `rq verify`, `rq demo`,
 `rq report`, `rq predict`. Each only parses its options (defaults from the settings, where each is written once)
 and calls the function that does the work; the imports that cost (torch) happen inside the commands."""
 from pathlib import Path
@@ -15,14 +15,14 @@ from rq.train.trainer.config import default_text as _d   # light: no torch
 
 
 _TRAIN_PANELS = {
-    "Input": ("shards", "manifest", "frames", "image_size", "frame_crop", "frame_pick", "random_test_frames", "workers",
-              "shuffle_buffer", "decode_on", "max_steps_per_epoch"),
+    "Input": ("shards", "manifest", "verify", "frames", "image_size", "frame_crop", "frame_pick", "random_test_frames",
+              "workers", "shuffle_buffer", "decode_on", "max_steps_per_epoch"),
     "Model": ("preset", "method", "fusion_layers", "fusion_block", "rolling", "bottleneck_tokens",
               "bottleneck_layers", "cross_layers", "pretrained"),
     "OGM-GE and PMR": ("ogm_alpha", "ogm_start", "ogm_end", "pmr_alpha", "pmr_momentum", "pmr_start", "pmr_end"),
     "Runs and selection": ("seeds", "select_on"),
     "Optimisation": ("optimizer", "epochs", "lr", "batch_size", "momentum", "weight_decay", "warmup_epochs",
-                     "grad_clip"),
+                     "grad_clip", "nonfinite"),
     "RollingQ": ("rq_rho", "rq_beta", "rq_max_rotations", "rq_stats", "rq_rotation", "rq_air_scope"),
     _PANEL: ("out", "resume", "stop_after", "save_every", "checkpoint_every_steps", "seed", "device", "precision",
              "compile", "wandb"),
@@ -68,6 +68,9 @@ def train_cmd(
     warmup_epochs: Optional[float] = typer.Option(None, help="Linear warm-up before the cosine decay, in epochs "
                                                   f"[{_d('warmup_epochs')}]."),
     grad_clip: Optional[float] = typer.Option(None, help=f"Max gradient norm; 0 = no clipping [{_d('grad_clip')}]."),
+    nonfinite: Optional[str] = typer.Option(None, help="A NaN or infinite loss or gradient: stop (one line naming "
+                                            "epoch and step; the checkpoints keep the last good epoch) | skip (leave "
+                                            f"that step out, counted in metrics.jsonl) [{_d('nonfinite')}]."),
     frames: Optional[int] = typer.Option(None, help="Frames per clip [the manifest's frames_per_clip]."),
     image_size: Optional[int] = typer.Option(None, help=f"Frame crop size in pixels [{_d('image_size')}]."),
     frame_crop: Optional[str] = typer.Option(None, help="clip (one RandomResizedCrop + flip for all of a clip's "
@@ -87,6 +90,8 @@ def train_cmd(
                                             "the workers only read the shards; frames are decoded on the GPU (nvJPEG, "
                                             f"needs CUDA and `pip install 'rq[gpu]'`) and cropped there [{_d('decode_on')}]."),
     max_steps_per_epoch: Optional[int] = typer.Option(None, help="Cap on steps per epoch (smoke tests); 0 = none."),
+    verify: bool = typer.Option(False, help="Check every shard against the manifest (size, sha256, samples) before "
+                                "the first step, as `rq verify` does; each shard is checked as it is read anyway."),
     fusion_layers: Optional[int] = typer.Option(None, help=f"Fusion attention layers: 1 = Vanilla MT, 2 = MT* [{_d('fusion_layers')}]."),
     fusion_block: Optional[str] = typer.Option(None, help="released (the authors' layer: single-head attention over "
                                                "every token, encoder CLS tokens included, dropout 0.2, no residual, no "
@@ -200,6 +205,7 @@ def eval_cmd(
     workers: int = typer.Option(2, min=0, help="Loader worker processes."),
     seed: int = typer.Option(0, help="Seed of the noise and of the noisy-sample choice."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    verify: bool = typer.Option(False, help="Check every shard against the manifest (size, sha256, samples) first."),
 ) -> None:
     """Accuracy (fused, audio probe, visual probe), macro-F1, AIR and attention shares of a checkpoint;
     optional noise sweep (the paper's Table 3) and noisy-fraction Pearson test (Table 2)."""
@@ -264,6 +270,16 @@ def bench_loader_cmd(
     from rq.train.bench.loader import bench_loader
     bench_loader(shards, workers=workers, batches=batches, batch_size=batch_size, frames=frames,
                  image_size=image_size, rounds=rounds, json_path=json_path)
+
+
+@command(app, "verify")
+def verify_cmd(
+    folder: Path = typer.Argument(..., help="A shards folder (manifest.json + shards), e.g. one copied or downloaded."),
+) -> None:
+    """Check every shard a shards folder's manifest.json lists (size, sha256, sample count) and look for tars it
+    does not list: one table of missing, damaged, changed and extra shards; exit 1 when anything is wrong."""
+    from rq.train.data.integrity import cli_verify
+    cli_verify(folder)
 
 
 # ---- demo / report / predict ----

@@ -3,7 +3,10 @@
 Deliberately small and ignorant of clips and caches (the Ray executor, executors/ray.py, stands in for
 it the same way): `map_unordered(fn, items, workers)`. Results stream back as they finish; at most a
 few items per worker are in flight, so memory stays bounded however many items there are."""
+import ctypes
 import multiprocessing
+import signal
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import TypeVar
@@ -41,7 +44,7 @@ def _pooled(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[
     # fork: workers inherit the imported modules instead of importing them again (seconds per worker).
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     pending = iter(items)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_die_with_parent) as pool:
         running = set()
         while True:
             while len(running) < workers * IN_FLIGHT_PER_WORKER:
@@ -57,3 +60,11 @@ def _pooled(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[
 
 
 _DONE = object()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """A worker ends when the run that started it is killed (SIGKILL gives the pool no chance to stop
+    its workers, which would otherwise wait for work for ever, holding memory)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -4,10 +4,10 @@ when given, else seeded by clip, or by speaker with `--split speaker` (no actor 
 is each clip's `group`, which the validation carve keeps whole too)."""
 from pathlib import Path
 
-from rq.manifests import CREMAD_EMOTIONS, read_class_list
+from rq.manifests import CREMAD_EMOTIONS
 
 from rq.pipeline.clips import Discovery, Rejected
-from rq.pipeline.recipes.layout import LayoutError, RecipeOptions, make_clip, read_split_lists, seeded_split
+from rq.pipeline.recipes.layout import LayoutError, RecipeOptions, class_list, make_clip, read_split_lists, seeded_split
 
 AUDIO_SECONDS = 3.0
 FRAMES_PER_CLIP = 1
@@ -19,11 +19,12 @@ def discover(raw: Path, options: RecipeOptions) -> Discovery:
         raise LayoutError(f"{raw}: not a CREMA-D download (needs VideoFlash/ and AudioWAV/ folders)")
     if options.split not in ("clip", "speaker"):
         raise LayoutError(f"--split {options.split}: must be clip or speaker")
-    classes = tuple(read_class_list(options.classes)) if options.classes else CREMAD_EMOTIONS
+    classes = class_list(options.classes) if options.classes else CREMAD_EMOTIONS
     videos = {p.stem: p for p in video_dir.glob("*.flv") if p.is_file()}
     wavs = {p.stem: p for p in audio_dir.glob("*.wav") if p.is_file()}
-    listed = read_split_lists(options.split_lists) if options.split_lists else None
-    clips, rejected = [], []
+    listed, rejected = read_split_lists(options.split_lists) if options.split_lists else (None, [])
+    conflicted = {r.source for r in rejected}   # listed twice with different splits: reported, left out
+    clips = []
     for name in sorted(videos.keys() | wavs.keys()):
         video, wav = videos.get(name), wavs.get(name)
         source = (video or wav).relative_to(raw).as_posix()
@@ -33,6 +34,8 @@ def discover(raw: Path, options: RecipeOptions) -> Discovery:
             rejected.append(Rejected(source, f"no matching {missing}"))
         elif len(fields) < 3 or fields[2] not in classes:
             rejected.append(Rejected(source, f"third name field is not one of the classes {', '.join(classes)}"))
+        elif name in conflicted:
+            continue
         elif listed is not None and name not in listed:
             rejected.append(Rejected(source, "not in any --split-list"))
         else:

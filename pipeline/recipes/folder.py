@@ -4,10 +4,9 @@ test split unless a test/ folder exists too, then it is the validation split) or
 unless `--classes` gives the list (files of other classes are then counted, not decoded)."""
 from pathlib import Path
 
-from rq.manifests import read_class_list
-
 from rq.pipeline.clips import Discovery, Rejected
-from rq.pipeline.recipes.layout import LIST_SPLITS, SPLIT_ALIASES, VIDEO_EXTENSIONS, LayoutError, RecipeOptions, make_clip, seeded_split
+from rq.pipeline.recipes.layout import (LIST_SPLITS, SPLIT_ALIASES, VIDEO_EXTENSIONS, LayoutError, RecipeOptions,
+                                        class_list, make_clip, seeded_split)
 
 AUDIO_SECONDS = 10.0
 FRAMES_PER_CLIP = 3
@@ -23,7 +22,7 @@ def discover(raw: Path, options: RecipeOptions) -> Discovery:
         groups = [(None, c) for c in top]
     if not groups:
         raise LayoutError(f"{raw}: no class folders (expected DIR/{{class}}/* or DIR/{{split}}/{{class}}/*)")
-    classes = tuple(read_class_list(options.classes)) if options.classes else \
+    classes = class_list(options.classes) if options.classes else \
         tuple(sorted({folder.name for _, folder in groups}))
     clips, rejected, other = [], [], 0
     for split, folder in groups:

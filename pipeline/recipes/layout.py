@@ -6,7 +6,8 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rq.pipeline.clips import Clip, Discovery, seeded_fraction
+from rq.manifests import read_class_list
+from rq.pipeline.clips import Clip, Discovery, Rejected, seeded_fraction
 
 # Containers the folder and Kinetics recipes pick up (anything else is reported, not decoded).
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mkv", ".webm", ".avi", ".flv", ".mov", ".mpg", ".mpeg",
@@ -34,25 +35,46 @@ class RecipeOptions:
     val_fraction: float = 0.1             # share of the train clips (or speakers) moved to val
 
 
-def read_split_lists(specs: tuple[str, ...]) -> dict[str, tuple[str, str | None]]:
+def class_list(path: Path | None) -> tuple[str, ...]:
+    """The `--classes` file's names (or the built-in Kinetics-Sounds list); LayoutError when it has none."""
+    names = tuple(read_class_list(path))
+    if not names:
+        raise LayoutError(f"--classes {path}: no class names in it (one name per line)")
+    return names
+
+
+def read_split_lists(specs: tuple[str, ...]) -> tuple[dict[str, tuple[str, str | None]], list[Rejected]]:
     """name -> (split, label or None) from split lists as earlier papers ship them: lines
-    `name,frames,label`, `name,label` or `name label` (a name may carry a folder and an extension)."""
+    `name,frames,label`, `name,label` or `name label` (a name may carry a folder and an extension).
+    A name listed twice with another split or label is left out, with a Rejected record saying why."""
     entries: dict[str, tuple[str, str | None]] = {}
+    where: dict[str, str] = {}
+    conflicts: dict[str, str] = {}
     for spec in specs:
         split, path = _split_spec(spec)
         try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
+            lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
         except OSError as e:
             raise LayoutError(f"--split-list {path}: {e.strerror}") from None
-        for line in lines:
-            if not line.strip() or line.startswith("#"):
-                continue
+        rows = [(n, line) for n, line in enumerate(lines, 1) if line.strip() and not line.startswith("#")]
+        if not rows:
+            raise LayoutError(f"--split-list {path}: no clips listed (the file is empty)")
+        for number, line in rows:
             fields = [f.strip() for f in line.split(",")] if "," in line else line.strip().split(None, 1)
             name = Path(fields[0]).name
             if Path(name).suffix.lower() in VIDEO_EXTENSIONS | {".wav"}:
                 name = Path(name).stem
-            entries[name] = (split, fields[-1] if len(fields) > 1 else None)
-    return entries
+            entry, here = (split, fields[-1] if len(fields) > 1 else None), f"{path}:{number}"
+            if name in entries and entries[name] != entry and name not in conflicts:
+                conflicts[name] = f"{where[name]} and {here} disagree ({_entry(entries[name])} vs {_entry(entry)})"
+            entries.setdefault(name, entry)
+            where.setdefault(name, here)
+    return ({n: e for n, e in entries.items() if n not in conflicts},
+            [Rejected(n, f"{why}: left out") for n, why in sorted(conflicts.items())])
+
+
+def _entry(entry: tuple[str, str | None]) -> str:
+    return f"{entry[0]} {entry[1]}" if entry[1] is not None else entry[0]
 
 
 def _split_spec(spec: str) -> tuple[str, str]:

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import braceexpand
 
-from rq.manifests import read_class_list
 from rq.pipeline.atomic import write_atomic
 from rq.pipeline.clips import Clip, Discovery, Rejected
-from rq.pipeline.recipes.layout import VIDEO_EXTENSIONS, LayoutError, RecipeOptions, seeded_split
+from rq.pipeline.recipes.layout import VIDEO_EXTENSIONS, LayoutError, RecipeOptions, class_list, seeded_split
 
 AUDIO_SECONDS = 10.0
 FRAMES_PER_CLIP = 3
@@ -53,7 +52,7 @@ def discover(raw: Path, options: RecipeOptions) -> Discovery:
             rejected.append(Rejected(clip_id, f"its json has no {options.label_field!r} field"))
         else:
             labelled.append((clip_id, video, str(label)))
-    classes = tuple(read_class_list(options.classes)) if options.classes else tuple(sorted({l for *_, l in labelled}))
+    classes = class_list(options.classes) if options.classes else tuple(sorted({l for *_, l in labelled}))
     clips, other = [], 0
     for clip_id, video, label in labelled:
         if label not in classes:

@@ -19,10 +19,11 @@ import numpy as np
 
 from rq.pipeline.stages import audio, fbank
 from rq.pipeline.errors import ClipError
+from rq.pipeline.stages.checks import require_finite
 from rq.pipeline.stages.settings import SpectrogramSettings
 
 STAGE = "spectrogram"
-VERSION = 1
+VERSION = 2   # 2: non-finite audio is a failure (version 1 cached NaN spectrograms of such clips)
 _BLOCK = 64  # STFT frames per FFT call
 
 
@@ -30,13 +31,16 @@ def spectrogram_stage(path: Path, inputs: Mapping[str, Mapping[str, bytes]], set
                       timeout: float = 60.0) -> dict[str, bytes]:
     rate = _rate(inputs)
     wave = audio.load(inputs)
+    require_finite(wave, STAGE, "the decoded audio", rate)
     if settings.audio_seconds is not None:
         n = round(settings.audio_seconds * rate)
         if n < settings.win_length:
             raise ClipError(STAGE, f"audio_seconds={settings.audio_seconds:g} at {rate} Hz is shorter than "
                                    f"one STFT window ({settings.win_length} samples)")
         wave = fit_length(wave, n, settings.audio_pad)
-    return {"spec.npy": audio.to_npy(audio_features(wave, rate, settings).astype(np.float16))}
+    spec = audio_features(wave, rate, settings).astype(np.float16)
+    require_finite(spec, STAGE, "the spectrogram")   # float16 overflows above 65504
+    return {"spec.npy": audio.to_npy(spec)}
 
 
 def audio_features(wave: np.ndarray, rate: int, settings: SpectrogramSettings) -> np.ndarray:

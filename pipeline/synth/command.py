@@ -1,6 +1,7 @@
 """`rq synth`: check the settings, plan every clip, render them over a process pool, write the
 recipe's index files and synth.json, and print a table of what was made."""
 import csv
+import io
 import json
 import os
 import time
@@ -8,7 +9,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 
-from rq.pipeline.atomic import write_atomic
+from rq.pipeline.atomic import write_atomic, write_json
 from rq.pipeline.console import err, fail, progress, summary_table
 from rq.pipeline.errors import ClipError
 from rq.pipeline.ffmpeg import FfmpegMissing
@@ -88,17 +89,21 @@ def write_listing(out: Path, settings: SynthSettings, specs: list[ClipSpec], fai
     names = class_names(settings)
     written = [s for s in specs if s.video not in failures]
     if settings.preset == "kinetics":
-        (out / "annotations").mkdir(parents=True, exist_ok=True)
         for split in ("train", "val"):
-            with open(out / "annotations" / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
-                rows = csv.writer(f)
-                rows.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
-                for s in (s for s in written if s.split == split):
-                    youtube_id, start, end = Path(s.video).stem.rsplit("_", 2)
-                    rows.writerow([names[s.label], youtube_id, int(start), int(end), split])
+            clips = [s for s in written if s.split == split]
+            if not clips:   # no val/ folder either: a header-only CSV would be a usage error to rq preprocess
+                (out / "annotations" / f"{split}.csv").unlink(missing_ok=True)
+                continue
+            text = io.StringIO(newline="")
+            rows = csv.writer(text)
+            rows.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
+            for s in clips:
+                youtube_id, start, end = Path(s.video).stem.rsplit("_", 2)
+                rows.writerow([names[s.label], youtube_id, int(start), int(end), split])
+            write_atomic(out / "annotations" / f"{split}.csv", text.getvalue().encode())
     listing = {"settings": asdict(settings), "classes": names,
                "clips": [{**asdict(s), "label_name": names[s.label]} for s in written]}
-    write_atomic(out / _LISTING, (json.dumps(listing, indent=1) + "\n").encode())
+    write_json(out / _LISTING, listing, indent=1)
 
 
 def _remove_earlier(out: Path) -> None:

@@ -1,11 +1,12 @@
 """The signals of a synthetic clip, as ffmpeg lavfi graphs: each class's tone and box, the noise, the
 per-clip corruptions; and `render_clip`, one ffmpeg call per clip."""
 import colorsys
-import os
+from contextlib import ExitStack
 from pathlib import Path
 
 import ffmpeg
 
+from rq.pipeline.atomic import atomic_path
 from rq.pipeline.ffmpeg import run_ffmpeg
 from rq.pipeline.synth.settings import ClipSpec, SynthSettings
 
@@ -92,9 +93,11 @@ def render_clip(spec: ClipSpec, settings: SynthSettings, out: Path) -> None:
     """One ffmpeg call writes the clip (and CREMA-D's wav) under temporary names, then both are renamed."""
     video_path = out / spec.video
     targets = [video_path] + ([out / spec.wav] if spec.wav else [])
-    temps = [t.with_name(f".tmp-{t.name}") for t in targets]
-    for t in targets:
-        t.parent.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        _encode(spec, settings, video_path, [stack.enter_context(atomic_path(t)) for t in targets])
+
+
+def _encode(spec: ClipSpec, settings: SynthSettings, video_path: Path, temps: list[Path]) -> None:
     picture, sound = _video(spec, settings), _audio(spec, settings, 44100)
     # one encoder thread (parallelism is the pool's); bitexact: no encoder version strings in the files
     common = dict(threads=1, fflags="+bitexact", flags="+bitexact")
@@ -108,5 +111,3 @@ def render_clip(spec: ClipSpec, settings: SynthSettings, out: Path) -> None:
                    ffmpeg.output(sound, f"file:{temps[1]}", acodec="pcm_s16le", ar=16000, ac=1, **common)]
     run_ffmpeg(ffmpeg.merge_outputs(*outputs).overwrite_output(), stage="synth",
                path=video_path, timeout=max(120.0, 20 * spec.seconds))
-    for temp, target in zip(temps, targets):
-        os.replace(temp, target)

@@ -22,6 +22,7 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from rq.pipeline.atomic import write_json
 from rq.pipeline.console import fail, progress, summary_table
 from rq.train.data.augment import MEAN, STD, pick_frames, random_crop_box
 from rq.train.data.loader import DataConfig, train_batches
@@ -213,6 +214,5 @@ def bench_loader(shards: str, *, workers: int = 2, batches: int = 20, batch_size
          f"{result['tar_reader_speedup']:.2f}x"),
     ])
     if json_path is not None:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(json_path, result, indent=1)
     return result

@@ -7,7 +7,6 @@ machine speed hits both alike; each method's step time is the median over its bl
 burst of other load), and the overhead is the ratio of the two medians, minus 1.
 """
 from dataclasses import replace
-import json
 import os
 from pathlib import Path
 import statistics
@@ -15,6 +14,7 @@ import time
 
 import torch
 
+from rq.pipeline.atomic import write_json
 from rq.pipeline.console import out, summary_table
 from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors
 from rq.train.data import LoaderStats
@@ -113,7 +113,7 @@ def bench_train(preset: str = "tiny", method: str = "rollingq", steps: int = 20,
         out.print(f"RollingQ per-step overhead over Vanilla MT: {100 * result['rollingq_overhead']:+.2f}% "
                   "(target <= 2%)")
     if json_path:
-        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(json_path, result)
     return result
 
 

@@ -25,14 +25,15 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from rq.pipeline.console import err
+from rq.pipeline.console import rate_limited
 from rq.train.data import gpu_decode
 from rq.train.data.augment import MEAN, STD
 from rq.train.data.features import collate_features, decode_features, features_to_device
 from rq.train.data.gpu_decode import UndecodedFrames
 from rq.train.data.sample import decode_clip
 from rq.train.data.source import DataError, ShardSource
-from rq.train.data.tarstream import TarError, url_samples
+from rq.train.data.integrity import checked_samples
+from rq.train.data.tarstream import TarError
 
 
 
@@ -42,6 +43,12 @@ class Skip(NamedTuple):
     key: str        # the sample, or "" when the error was not inside one
     reason: str     # one line
     tar: bool = False
+
+
+class Verified(NamedTuple):
+    """A shard whose sha256 a worker checked against the manifest, with its file stamp then."""
+    shard: str
+    stamp: tuple
 
 
 # rq train says once, at start, when loader processes outnumber the cores; torch would say it again
@@ -178,11 +185,20 @@ class Batches:
             cv2.setNumThreads(0)
         loader = DataLoader(self.dataset, batch_size=None, num_workers=self.cfg.workers,
                             pin_memory=self.cfg.pin_memory, persistent_workers=False)
+        seen = set()
         for item in loader:
-            for skip in map(Skip._make, item.pop("skipped")):
+            records = item.pop("records")
+            # shards whose sha256 a worker checked: the next epoch's workers need not hash them again
+            self.dataset.src.verified.update((r.shard, tuple(r.stamp)) for r in records if isinstance(r, Verified))
+            for skip in (r for r in records if not isinstance(r, Verified)):
+                # The top-up pass and neighbouring workers may meet the same bad sample or tar again.
+                if (skip.shard, skip.key, skip.tar) in seen:
+                    continue
+                seen.add((skip.shard, skip.key, skip.tar))
                 self.stats.skipped.append(skip)
-                err.print(f"warning: skipped {skip.shard}" + (f" sample {skip.key}" if skip.key else "")
-                          + f": {skip.reason}", markup=False)
+                rate_limited.warn("bad shards" if skip.tar else "bad samples",
+                                  f"skipped {skip.shard}" + (f" sample {skip.key}" if skip.key else "") + f": {skip.reason}",
+                                  hint="counted per epoch in metrics.jsonl")
             if "error" in item:
                 raise DataError(item["error"])
             if "key" in item:
@@ -205,6 +221,7 @@ class _Epoch(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         cfg, urls, log = self.cfg, self.src.split(self.split)[0], []
+        expects, verified = self.src.shard_expected(self.split), self.src.verified
         rng = np.random.default_rng([cfg.seed, self.epoch, self.rank, worker, 1])
         if self.steps is not None:
             # Batch i of this rank comes from worker i % workers (the DataLoader's round robin).
@@ -219,15 +236,15 @@ class _Epoch(IterableDataset):
             # Passes 0 and 1 walk the same order, so an epoch starting mid-pass still sees every sample.
             order = lambda cycle: shard_order(len(urls), cfg.seed, self.epoch, max(0, cycle - 1))  # noqa: E731
             shuffle = wds.shuffle(cfg.shuffle_buffer, rng=random.Random(int(rng.integers(2**63))))
-            samples = chain(shuffle(_read(urls, _span(sizes, order, start, stop), log)),
+            samples = chain(shuffle(_read(urls, expects, verified, _span(sizes, order, start, stop), log)),
                             # Read only when bad samples left the span short; one more pass at most.
-                            _read(urls, _span(sizes, order, stop, stop + sum(sizes)), log))
+                            _read(urls, expects, verified, _span(sizes, order, stop, stop + sum(sizes)), log))
             augment = rng
         else:
             n_batches = None
             # Worker w reads shards w, w+W, ...; of shard k this rank keeps samples j with (k+j) % world == rank.
-            samples = _read(urls, ((k, (self.rank - k) % self.world, None, self.world)
-                                   for k in range(worker, len(urls), workers)), log)
+            samples = _read(urls, expects, verified, ((k, (self.rank - k) % self.world, None, self.world)
+                                                      for k in range(worker, len(urls), workers)), log)
             augment = None
         if self.src.features:   # sequence features: no frames, no crops
             decode = partial(decode_features, shapes=self.src.features, n_classes=len(self.src.classes))
@@ -258,11 +275,16 @@ def _span(sizes: Sequence[int], order, start: int, stop: int) -> Iterator[tuple[
                 return
 
 
-def _read(urls: Sequence[str], pieces, log: list[Skip]) -> Iterator[dict]:
-    """Raw samples (bytes per member) of each piece; a tar that fails is recorded and left."""
+def _read(urls: Sequence[str], expects: Sequence[dict | None], verified: dict, pieces, log: list) -> Iterator[dict]:
+    """Raw samples (bytes per member) of each piece; a tar that fails, or does not match its manifest
+    entry (checked before any of its samples is used), is recorded and left."""
+    def record(url: str, stamp: tuple) -> None:
+        verified[url] = stamp             # this worker's later pieces of the same shard
+        log.append(Verified(url, stamp))  # and, through the trainer, the next epoch's workers
+
     for k, first, end, step in pieces:
         try:
-            yield from islice(url_samples(urls[k]), first, end, step)
+            yield from islice(checked_samples(urls[k], expects[k], verified, record), first, end, step)
         except (TarError, OSError, ValueError) as exn:  # ValueError: webdataset could not start a pipe:
             log.append(Skip(urls[k], getattr(exn, "key", ""), _one_line(exn), True))
 
@@ -278,19 +300,20 @@ def _decoded(samples, decode, log: list[Skip]) -> Iterator[tuple]:
 
 def _batches(clips, cfg: DataConfig, n_batches: int | None, log: list[Skip], collate) -> Iterator[dict]:
     """Batches of `batch_size`; with `n_batches` exactly that many (else an error item), otherwise
-    all clips with a short last batch. Skip records ride on the next item sent to the trainer."""
+    all clips with a short last batch. Skip and Verified records ride on the next item sent to the trainer."""
     made = 0
     while n_batches is None or made < n_batches:
         group = list(islice(clips, cfg.batch_size))
         if len(group) < cfg.batch_size and (n_batches is not None or not group):
             break
         made += 1
-        yield collate(group, _empty) | {"skipped": _drain(log)}
+        yield collate(group, _empty) | {"records": _drain(log)}
     if n_batches is not None and made < n_batches:
+        skipped = sum(isinstance(r, Skip) for r in log)
         yield {"error": f"only {made} of {n_batches} batches could be read: too many bad samples "
-                        f"({len(log)} skipped)", "skipped": _drain(log)}
+                        f"({skipped} skipped)", "records": _drain(log)}
     elif log:
-        yield {"skipped": _drain(log)}
+        yield {"records": _drain(log)}
 
 
 def _collate(group: list[tuple], empty) -> dict:

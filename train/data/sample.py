@@ -33,6 +33,8 @@ def decode_clip(sample: dict, *, frames: int, image_size: int, spec_shape: tuple
     spec = npy_view(sample["spec.npy"])
     if spec.shape != spec_shape:
         raise ValueError(f"spectrogram shape {spec.shape}, expected {spec_shape}")
+    if not np.isfinite(spec).all():   # one NaN would make the loss, then every weight, NaN
+        raise ValueError(f"spec.npy holds {spec.size - int(np.isfinite(spec).sum())} non-finite values (NaN or inf)")
     picks = [names[i] for i in pick_frames(len(names), frames, rng if rng is not None else pick_rng, frame_pick)]
     boxes, flips, box, flip = [], [], FULL, False
     for i, name in enumerate(picks):

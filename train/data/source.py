@@ -12,7 +12,9 @@ from pathlib import Path
 import braceexpand
 import numpy as np
 
-from rq.train.data.errors import DataError
+from rq.pipeline.generations import ReaderHold
+from rq.pipeline.manifest import MANIFEST, manifest_problem
+from rq.train.data.errors import DataError, ManifestError
 from rq.train.data.tarstream import TarError, url_samples
 
 FRAME_MEMBER = re.compile(r"f\d+\.jpg")  # f0000.jpg, f0001.jpg, ...: zero-padded, so sorting keeps time order
@@ -27,9 +29,16 @@ class ShardSource:
     manifest_sha256: str | None
     sizes: dict[str, list[int]] = field(default_factory=dict, repr=False)  # samples per shard, from the manifest
     preprocess: dict = field(default_factory=dict, repr=False)  # the manifest's config: how the shards were made
+    # per split, per shard: the manifest's entry (samples, bytes, sha256) that the loader checks it against
+    expected: dict[str, list[dict]] = field(default_factory=dict, repr=False)
+    manifest_path: str | None = field(default=None, repr=False)
+    hold: ReaderHold | None = field(default=None, repr=False, compare=False)  # the generations this reader uses
+    _said: set = field(default_factory=set, repr=False, compare=False)
+    # url -> file stamp of the shards whose sha256 this run has checked (integrity.checked_samples)
+    verified: dict = field(default_factory=dict, repr=False, compare=False)
     # Sequence-feature shards (CMU-MOSEI): modality -> (steps, size) of each sample's `<modality>.npy`;
     # empty for audio-visual shards.
-    features: dict[str, tuple[int, int]] = field(default_factory=dict)
+    features: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -45,10 +54,30 @@ class ShardSource:
             raise DataError(f"{urls[0]}: sample count of split '{split}' unknown (no manifest.json); pass samples")
         return [total // len(urls) + (i < total % len(urls)) for i in range(len(urls))]
 
+    def shard_expected(self, split: str) -> list[dict | None]:
+        """What the manifest says of each shard of `split` (None each when there is no manifest)."""
+        return self.expected.get(split) or [None] * len(self.split(split)[0])
+
     def split(self, split: str) -> tuple[list[str], int | None]:
         if split not in self.splits:
             raise DataError(f"no '{split}' shards in this source (has: {', '.join(self.splits) or 'none'})")
         return self.splits[split]
+
+    def rewritten(self) -> str | None:
+        """One line, once per new version, when the manifest this source was opened from has been replaced
+        since (rq preprocess rewrote the shards): this source goes on reading the set it opened, which
+        its reader lock keeps on disk; a new run (or --resume) reads the new one."""
+        if self.manifest_path is None:
+            return None
+        try:
+            sha = hashlib.sha256(Path(self.manifest_path).read_bytes()).hexdigest()
+        except OSError:
+            sha = "gone"
+        if sha == self.manifest_sha256 or sha in self._said:
+            return None
+        self._said.add(sha)
+        return (f"note: {self.manifest_path} was replaced since this run opened it (rq preprocess rewrote the "
+                f"shards); this run keeps reading the complete set it started with, a new run reads the new one")
 
 
 def open_source(location: str, *, manifest: str | None = None, classes: Sequence[str] | None = None,
@@ -58,21 +87,16 @@ def open_source(location: str, *, manifest: str | None = None, classes: Sequence
     paths or `pipe:` commands, e.g. `pipe:aws s3 cp s3://b/train-{000000..000009}.tar -`. A URL's split
     is the `train-`/`val-`/`test-` prefix of its shard name. Counts and classes come from `manifest` (a local
     copy of the shards' manifest.json, e.g. for `pipe:` URLs), else from the manifest.json beside a
-    local first URL (the keyword arguments are then unused); otherwise `classes` and `frames_per_clip` are required, and `samples` (per split) is
-    needed to train: shard sizes are then taken as even."""
+    local first URL (the keyword arguments are then unused); otherwise `classes` and `frames_per_clip`
+    are required, and `samples` (per split) is needed to train: shard sizes are then taken as even.
+
+    URLs and commands come only from `location`, the caller's own command line: the shard names a
+    manifest lists are plain file names in the manifest's folder (anything else: ManifestError)."""
     plain_path = "::" not in location and "{" not in location and not location.startswith("pipe:")
     if plain_path and not Path(location).exists():
         raise DataError(f"{location}: no such folder")
     if plain_path and Path(location).is_dir():
-        folder = Path(location)
-        if not (folder / "manifest.json").is_file():
-            raise DataError(f"{folder}: no manifest.json (not a folder written by rq preprocess)")
-        manifest, sha = _read_manifest(folder / "manifest.json")
-        splits = {name: [str(folder / s["name"]) for s in info["shards"]]
-                  for name, info in manifest["splits"].items() if info["shards"]}
-        return _with_spec_shape(manifest["classes"], manifest["frames_per_clip"], splits, sha,
-                                _manifest_sizes(manifest), preprocess=manifest.get("config", {}),
-                                features=_features(manifest, folder / "manifest.json"))
+        return _open_folder(Path(location).absolute())
     urls = [url for part in location.split("::") for url in braceexpand.braceexpand(part.strip())]
     splits: dict[str, list[str]] = {}
     names: dict[str, str] = {}   # url -> shard file name, the manifest's key
@@ -83,52 +107,77 @@ def open_source(location: str, *, manifest: str | None = None, classes: Sequence
         splits.setdefault(name.group(1), []).append(url)
         names[url] = name.group(0)
     remote = urls[0].startswith(("pipe:", "http:", "https:"))
-    index = Path(manifest) if manifest else None if remote else Path(urls[0]).parent / "manifest.json"
+    index = Path(manifest) if manifest else None if remote else Path(urls[0]).parent / MANIFEST
     if manifest and not index.is_file():
         raise DataError(f"--manifest {manifest}: no such file")
     if index is not None and index.is_file():
-        content, sha = _read_manifest(index)
-        known = {s["name"]: s["samples"] for info in content["splits"].values() for s in info["shards"]}
+        content, sha = parse_manifest(index.read_bytes(), index)
+        known = {s["name"]: s for info in content["splits"].values() for s in info["shards"]}
         missing = [u for u in urls if names[u] not in known]
         if missing:
             raise DataError(f"{missing[0]}: not listed in {index}")
-        sizes = {split: [known[names[u]] for u in us] for split, us in splits.items()}
-        return _with_spec_shape(content["classes"], content["frames_per_clip"], splits, sha, sizes,
-                                preprocess=content.get("config", {}), features=_features(content, index))
+        expected = {split: [known[names[u]] for u in us] for split, us in splits.items()}
+        return _with_spec_shape(content["classes"], content["frames_per_clip"], splits, sha,
+                                preprocess=content.get("config", {}), expected=expected,
+                                features=_features(content, index))
     if classes is None or frames_per_clip is None:
         raise DataError(f"{urls[0]}: no manifest.json beside the shards; pass classes and frames_per_clip")
     samples = samples or {}
-    return _with_spec_shape(list(classes), frames_per_clip, splits, None, {},
-                            {split: samples.get(split) for split in splits})
+    return _with_spec_shape(list(classes), frames_per_clip, splits, None,
+                            totals={split: samples.get(split) for split in splits})
 
 
-def _read_manifest(path: Path) -> tuple[dict, str]:
-    raw = path.read_bytes()
+def _open_folder(folder: Path) -> ShardSource:
+    """A folder of rq preprocess: its manifest, read together with a reader lock on the shard
+    generations it lists (taken, then the manifest read again: a rewrite committed in between would
+    otherwise leave this reader holding a set that is about to be deleted)."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{folder}: no manifest.json (not a folder written by rq preprocess)")
+    for _ in range(5):
+        raw = path.read_bytes()
+        manifest, sha = parse_manifest(raw, path)
+        hold = ReaderHold(folder, [s["name"] for info in manifest["splits"].values() for s in info["shards"]])
+        if path.read_bytes() == raw:
+            break
+        hold.close()
+    else:
+        raise DataError(f"{path}: changed five times while being opened; is rq preprocess rewriting it in a loop?")
+    splits = {name: [str(folder / s["name"]) for s in info["shards"]]
+              for name, info in manifest["splits"].items() if info["shards"]}
+    expected = {name: list(info["shards"]) for name, info in manifest["splits"].items() if info["shards"]}
+    return _with_spec_shape(manifest["classes"], manifest["frames_per_clip"], splits, sha,
+                            preprocess=manifest.get("config", {}), expected=expected, manifest_path=str(path),
+                            hold=hold, features=_features(manifest, path))
+
+
+def parse_manifest(raw: bytes, path: Path) -> tuple[dict, str]:
+    """The manifest and the sha256 of its bytes; ManifestError (one line) when it is not a usable one."""
     try:
         manifest = json.loads(raw)
     except ValueError as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
-    if manifest.get("format") != "rq-shards/1":
-        raise DataError(f"{path}: format {manifest.get('format')!r}, expected 'rq-shards/1'")
+        raise ManifestError(f"{path}: not valid JSON ({e})") from None
+    problem = manifest_problem(manifest)
+    if problem:
+        raise ManifestError(f"{path}: {problem}")
     return manifest, hashlib.sha256(raw).hexdigest()
 
 
-def _manifest_sizes(manifest: dict) -> dict[str, list[int]]:
-    return {name: [s["samples"] for s in info["shards"]] for name, info in manifest["splits"].items()}
-
-
-def _with_spec_shape(classes: list[str], frames_per_clip: int, splits: dict[str, list[str]], sha: str | None,
-                     sizes: dict[str, list[int]], totals: dict[str, int | None] | None = None,
-                     preprocess: dict | None = None, features: dict | None = None) -> ShardSource:
+def _with_spec_shape(classes: list[str], frames_per_clip: int, splits: dict[str, list[str]], sha: str | None, *,
+                     totals: dict[str, int | None] | None = None, preprocess: dict | None = None,
+                     expected: dict[str, list[dict]] | None = None, features: dict | None = None,
+                     **where) -> ShardSource:
     if not splits:
         raise DataError("no shards found")
+    expected = expected or {}
+    sizes = {split: [s["samples"] for s in expected[split]] for split in splits if split in expected}
     if totals is None:
         totals = {split: sum(sizes[split]) for split in splits}
     return ShardSource(classes=list(classes), frames_per_clip=int(frames_per_clip),
                        spec_shape=(0, 0) if features else _peek_spec_shape(splits), manifest_sha256=sha,
                        splits={split: (urls, totals[split]) for split, urls in splits.items()},
-                       sizes={split: sizes[split] for split in splits if split in sizes},
-                       preprocess=preprocess or {}, features=features or {})
+                       sizes=sizes, preprocess=preprocess or {}, expected=expected, features=features or {},
+                       **where)
 
 
 def _features(manifest: dict, path: Path) -> dict[str, tuple[int, int]]:

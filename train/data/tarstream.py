@@ -37,6 +37,15 @@ def url_samples(url: str) -> Iterator[dict]:
                 raise
 
 
+def url_bytes(url: str) -> bytes:
+    """The whole content at `url` (a path, `pipe:cmd`, http(s)); OSError when it cannot be read."""
+    stream = wds.gopen(url, "rb", bufsize=1 << 20)
+    try:
+        return stream.read()
+    finally:
+        stream.close()   # a failed pipe: command raises here
+
+
 def tar_samples(stream: BinaryIO, url: str) -> Iterator[dict]:
     """Samples in stream order: {"__key__", "__url__", suffix: bytes, ...}, where a member
     `dir/KEY.f0000.jpg` has key `dir/KEY` and suffix `f0000.jpg` (split at the first dot of the file
@@ -58,12 +67,28 @@ def tar_samples(stream: BinaryIO, url: str) -> Iterator[dict]:
         yield sample
 
 
-def _members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
-    """(name, content) of each regular file; the archive ends at a zero block or at end of stream."""
+def count_samples(stream: BinaryIO) -> int:
+    """How many samples `tar_samples` would yield, reading only the headers (the stream must seek).
+    Strict: a tar without its end-of-archive block is cut off (TarError)."""
+    count, key = 0, None
+    for name, _ in _members(stream, read_data=False, strict=True):
+        k, suffix = _split(name)
+        if suffix and k != key:
+            count, key = count + 1, k
+    return count
+
+
+def _members(stream: BinaryIO, read_data: bool = True, strict: bool = False) -> Iterator[tuple[str, bytes | None]]:
+    """(name, content) of each regular file; the archive ends at a zero block, or (unless `strict`) at
+    the end of the stream. Without `read_data` the contents are skipped by seeking (and given as None)."""
     offset, long_name = 0, None
     while True:
         header = stream.read(_BLOCK)
-        if not header or header == bytes(_BLOCK):
+        if header == bytes(_BLOCK):
+            return
+        if not header:
+            if strict:
+                raise TarError(f"cut off at byte {offset}: no end-of-archive block")
             return
         if len(header) < _BLOCK:
             raise TarError(f"unexpected end of data in a header at byte {offset}")
@@ -76,10 +101,14 @@ def _members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
             raise TarError(f"bad header checksum at byte {offset}")
         kind = header[156:157]
         name = long_name or _ustar_name(header)
-        data = stream.read(size)
-        if len(data) < size:
+        if read_data or kind in (b"x", b"L"):
+            data = stream.read(size)
+            got = len(data)
+        else:
+            data, got = None, min(size, _remaining(stream))
+            stream.seek(got, 1)
+        if got < size or len(stream.read(-size % _BLOCK)) < -size % _BLOCK:
             raise TarError(f"{name}: unexpected end of data", _split(name)[0])
-        stream.read(-size % _BLOCK)
         offset += _BLOCK + size + (-size % _BLOCK)
         if kind == b"x":      # pax header of the next member: its full path
             long_name = _pax_path(data) or long_name
@@ -91,6 +120,13 @@ def _members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
             if kind in (b"0", b"\0", b"7"):
                 yield name, data
             long_name = None
+
+
+def _remaining(stream: BinaryIO) -> int:
+    at = stream.tell()
+    end = stream.seek(0, 2)
+    stream.seek(at)
+    return end - at
 
 
 def _split(name: str) -> tuple[str, str]:

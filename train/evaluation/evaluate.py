@@ -37,13 +37,14 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from rq.pipeline.atomic import write_atomic  # noqa: E402
-from rq.pipeline.console import err, out, summary_table  # noqa: E402
+from rq.pipeline.atomic import atomic_file, write_atomic, write_json  # noqa: E402
+from rq.pipeline.console import err, out, summary_table, rate_limited  # noqa: E402
 from rq.train.trainer.checkpoint import check_fits, read_run_checkpoint  # noqa: E402
 from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors  # noqa: E402
 from rq.train.data import DataError, eval_batches, open_source  # noqa: E402
 from rq.train.data.loader import input_of, real_values, with_input  # noqa: E402
 from rq.train.trainer.distributed import all_reduce_sum, process_group  # noqa: E402
+from rq.train.data.integrity import verify_source  # noqa: E402
 from rq.train.trainer.epoch import ForwardPass, evaluation_pass  # noqa: E402
 from rq.train.evaluation.metrics import last_layer, pearson  # noqa: E402
 from rq.pipeline.recipes.layout import share  # noqa: E402
@@ -69,6 +70,7 @@ class EvalConfig:
     workers: int = 2
     seed: int = 0
     device: str = "auto"
+    verify: bool = False                     # check every shard against the manifest before evaluating
 
     def __post_init__(self):
         if self.noise_modality not in ("", "audio", "visual", "text"):
@@ -144,6 +146,8 @@ def _eval(ec: EvalConfig, env) -> dict:
     state = read_run_checkpoint(ckpt)
     cfg = TrainConfig.from_dict(state["config"])
     src = open_source(ec.shards, manifest=ec.manifest or None)
+    if ec.verify and env.is_main:
+        verify_source(src, ec.shards)
     check_fits(state, ckpt, src.classes, src.spec_shape, ec.shards, src.features)
     if ec.noise_modality and ec.noise_modality not in src.modalities:
         raise ConfigError(f"--noise-modality {ec.noise_modality}: {ec.shards} has {' and '.join(src.modalities)}")
@@ -202,6 +206,7 @@ def _eval(ec: EvalConfig, env) -> dict:
             order, src.modalities)
     if env.is_main:
         _write(ec, ckpt, result, per_sample)
+        rate_limited.flush()
     return result
 
 
@@ -278,7 +283,7 @@ def _write(ec: EvalConfig, ckpt: Path, result: dict, per_sample: dict) -> None:
                                                  "r (share on noisy)", "p"],
                       [[f"{p['noisy_samples']} / {p['samples']}", p["r"], p["p"], p["r_perturbed_share"],
                         p["p_perturbed_share"]]])
-    write_atomic(out_dir / "eval.json", (json.dumps(result, indent=2) + "\n").encode())
+    write_json(out_dir / "eval.json", result)
     write_atomic(out_dir / PER_SAMPLE, (json.dumps(per_sample, separators=(",", ":")) + "\n").encode())
     out.print(f"wrote {out_dir / 'eval.json'}" + (f" and plots in {out_dir}" if result["noise"] else ""))
 
@@ -301,5 +306,6 @@ def _plot(sweep: dict, out_dir: Path, modalities: list[str]) -> None:
         ax.legend()
         ax.set_title(f"{ylabel} vs {m} noise")
         fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=100)
+        with atomic_file(out_dir / name) as f:
+            fig.savefig(f, format="png", dpi=100)
         plt.close(fig)

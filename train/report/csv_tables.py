@@ -9,10 +9,12 @@ comparisons.csv  every test the report states: RollingQ − Vanilla MT, interval
 table1.csv       one row per (method, dataset) cell of Table 1: the seeds' mean and interval, the paper's number
 """
 import csv
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from rq.pipeline.atomic import write_atomic
 from rq.train.evaluation.significance import spread
 from rq.train.report.compare import aggregate, comparisons, figures
 from rq.train.report.runs import Group, RunRecord
@@ -22,17 +24,17 @@ _RUN_FIGURES = ("acc", "acc_audio", "acc_visual", "air", "share_audio", "share_v
 
 
 def write_csvs(out: Path, runs: Sequence[RunRecord], groups: Sequence[Group], table: Table1) -> list[Path]:
-    """Write the four tables into `out`; returns their paths."""
+    """Write the four tables into `out` (each atomically, as report.md); returns their paths."""
     tables = {"summary.csv": _summary(groups), "runs.csv": _runs(groups), "comparisons.csv": _comparisons(groups),
               "table1.csv": _table1(table)}
     paths = []
     for name, (header, rows) in tables.items():
-        path = Path(out) / name
-        with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows([_plain(v) for v in row] for row in rows)
-        paths.append(path)
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(header)
+        writer.writerows([_plain(v) for v in row] for row in rows)
+        paths.append(Path(out) / name)
+        write_atomic(paths[-1], text.getvalue().encode())
     return paths
 
 

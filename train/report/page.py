@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rq.pipeline.atomic import write_atomic
 from rq.pipeline.console import err, fail, out as console, summary_table
 from rq.train.evaluation.significance import Spread
 from rq.train.report import plots
@@ -58,8 +59,8 @@ def write_report(run_dirs: Sequence[Path], out: Path, eval_paths: Sequence[Path]
     verdict = compare(groups)
     notes = [n for n in (explain_air(groups), _speed_note(bench_result)) if n]
     table = table1(runs)
-    (out / REPORT).write_text(_markdown(runs, groups, figures, columns, rows, verdict, notes, skipped, bench_result,
-                                        table), encoding="utf-8")
+    write_atomic(out / REPORT, _markdown(runs, groups, figures, columns, rows, verdict, notes, skipped,
+                                         bench_result, table).encode())
     return Report(out / REPORT, columns, rows, verdict, skipped, notes, write_csvs(out, runs, groups, table))
 
 

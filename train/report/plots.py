@@ -14,6 +14,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 if TYPE_CHECKING:
     from rq.train.report.runs import RunRecord
 
+from rq.pipeline.atomic import atomic_file  # noqa: E402
 from rq.train.evaluation.metrics import last_layer  # noqa: E402
 
 _NAN = float("nan")
@@ -35,7 +36,8 @@ def _figure(path: Path, title: str, draw: Callable, *, panels: int = 1, width: f
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_file(path) as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
     return path
 

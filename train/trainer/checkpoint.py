@@ -37,8 +37,8 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
-    """Written through rq's one atomic writer: a crash never leaves a torn file."""
-    with atomic_file(Path(path)) as f:
+    """Whole or not at all (rq.pipeline.atomic); a full disk is a one-line WriteError."""
+    with atomic_file(path) as f:
         torch.save(state, f)
 
 

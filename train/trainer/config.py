@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 import subprocess
 
-from rq.pipeline.atomic import write_atomic
+from rq.pipeline.atomic import WriteError, write_atomic
+from rq.pipeline.lock import FolderBusy
 from rq.pipeline.console import fail
 from rollingq.config import ALL_METHODS, FUSION_BLOCKS, PRESETS, ModelConfig, RollingQConfig, rolling_error
 from rq.train.data.errors import DataError
@@ -88,6 +89,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 2.5
     grad_clip: float = 0.0           # max gradient norm; 0 = no clipping (the paper does not clip)
+    # a NaN/inf loss or gradient: stop the run, or skip that step (guard.py); a resumed run may change it
+    nonfinite: str = field(default="stop", metadata=RUNTIME)
     # input
     frames: int = 0                  # frames per clip; 0 = the manifest's frames_per_clip
     image_size: int = 224
@@ -122,6 +125,7 @@ class TrainConfig:
     checkpoint_every_steps: int = field(default=0, metadata=RUNTIME)  # last.pt every K steps too (mid-epoch resume)
     wandb: str = field(default="", metadata=RUNTIME)      # W&B project to log to; "" = off
     select_on: str = "val"           # best.pt: val (default) | test (the released code's protocol); selection.py
+    verify: bool = field(default=False, metadata=RUNTIME)  # check every shard against the manifest first
 
     def __post_init__(self):
         _check(self.preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
@@ -131,6 +135,7 @@ class TrainConfig:
         for name, choices in (("fusion_block", FUSION_BLOCKS), ("frame_crop", FRAME_CROPS), ("frame_pick", FRAME_PICKS)):
             _check(getattr(self, name) in choices, f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, "
                                                   f"got {getattr(self, name)!r}")
+        _check(self.nonfinite in ("stop", "skip"), f"--nonfinite must be stop or skip, got {self.nonfinite!r}")
         _check(self.precision in PRECISIONS,
                f"--precision must be auto, bf16 or fp32, got {self.precision!r}")
         for name in ("epochs", "batch_size"):
@@ -270,6 +275,8 @@ def cli_errors():
     except ConfigError as e:
         fail(str(e), 2)
     except DataError as e:
+        fail(str(e), e.exit_code)
+    except (WriteError, FolderBusy) as e:   # a full disk; a run folder another rq train writes
         fail(str(e), 1)
 
 

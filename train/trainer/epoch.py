@@ -13,6 +13,7 @@ from rq.train.data import Batches, model_inputs, to_device
 from rq.train.trainer.checkpoint import rng_state, set_rng_state
 from rq.train.trainer.config import PRECISIONS
 from rq.train.trainer.distributed import DistEnv, all_gather_objects
+from rq.train.trainer.guard import StepGuard
 from rq.train.evaluation.metrics import Outcomes, sample_outcomes, summarize
 
 Batch = dict
@@ -56,14 +57,16 @@ def per_sample_loss(out, labels: torch.Tensor) -> torch.Tensor:
 def train_one_epoch(step: ForwardPass, optimizer: torch.optim.Optimizer, batches: Batches, *, epoch: int,
                     steps: int, samples: int, lr_at: Callable[[int], float], grad_clip: float = 0.0,
                     observe: Callable | None = None, balancer=None, num_classes: int,
-                    steps_log: list | None = None, so_far: dict | None = None, checkpoint_every: int = 0,
-                    checkpoint: Callable[[dict], None] | None = None, clock: "RunClock | None" = None) -> dict:
+                    steps_log: list | None = None, guard: StepGuard | None = None, so_far: dict | None = None,
+                    checkpoint_every: int = 0, checkpoint: Callable[[dict], None] | None = None,
+                    clock: "RunClock | None" = None) -> dict:
     """Train for exactly `steps` batches (about `samples` over all processes); returns the epoch's
     metrics, reduced over all processes. `observe` (RollingQ's running statistics) sees every output;
     `balancer` (OGM-GE, PMR: balancing.py) adds to the loss and changes the gradients; `steps_log`
-    gets (global step, loss on the device, lr) per step. Every `checkpoint_every` steps (not at the
-    epoch's end) `checkpoint` gets this process's part of the epoch so far; `so_far`, such a part,
-    continues the epoch from there. `clock` times the whole run for the bar's run ETA."""
+    gets (global step, loss on the device, lr) per step. `guard` checks each step for a non-finite
+    loss or gradient (it stops the run, or the step is left out). Every `checkpoint_every` batches (not
+    at the epoch's end) `checkpoint` gets this process's part of the epoch so far; `so_far`, such a
+    part, continues the epoch from there. `clock` times the whole run for the bar's run ETA."""
     env = step.env
     step.model.train()
     skip = so_far["step"] if so_far else 0
@@ -75,7 +78,8 @@ def train_one_epoch(step: ForwardPass, optimizer: torch.optim.Optimizer, batches
     if bar is not None and skip:
         bar.update(len(outcomes.keys) * env.world)
     start = ready = time.perf_counter()
-    done, shown, lr = skip, 0.0, None
+    done, left_out = (so_far["done"], so_far["left_out"]) if so_far else (0, 0)
+    shown, lr = 0.0, None
     for i, batch in enumerate(batches):
         if i < skip:
             # Read, not trained on: the loader's random streams stay those of the uninterrupted epoch.
@@ -97,6 +101,10 @@ def train_one_epoch(step: ForwardPass, optimizer: torch.optim.Optimizer, batches
         loss.mean().backward()
         if balancer is not None:
             balancer.after_backward()
+        if guard is not None and not guard.step_ok(loss, step.model, epoch, i):
+            left_out += 1            # no update, and not in the epoch's metrics or RollingQ's statistics
+            ready = time.perf_counter()
+            continue
         if grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(step.model.parameters(), grad_clip)
         optimizer.step()
@@ -114,13 +122,15 @@ def train_one_epoch(step: ForwardPass, optimizer: torch.optim.Optimizer, batches
                 shown = time.perf_counter()
                 eta = f", run ETA {clock.eta()}" if clock is not None else ""
                 bar.set_postfix_str(f"loss {loss.detach().mean().item():.3f}, lr {lr:.2e}{eta}", refresh=False)
-        if checkpoint is not None and checkpoint_every and done % checkpoint_every == 0 and done < steps:
-            checkpoint({"step": done, "rng": rng_state(), "outcomes": outcomes.tensors(), "keys": list(outcomes.keys),
+        if checkpoint is not None and checkpoint_every and (i + 1) % checkpoint_every == 0 and i + 1 < steps:
+            checkpoint({"step": i + 1, "done": done, "left_out": left_out, "rng": rng_state(), "outcomes": outcomes.tensors(), "keys": list(outcomes.keys),
                         "waited": waited, "elapsed": before + time.perf_counter() - start,
                         "steps_log": [(s, float(v), r) for s, v, r in (steps_log or []) if s >= epoch * steps]})
         ready = time.perf_counter()
     if bar is not None:
         bar.close()
+    if guard is not None:
+        guard.end_epoch(epoch, done, left_out)
     elapsed = before + time.perf_counter() - start
     tensors, _ = outcomes.gather(env)
     summary = summarize(tensors, num_classes, batches.modalities)
@@ -133,6 +143,7 @@ def train_one_epoch(step: ForwardPass, optimizer: torch.optim.Optimizer, batches
         data_wait_frac=round(sum(t[1] / max(t[2], 1e-9) for t in timing) / env.world, 4),
         skipped_samples=sum(t[3] for t in timing),
         bad_tars=sum(t[4] for t in timing),
+        nonfinite_steps=left_out,   # the same on every process: the guard decides for all of them
     )
     return summary
 

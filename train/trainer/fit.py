@@ -8,7 +8,8 @@ The run folder:
                   train/val/test: samples, loss, acc, acc_audio, acc_visual, macro_f1, and per
                   fusion layer air, share_audio, share_visual (CLS attention mass on each modality's
                   tokens; null without fusion attention), skipped_samples, bad_tars; train also lr,
-                  steps_per_rank, samples_per_s, data_wait_frac; test also unique_samples.
+                  steps_per_rank, samples_per_s, data_wait_frac, nonfinite_steps (left out by --nonfinite
+                  skip); test also unique_samples.
                   rollingq: one decision per fusion layer {layer, epoch, air, alpha, rotated, angle_deg,
                   rotations_done} (mt models too: measured, never rotated). load_avg: os.getloadavg()
                   at the epoch's end (1, 5, 15 min), so speed figures can be read against the machine's load.
@@ -16,12 +17,14 @@ The run folder:
                   modality: one value per training step}, mean: {...}} (trainer/balancing.py).
   tb/             the same numbers for TensorBoard
   last.pt, best.pt  checkpoints (train/trainer/checkpoint.py), best = highest VAL accuracy (selection.py:
-                  --select-on test for the released code's protocol; the last epoch without a val split);
+                  --select-on test for the released code's protocol; the last epoch without a val split)
+                  kept consistent with metrics.jsonl whatever moment the run is killed at (run_folder.py);
                   last.pt also every --checkpoint-every-steps K steps, epoch<E>.pt every --save-every N
                   epochs (midepoch.py)
+  .rq-lock        while the run trains: its lock (a second rq train on this folder stops with one line)
 """
+from contextlib import ExitStack
 from dataclasses import replace
-import json
 import math
 import os
 from pathlib import Path
@@ -33,11 +36,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
-from rq.pipeline.atomic import write_atomic
-from rq.pipeline.console import err, out, summary_table
+from rq.pipeline.console import err, out, summary_table, rate_limited
+from rq.pipeline.lock import writer_lock
 from rollingq import RollingQ, load_pretrained
-from rq.train.trainer.checkpoint import (check_fits, optimizer_state_for, read_run_checkpoint, rng_state, save_checkpoint,
-                                         set_rng_state)
+from rq.train.trainer.checkpoint import check_fits, optimizer_state_for, read_run_checkpoint, rng_state, set_rng_state
 from rq.train.trainer.balancing import make_balancer
 from rq.train.trainer.build import (build_model, build_optimizer, check_input_shape, data_config, input_warnings,
                                     lr_schedule)
@@ -49,17 +51,20 @@ from rq.train.trainer.ranks import cores_per_process
 from rq.train.evaluation.metrics import last_layer
 from rq.train.trainer.logs import WandbLog, write_hparams, write_steps, write_summary_csv
 from rq.train.trainer.resume import latest_run, resumed_config
+from rq.train.data.integrity import verify_source
 from rq.train.trainer.epoch import ForwardPass, RunClock, evaluation_pass, statistics_pass, train_one_epoch
+from rq.train.trainer.guard import StepGuard
 from rq.train.trainer.midepoch import continue_part, keep_epoch, rank_part, resume_point
 from rq.train.trainer.presets import resolve_preset
+from rq.train.trainer.run_folder import drop_epochs_from, log_metrics, reconcile_best, save_epoch
 from rq.train.trainer.seeds import seed_runs
 from rq.train.trainer.selection import Selection, effective_selection, selection_line, selection_summary
 
 
 def fit(cfg: TrainConfig) -> dict:
     """Train as `cfg` says; returns {"out", "best_acc", "selection", "epochs": [metrics line per epoch]}."""
-    with process_group(cfg.device) as env:
-        return _fit(cfg, env)
+    with process_group(cfg.device) as env, ExitStack() as held:
+        return _fit(cfg, env, held)
 
 
 def cli_train(shards: str, preset: str | None, resume: str | None = None, seeds: str | None = None,
@@ -95,11 +100,13 @@ def cli_train(shards: str, preset: str | None, resume: str | None = None, seeds:
         fit(replace(TrainConfig.from_options(shards, preset, base=saved, **options), resume=True))
 
 
-def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
+def _fit(cfg: TrainConfig, env: DistEnv, held: ExitStack) -> dict:
     if cfg.decode_on == "gpu" and (reason := gpu_decode.unavailable(env.device)):
         raise ConfigError(reason)
     src = open_source(cfg.shards, manifest=cfg.manifest or None)
     cfg = replace(cfg, frames=cfg.frames or src.frames_per_clip)
+    if cfg.verify and env.is_main:
+        verify_source(src, cfg.shards)
     resumed = _load_resume(cfg, src) if cfg.resume else None
     if resumed is not None:
         if env.is_main and cfg.workers != resumed["config"]["workers"]:
@@ -118,7 +125,7 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
     run_dir = Path(cfg.out)
     made_by = provenance()
     if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        held.enter_context(writer_lock(run_dir, "rq train"))   # one run per folder: a second stops here
         cfg.save(run_dir / "config.json", made_by)
 
     _seed_everything(cfg.seed)
@@ -168,6 +175,8 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
         if note and env.is_main:
             err.print(note, markup=False)
         selection = Selection.from_state(resumed.get("selection"), selected_on)
+        if env.is_main:
+            reconcile_best(run_dir, resumed)
 
     step = ForwardPass.create(_wrap(model, cfg, env), env, cfg.precision)
     data_cfg = data_config(cfg, workers=cfg.workers, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
@@ -182,18 +191,17 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
         if cfg.workers + 1 > cores:
             err.print(f"warning: 1 + --workers {cfg.workers} loader processes per training process, which has {cores} "
                       f"cores: they will compete for the CPU (default: {default_workers()})", markup=False)
-    metrics_path = run_dir / "metrics.jsonl"
     writer = wandb = None
     if env.is_main and cfg.wandb:
         try:
             wandb = WandbLog(cfg.wandb, run_dir, cfg.to_dict())
         except ImportError as e:
             raise ConfigError(str(e)) from None
+    history = []
     if env.is_main:
-        _drop_epochs_from(metrics_path, start_epoch)
+        history = drop_epochs_from(run_dir, start_epoch)
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch)
-
-    history = _read_history(metrics_path) if env.is_main else []
+    guard = StepGuard(cfg.nonfinite, env)
     stop = min(cfg.epochs, start_epoch + cfg.stop_after) if cfg.stop_after else cfg.epochs
     clock = RunClock((stop - start_epoch) * steps - (so_far["step"] if so_far else 0))
 
@@ -215,11 +223,14 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
         parts = all_gather_objects(rank_part(progress, controller, balancer), env)
         if env.is_main:
             state = checkpoint_state(epoch - 1, [part["rng"] for part in parts])
-            save_checkpoint({**state, "mid_epoch": {"epoch": epoch, "step": progress["step"], "ranks": parts}},
-                            run_dir / "last.pt")
+            # through save_epoch: weights with a NaN or inf never replace a good last.pt
+            save_epoch({**state, "mid_epoch": {"epoch": epoch, "step": progress["step"], "ranks": parts}}, run_dir,
+                       is_best=False)
 
     for epoch in range(start_epoch, stop):
         started, steps_log = time.perf_counter(), []
+        if env.is_main and (note := src.rewritten()):
+            out.print(note, markup=False)
         if controller is not None:
             controller.reset()
         if balancer is not None:
@@ -230,8 +241,9 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
             step, optimizer, train_batches(src, data_cfg, epoch=epoch, rank=env.rank, world=env.world, steps=steps),
             epoch=epoch, steps=steps, samples=steps * global_batch, lr_at=lr_at, grad_clip=cfg.grad_clip,
             observe=controller.observe if controller is not None else None, balancer=balancer,
-            num_classes=num_classes, steps_log=steps_log, so_far=so_far, checkpoint_every=cfg.checkpoint_every_steps,
-            checkpoint=lambda progress: mid_epoch(epoch, progress), clock=clock)  # noqa: B023 (called in the epoch)
+            num_classes=num_classes, steps_log=steps_log, guard=guard, so_far=so_far,
+            checkpoint_every=cfg.checkpoint_every_steps, checkpoint=lambda progress: mid_epoch(epoch, progress),  # noqa: B023
+            clock=clock)
         so_far = None
         events = _rollingq_epoch_end(controller, step, src, data_cfg, epoch, steps, global_batch)
         val, test = (evaluation_pass(step, eval_batches(src, data_cfg, split=split, rank=env.rank, world=env.world),
@@ -247,18 +259,15 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
         if env.is_main:
             best_acc = selection.best_value
             history.append(line)
-            _log_epoch(history, metrics_path, writer)
+            _log_epoch(line, run_dir, writer)
             write_steps(writer, steps_log)
             if wandb is not None:
                 wandb.epoch(line, steps_log)
             write_summary_csv(run_dir, history)
-            state = checkpoint_state(epoch, rngs)
-            save_checkpoint(state, run_dir / "last.pt")
+            save_epoch(checkpoint_state(epoch, rngs), run_dir, is_best)
             kept = keep_epoch(run_dir, epoch).name if cfg.save_every and (epoch + 1) % cfg.save_every == 0 else None
             out.print(f"saved {run_dir / 'last.pt'}" + (" and best.pt" if is_best else "")
                       + (f" (kept as {kept})" if kept else ""))
-            if is_best:
-                save_checkpoint(state, run_dir / "best.pt")
         barrier(env)
     summary = selection_summary(history, selection.on)
     if env.is_main:
@@ -267,6 +276,7 @@ def _fit(cfg: TrainConfig, env: DistEnv) -> dict:
         if wandb is not None:
             wandb.finish()
         _summary(history, summary, src.modalities)
+        rate_limited.flush()
     return {"out": str(run_dir), "best_acc": best_acc, "selection": summary, "epochs": history}
 
 
@@ -322,11 +332,8 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _log_epoch(history: list[dict], path: Path, writer: SummaryWriter) -> None:
-    """metrics.jsonl rewritten whole (atomically: a kill or a full disk leaves the previous file), then
-    the newest line's numbers to TensorBoard."""
-    _write_history(path, history)
-    line = history[-1]
+def _log_epoch(line: dict, run_dir: Path, writer: SummaryWriter) -> None:
+    log_metrics(run_dir, line)
     epoch = line["epoch"]
     for split in ("train", "val", "test"):
         for name, value in (line[split] or {}).items():
@@ -344,20 +351,6 @@ def _log_epoch(history: list[dict], path: Path, writer: SummaryWriter) -> None:
         if e["air"] is not None:
             writer.add_scalar(f"rollingq/air/layer{e['layer']}", e["air"], epoch)
     writer.flush()
-
-
-def _drop_epochs_from(path: Path, epoch: int) -> None:
-    """A resumed run redoes epochs from `epoch`: remove their lines left by the interrupted run."""
-    if path.is_file():
-        _write_history(path, [line for line in _read_history(path) if line["epoch"] < epoch])
-
-
-def _write_history(path: Path, lines: list[dict]) -> None:
-    write_atomic(path, "".join(json.dumps(line) + "\n" for line in lines).encode())
-
-
-def _read_history(path: Path) -> list[dict]:
-    return [json.loads(s) for s in path.read_text().splitlines() if s.strip()] if path.is_file() else []
 
 
 def _summary(history: list[dict], selection: dict, modalities: tuple[str, ...]) -> None:

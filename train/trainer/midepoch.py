@@ -8,11 +8,12 @@ the batches it trained on, its random state after them, its outcomes and step lo
 statistics and the balancer's epoch state. On resume each process reads its epoch's first `step`
 batches again without training on them (the loader's random streams depend on the batches before,
 so skipping them otherwise would change every later batch), restores its part and goes on."""
-import os
 import shutil
 from pathlib import Path
 
+from rq.pipeline.atomic import atomic_path
 from rq.train.trainer.distributed import DistEnv
+from rq.train.trainer.run_folder import LAST
 
 
 def resume_point(resumed: dict, env: DistEnv) -> tuple[int, dict | None, str | None]:
@@ -44,12 +45,9 @@ def continue_part(part: dict, controller, balancer) -> None:
 
 
 def keep_epoch(run_dir: Path, epoch: int) -> Path:
-    """epoch<E>.pt: the epoch's last.pt, kept (a hard link, as last.pt is replaced, not rewritten, by
-    the next save; a copy where the filesystem has no links)."""
+    """epoch<E>.pt: a copy of the epoch's last.pt, written atomically (a copy, not a hard link, for the
+    reason best.pt is one: run_folder.py)."""
     kept = Path(run_dir) / f"epoch{epoch}.pt"
-    kept.unlink(missing_ok=True)
-    try:
-        os.link(Path(run_dir) / "last.pt", kept)
-    except OSError:
-        shutil.copy2(Path(run_dir) / "last.pt", kept)
+    with atomic_path(kept) as tmp:
+        shutil.copyfile(Path(run_dir) / LAST, tmp)
     return kept
