@@ -53,8 +53,9 @@ def manifest_problem(manifest: object) -> str | None:
     classes = manifest.get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         return "'classes' must be a non-empty list of names"
-    if not _count(manifest.get("frames_per_clip")) or manifest["frames_per_clip"] < 1:
-        return "'frames_per_clip' must be a whole number >= 1"
+    # sequence-feature shards (CMU-MOSEI: "modalities" listed) have no frames
+    if not _count(manifest.get("frames_per_clip")) or manifest["frames_per_clip"] < ("modalities" not in manifest):
+        return "'frames_per_clip' must be a whole number >= 1 (0 for sequence-feature shards)"
     if not isinstance(manifest.get("config", {}), dict):
         return "'config' must be a JSON object"
     splits = manifest.get("splits")
