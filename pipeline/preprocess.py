@@ -25,7 +25,7 @@ from rq.pipeline.recipes import RECIPES, LayoutError
 from rq.pipeline.recipes.layout import carve_validation, keep_classes_with_clips
 from rq.pipeline.config import Options
 from rq.pipeline.stages.settings import FRAME_TIMES
-from rq.pipeline.shards import Sample, make_sample, shuffled, write_split
+from rq.pipeline.shards import Sample, frames_per_sample, make_sample, shuffled, write_split
 from rq.pipeline.runner import ClipResult, Job, lost_clip, plan_clip, process_clip
 from rq.pipeline.stages import STAGE_NAMES, STAGES
 
@@ -81,7 +81,8 @@ class Run:
     seed: int
     shard_bytes: int
     max_failure_rate: float
-    sample: Callable[[ClipResult], Sample]   # a processed clip's shard sample
+    # a processed clip's shard sample, given the dataset's frames_per_sample (the frame members of every sample)
+    sample: Callable[[ClipResult, int], Sample]
     config: dict                             # the manifest's "config"
     frames_per_clip: int
     val_fraction: float                      # what the warning on an empty val split names
@@ -112,7 +113,8 @@ def _produce(run: Run, found: Discovery) -> None:
     for attempt in range(_REPAIRS + 1):
         results = _process_clips(found, job, cache, run)
         ok = [r for r in results if r.failure is None]
-        by_split = {split: shuffled([run.sample(r) for r in ok if r.clip.split == split], run.seed)
+        frame_members = frames_per_sample(ok)   # one count for every split: a dataset has one set of member names
+        by_split = {split: shuffled([run.sample(r, frame_members) for r in ok if r.clip.split == split], run.seed)
                     for split in run.splits}
         try:
             outcomes = _write_shards(out, by_split, run.shard_bytes, cache)
@@ -127,7 +129,8 @@ def _produce(run: Run, found: Discovery) -> None:
     skipped = len(results) - len(ok)
     manifest = build_manifest(
         run.recipe, run.config, found.classes, run.frames_per_clip, {split: o.entry for split, o in outcomes.items()},
-        len(found.clips), skipped, len(found.rejected), run.extra)
+        len(found.clips), skipped, len(found.rejected),
+        ({"frames_per_sample": frame_members} if frame_members else {}) | (run.extra or {}))
     write_manifest(out, manifest)   # commits the new shards: readers opening the folder now see them
     write_indexes(out, manifest)
     kept = retire_superseded(out, {s["name"] for entry in manifest["splits"].values() for s in entry["shards"]})

@@ -11,7 +11,7 @@ import json
 import re
 import tarfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rq.pipeline.atomic import atomic_file
@@ -36,6 +36,7 @@ class Member:
     stage: str = ""          # "" for members made here (json, cls); else the cache entry holding the bytes
     cache_key: str = ""
     inline: bytes = b""
+    cached_as: str = ""      # its name in the cache entry when that differs (a frame renamed or repeated)
 
 
 @dataclass(frozen=True)
@@ -45,15 +46,19 @@ class Sample:
     members: tuple[Member, ...]   # in tar order: json, cls, frames (time order), spectrogram
 
 
-def make_sample(result: ClipResult, settings: dict) -> Sample:
+def make_sample(result: ClipResult, frame_members: int, settings: dict) -> Sample:
     """The sample of a processed clip: metadata and class index made here, frames and spectrogram
-    referenced in the cache (read only when a shard is actually written)."""
+    referenced in the cache (read only when a shard is actually written). `frame_members` is the
+    dataset's `frames_per_sample`: a clip with fewer frames repeats its last one up to that many
+    members, so that every sample has the same member names (HuggingFace `datasets` needs that); the
+    json says how many are real, and the trainer picks among those only."""
     clip, frames, spec = result.clip, settings["frames"], settings["spectrogram"]
     frame_meta = result.heads["frames"].meta or {}   # real time of each frame, and why some were capped
     stored = stored_members(result)
+    real = [m for m in stored if m.stage == "frames"]
     meta = {"clip_id": clip.clip_id, "label": clip.label, "label_name": clip.label_name, "split": clip.split,
             "source": clip.rel_source, "duration": result.probe.get("duration"),
-            "n_frames": sum(m.suffix.endswith(".jpg") for m in stored), "fps": frames.fps,
+            "n_frames": len(real), "frames_padded": max(0, frame_members - len(real)), "fps": frames.fps,
             "frame_decode": frame_meta.get("decode", frames.frame_decode), "frame_pts": frame_meta.get("times"),
             "sample_rate": settings["audio"].sample_rate, "audio_seconds": spec.audio_seconds,
             "stft": {"n_fft": spec.n_fft, "win_length": spec.win_length, "hop_length": spec.hop_length}}
@@ -61,7 +66,8 @@ def make_sample(result: ClipResult, settings: dict) -> Sample:
         meta["frames_note"] = frame_meta["note"]
     if clip.rel_audio_source:
         meta["audio_source"] = clip.rel_audio_source
-    return build_sample(result, meta, stored)
+    rest = [m for m in stored if m.stage != "frames"]
+    return build_sample(result, meta, padded_frames(real, frame_members) + rest)
 
 
 def stored_members(result: ClipResult) -> list[Member]:
@@ -77,6 +83,24 @@ def build_sample(result: ClipResult, meta: dict, stored: list[Member] | None = N
             _inline("cls", str(clip.label).encode())]
     stored = stored if stored is not None else stored_members(result)
     return Sample(clip.clip_id, sample_key(clip.clip_id), tuple(made + stored))
+
+
+def frames_per_sample(results: Sequence[ClipResult]) -> int:
+    """The frame members of every sample of a dataset: the most frames any of its clips has."""
+    return max((len(r.heads["frames"].members) for r in results if "frames" in r.heads), default=0)
+
+
+def padded_frames(real: list[Member], count: int) -> list[Member]:
+    """The frame members `f0000.jpg` ... of a sample with `count` frame members (at least the real
+    ones): the real frames in time order, then copies of the last one. Names are zero-padded to one
+    width for the whole dataset (4 digits, more from 10,000 frames), so sorting keeps time order."""
+    total = max(count, len(real))
+    digits = max(4, len(str(total - 1)))
+    members = []
+    for i, m in enumerate(real + real[-1:] * (total - len(real))):
+        name = f"f{i:0{digits}d}.jpg"
+        members.append(m if name == m.suffix else replace(m, suffix=name, cached_as=m.suffix))
+    return members
 
 
 def _inline(suffix: str, data: bytes) -> Member:
@@ -207,11 +231,9 @@ def _member_bytes(sample: Sample, cache: Cache):
             yield m, m.inline
             continue
         if (m.stage, m.cache_key) not in entries:
-            got = cache.read(m.stage, m.cache_key)   # None: missing, or its bytes fail their hashes
-            if got is None or m.suffix not in got:
-                raise DamagedEntry(sample.clip_id, m.stage, m.cache_key)
-            entries[m.stage, m.cache_key] = got
-        data = entries[m.stage, m.cache_key][m.suffix]
-        if hashlib.sha256(data).hexdigest() != m.sha256:
+            # {} when the entry is missing or its bytes fail their hashes
+            entries[m.stage, m.cache_key] = cache.read(m.stage, m.cache_key) or {}
+        data = entries[m.stage, m.cache_key].get(m.cached_as or m.suffix)
+        if data is None or hashlib.sha256(data).hexdigest() != m.sha256:
             raise DamagedEntry(sample.clip_id, m.stage, m.cache_key)
         yield m, data

@@ -1,7 +1,9 @@
 """`rq report` on real runs: two tiny `rq train` runs (Vanilla MT and RollingQ) on tiny shards, one of
 them evaluated by `rq eval` with the noise sweep and the Pearson test; plus unreadable runs."""
+import csv
 import json
 import re
+import statistics
 from pathlib import Path
 
 import cv2
@@ -98,6 +100,9 @@ def test_report_one_seed_each_pairs_the_test_samples(rq, runs, tmp_path):
     assert re.search(VERDICT + r".*exact McNemar over 6 test samples", page)
     assert "paired bootstrap over 6 test samples" in page
     assert "One run per method of seed 0: tested over the 6 test samples" in page
+    with (out / "comparisons.csv").open(newline="") as f:
+        tests = {row["figure"]: row["test"] for row in csv.DictReader(f)}
+    assert tests["acc"].startswith("exact McNemar over 6 test samples") and "paired bootstrap over 6" in tests["air"]
     # the Pearson test: exactly 3 of 6 samples noisy, both r variants
     assert re.search(r"^\| mt/seed0 \| 3 / 6 \| -?\d\.\d{3} \| [\d.e-]+ \| -?\d\.\d{3} \|", page, re.M)
 
@@ -137,3 +142,59 @@ def test_report_usage_errors(rq, runs, tmp_path):
     assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
     result = rq("report", runs["on_test"], "--eval", tmp_path / "a.json", "--eval", tmp_path / "b.json")
     assert result.exit_code == 2 and "--eval" in result.stderr
+
+
+def _csv(path: Path) -> list[dict]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_report_writes_its_tables_as_csv(rq, runs, tmp_path):
+    out = tmp_path / "report"
+    result = rq("report", runs["mt"], runs["rollingq"], "--out", out)
+    assert result.exit_code == 0, result.output
+    names = ["summary.csv", "runs.csv", "comparisons.csv", "table1.csv"]
+    assert sorted(p.name for p in out.glob("*.csv")) == sorted(names)
+    tables = {name: _csv(out / name) for name in names}
+    # plain values: no Markdown, no "±", no "–" placeholders
+    assert all(not re.search(r"[|±–*]", v) for rows in tables.values() for row in rows for k, v in row.items()
+               if k not in ("what", "test", "figures_from", "eval_json"))
+    accs: dict[str, list[float]] = {}
+    for row in tables["runs.csv"]:
+        run = runs[row["group"]] / f"seed{row['seed']}"
+        evaluation = json.loads((run / "eval" / "eval.json").read_text())
+        epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert row["run"] == f"{row['group']}/seed{row['seed']}" and row["method"] == row["group"]
+        assert float(row["acc"]) == evaluation["clean"]["acc"]                    # full precision, read back
+        assert float(row["acc_audio"]) == evaluation["clean"]["acc_audio"]
+        assert float(row["test_acc_at_last"]) == epochs[-1]["test"]["acc"] and int(row["epochs"]) == EPOCHS
+        rotated = [e for line in epochs for e in line.get("rollingq") or [] if e.get("rotated")]
+        assert int(row["rotations"]) == len(rotated)
+        assert row["selected_on"] == "val" and int(row["best_epoch"]) in range(EPOCHS)
+        accs.setdefault(row["group"], []).append(evaluation["clean"]["acc"])
+    assert sorted(accs) == ["mt", "rollingq"] and all(len(v) == 2 for v in accs.values())
+    summary = {(r["group"], r["figure"]): r for r in tables["summary.csv"]}
+    for group, values in accs.items():
+        row = summary[group, "acc"]
+        assert int(row["n"]) == 2 and row["seeds"] == "0 1" and row["selected_on"] == "val"
+        assert float(row["mean"]) == pytest.approx(statistics.mean(values))
+        assert float(row["std"]) == pytest.approx(statistics.stdev(values))
+        assert float(row["ci95_low"]) <= float(row["mean"]) <= float(row["ci95_high"])
+    compared = {r["figure"]: r for r in tables["comparisons.csv"]}
+    assert {"acc", "drop", "r", "air"} <= set(compared)
+    acc = compared["acc"]
+    assert (acc["a"], acc["b"]) == ("rollingq", "mt") and "paired t test over 2 seeds" in acc["test"]
+    assert float(acc["a_value"]) == pytest.approx(statistics.mean(accs["rollingq"]))
+    assert float(acc["b_value"]) == pytest.approx(statistics.mean(accs["mt"]))
+    assert float(acc["diff"]) == pytest.approx(float(acc["a_value"]) - float(acc["b_value"]))
+    assert acc["significant"] == str(int(float(acc["ci95_low"]) > 0 or float(acc["ci95_high"]) < 0))
+    assert 0 <= float(acc["p"]) <= 1
+    # Table 1: percent, the seeds' mean; these tiny shards are no paper dataset, so no paper number
+    cells = {r["method"]: r for r in tables["table1.csv"]}
+    assert set(cells) == {"Vanilla MT", "Vanilla MT + RollingQ"}
+    for method, group in (("Vanilla MT", "mt"), ("Vanilla MT + RollingQ", "rollingq")):
+        cell = cells[method]
+        assert cell["dataset"] == "shards" and cell["seeds"] == "0 1" and cell["paper_acc_pct"] == ""
+        assert float(cell["acc_pct"]) == pytest.approx(100 * statistics.mean(accs[group]))
+        low, high = float(cell["ci95_low_pct"]), float(cell["ci95_high_pct"])
+        assert float(cell["ci95_half_pct"]) == pytest.approx((high - low) / 2) and low <= float(cell["acc_pct"]) <= high

@@ -92,8 +92,9 @@ def preprocess(raw: Path | None = None, out: Path | None = None, steps: int = 50
             found.discovery)
 
 
-def segment_sample(result: ClipResult, settings: MoseiSettings) -> Sample:
-    """A processed segment's sample: its json (the raw sentiment among it), class, features and masks."""
+def segment_sample(result: ClipResult, frame_members: int, settings: MoseiSettings) -> Sample:
+    """A processed segment's sample: its json (the raw sentiment among it), class, features and masks.
+    `frame_members` (the frames every sample carries) is 0: segments have features, no frames."""
     seg = result.clip
     meta = {"clip_id": seg.clip_id, "video_id": seg.video_id, "label": seg.label, "label_name": seg.label_name,
             "split": seg.split, "sentiment": seg.score, "binarize": settings.binarize, "source": seg.rel_source,

@@ -26,6 +26,7 @@ from rq.pipeline.atomic import write_json
 from rq.pipeline.console import fail, progress, summary_table
 from rq.train.data.augment import MEAN, STD, pick_frames, random_crop_box
 from rq.train.data.loader import DataConfig, train_batches
+from rq.train.data.sample import real_frames
 from rq.train.data.source import FRAME_MEMBER, DataError, ShardSource, open_source
 from rq.train.data.tarstream import url_samples
 
@@ -75,6 +76,7 @@ def plain_webdataset(urls: list[str], frames: int, image_size: int, batch_size: 
     then the picked frames cropped like the others, batched in the workers."""
     def to_tensors(sample: dict) -> tuple:
         names = sorted(name for name in sample if FRAME_MEMBER.fullmatch(name))
+        names = names[:len(names) - sample.get("json", {}).get("frames_padded", 0)]   # rq's padding: not picked
         rng = np.random.default_rng()
         images = [sample[names[j]] for j in pick_frames(len(names), frames, rng)]
         return (torch.from_numpy(sample["spec.npy"]).float().unsqueeze(0), pil_crops(images, image_size, rng),
@@ -104,7 +106,7 @@ def extract_clip_folders(src: ShardSource, root: Path) -> int:
     index = []
     samples = (sample for url in src.split("train")[0] for sample in url_samples(url))
     for sample in progress(samples, total=src.split("train")[1], desc="clip folders", unit="clip"):
-        frames = sorted(name for name in sample if FRAME_MEMBER.fullmatch(name))
+        frames = real_frames(sample)
         if "spec.npy" not in sample or "cls" not in sample or not frames:
             continue
         folder = root / sample["__key__"]

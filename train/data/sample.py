@@ -1,6 +1,7 @@
 """One sample's tar members -> what a batch holds: the picked frames cropped to uint8, the
 spectrogram, the label. Raises ValueError naming the member at fault; the loader records and skips."""
 import io
+import json
 import math
 
 import numpy as np
@@ -20,7 +21,7 @@ def decode_clip(sample: dict, *, frames: int, image_size: int, spec_shape: tuple
     the released code); without: fixed picks (random ones from `pick_rng` when given: the released
     CREMA-D evaluation), whole frame resized. Only the picked JPEGs are decoded; with `decode=False`
     none is, and the frames come as UndecodedFrames with their boxes (the GPU input path decodes them)."""
-    names = sorted(name for name in sample if FRAME_MEMBER.fullmatch(name))
+    names = real_frames(sample)
     for member in ("cls", "spec.npy"):
         if member not in sample:
             raise ValueError(f"no {member} member")
@@ -53,6 +54,24 @@ def decode_clip(sample: dict, *, frames: int, image_size: int, spec_shape: tuple
         except ValueError as exn:
             raise ValueError(f"{name}: {exn}") from None
     return out, spec, label, sample["__key__"]
+
+
+def real_frames(sample: dict) -> list[str]:
+    """The sample's frame members in time order, less the padding: rq pads a short clip's frames by
+    repeating its last one, so that every sample of a dataset has the same member names, and its json
+    says how many members that added (`frames_padded`). Frames are picked among the real ones only, so
+    padding never changes what is trained on. A sample without it (older shards, other tools) has none."""
+    names = sorted(name for name in sample if FRAME_MEMBER.fullmatch(name))
+    if "json" not in sample:
+        return names
+    try:
+        meta = json.loads(sample["json"])
+    except ValueError:   # cannot tell the real frames from the padding
+        raise ValueError("json: not valid JSON") from None
+    padded = meta.get("frames_padded", 0) if isinstance(meta, dict) else 0
+    if type(padded) is not int or not 0 <= padded < max(1, len(names)):
+        raise ValueError(f"json: frames_padded {repr(padded)[:40]} is not a count below the {len(names)} frames")
+    return names[:len(names) - padded]
 
 
 def npy_view(data: bytes) -> np.ndarray:

@@ -69,39 +69,68 @@ def compare(groups: Sequence[Group]) -> list[str]:
     return sentences
 
 
+def comparisons(groups: Sequence[Group]) -> list[tuple[str, sig.Comparison]]:
+    """(figure, RollingQ − Vanilla MT) of every test `compare` states, for the report's CSV; [] when
+    there is no pair, or one run each without per_sample.json."""
+    rq, mt = _pair(groups)
+    if rq is None or mt is None:
+        return []
+    if len(rq.runs) >= 2 and len(mt.runs) >= 2:
+        return _seed_tests(rq, mt)
+    return _sample_tests(*_paired_runs(rq, mt)) or []
+
+
 def _over_seeds(rq: Group, mt: Group, a: str, b: str) -> list[str]:
+    noise = _noise_name(rq.runs[0])
+    return ([_words(name, c, a, b, noise) for name, c in _seed_tests(rq, mt)]
+            + _r_sign([figures(r)["r"] for r in rq.runs + mt.runs]))
+
+
+def _seed_tests(rq: Group, mt: Group) -> list[tuple[str, sig.Comparison]]:
     def values(group: Group, name: str) -> dict[int, float]:
         return {r.seed: f[name] for r in group.runs for f in [figures(r)] if f[name] is not None}
 
     noise = _noise_name(rq.runs[0])
-    sentences = []
+    tests = []
     for name, what in _MEASURES:
         va, vb = values(rq, name), values(mt, name)
         if len(va) >= 2 and len(vb) >= 2:
-            sentences.append(_words(name, sig.over_seeds(va, vb, what.format(noise=noise)), a, b, noise))
-    return sentences + _r_sign([figures(r)["r"] for r in rq.runs + mt.runs])
+            tests.append((name, sig.over_seeds(va, vb, what.format(noise=noise))))
+    return tests
 
 
-def _over_samples(rq: Group, mt: Group, a: str, b: str) -> list[str]:
+def _paired_runs(rq: Group, mt: Group) -> tuple[RunRecord, RunRecord]:
+    """The runs of one seed to compare sample by sample: a seed both groups have, when there is one."""
     seeds = set(rq.seeds) & set(mt.seeds)
     run_a = next((r for r in rq.runs if r.seed in seeds), rq.runs[0])
-    run_b = next((r for r in mt.runs if r.seed == run_a.seed), mt.runs[0])
+    return run_a, next((r for r in mt.runs if r.seed == run_a.seed), mt.runs[0])
+
+
+def _sample_tests(run_a: RunRecord, run_b: RunRecord) -> list[tuple[str, sig.Comparison]] | None:
+    """The paired tests over the test samples both runs were evaluated on; None without per_sample.json."""
     if run_a.samples is None or run_b.samples is None:
-        fa, fb = figures(run_a), figures(run_b)
-        return [f"{a} vs {b}: fused test accuracy {_num(fa['acc'])} vs {_num(fb['acc'])}; not tested "
-                "(no per_sample.json: run rq eval to compare sample by sample)."]
+        return None
     paired = _Paired(run_a.samples, run_b.samples)
     noise = _noise_name(run_a)
     modality = ((run_a.evaluation or {}).get("pearson") or {}).get("modality", "audio")
-    sentences = []
-    for name, what in _MEASURES:
-        c = paired.test(name, what.format(noise=noise), modality)
-        if c is not None:
-            sentences.append(_words(name, c, a, b, noise))
+    tests = [(name, paired.test(name, what.format(noise=noise), modality)) for name, what in _MEASURES]
+    return [(name, c) for name, c in tests if c is not None]
+
+
+def _over_samples(rq: Group, mt: Group, a: str, b: str) -> list[str]:
+    run_a, run_b = _paired_runs(rq, mt)
+    tests = _sample_tests(run_a, run_b)
+    if tests is None:
+        fa, fb = figures(run_a), figures(run_b)
+        return [f"{a} vs {b}: fused test accuracy {_num(fa['acc'])} vs {_num(fb['acc'])}; not tested "
+                "(no per_sample.json: run rq eval to compare sample by sample)."]
+    noise = _noise_name(run_a)
+    sentences = [_words(name, c, a, b, noise) for name, c in tests]
     sentences += _r_sign([figures(r)["r"] for r in (run_a, run_b)])
+    n = _Paired(run_a.samples, run_b.samples).n
     seed_note = f" of seed {run_a.seed}" if run_a.seed == run_b.seed else f" (seeds {run_a.seed} and {run_b.seed})"
-    sentences.append(f"One run per method{seed_note}: tested over the {paired.n} test samples both were "
-                     f"evaluated on (one sample is {100 / max(paired.n, 1):.1f} accuracy points); several "
+    sentences.append(f"One run per method{seed_note}: tested over the {n} test samples both were "
+                     f"evaluated on (one sample is {100 / max(n, 1):.1f} accuracy points); several "
                      "seeds (rq train --seeds) test over seeds.")
     return sentences
 

@@ -18,8 +18,9 @@ from rq.pipeline.console import err, fail, out as console, summary_table
 from rq.train.evaluation.significance import Spread
 from rq.train.report import plots
 from rq.train.report.compare import aggregate, compare, explain_air, noise_end
+from rq.train.report.csv_tables import write_csvs
 from rq.train.report.runs import Group, ReportError, RunRecord, group_runs, load_runs
-from rq.train.report.table1 import markdown as table1_markdown, table1
+from rq.train.report.table1 import Table1, markdown as table1_markdown, table1
 
 REPORT = "report.md"
 
@@ -32,11 +33,13 @@ class Report:
     verdict: list[str]
     skipped: list[str]
     notes: list[str]                 # the AIR vs attention share explanation, the speed caveat
+    csvs: list[Path]                 # the tables as CSV beside report.md (report/csv_tables.py)
 
 
 def write_report(run_dirs: Sequence[Path], out: Path, eval_paths: Sequence[Path] = (),
                  bench: Path | None = None) -> Report:
-    """Load the runs, draw the figures into `out`, write `out/report.md`. ReportError when no run is readable."""
+    """Load the runs, draw the figures into `out`, write `out/report.md` and its tables as CSV files.
+    ReportError when no run is readable."""
     runs, skipped = load_runs(run_dirs, eval_paths)
     if not runs:
         raise ReportError("no readable run: " + "; ".join(skipped))
@@ -55,9 +58,10 @@ def write_report(run_dirs: Sequence[Path], out: Path, eval_paths: Sequence[Path]
     columns, rows = headline(groups)
     verdict = compare(groups)
     notes = [n for n in (explain_air(groups), _speed_note(bench_result)) if n]
+    table = table1(runs)
     write_atomic(out / REPORT, _markdown(runs, groups, figures, columns, rows, verdict, notes, skipped,
-                                         bench_result).encode())
-    return Report(out / REPORT, columns, rows, verdict, skipped, notes)
+                                         bench_result, table).encode())
+    return Report(out / REPORT, columns, rows, verdict, skipped, notes, write_csvs(out, runs, groups, table))
 
 
 def cli_report(run_dirs: list[Path], out: Path, eval_paths: list[Path], bench: Path | None = None) -> None:
@@ -172,7 +176,7 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
 
 def _markdown(runs: Sequence[RunRecord], groups: Sequence[Group], figures: dict[str, Path | None],
               columns: list[str], rows: list[list], verdict: list[str], notes: list[str], skipped: list[str],
-              bench: dict | None) -> str:
+              bench: dict | None, table: Table1) -> str:
     lines = ["# rq report: " + " vs ".join(f"`{g.name}`" for g in groups), "", *(f"- {v}" for v in verdict), ""]
     lines += [n for note in notes[:1] for n in (note, "")]   # the AIR explanation, right under the verdict
     if skipped:
@@ -180,7 +184,7 @@ def _markdown(runs: Sequence[RunRecord], groups: Sequence[Group], figures: dict[
     lines += ["## Summary (test split)", "", "Per group of seeds: mean ± std [95% t interval of the mean]; one seed: "
               "its value. Drop = clean fused accuracy minus fused accuracy under the noise.", ""]
     lines += _table(columns, rows)
-    lines += table1_markdown(table1(runs))
+    lines += table1_markdown(table)
     lines += ["## Runs", "", "best.pt is the epoch of the highest accuracy on the split named (val: carved out of "
               "train by rq preprocess; TEST: the released code's protocol, optimistic); test accuracy is given "
               "at that epoch and at the last one.", ""]
