@@ -139,4 +139,4 @@ def test_shards_without_classes_or_split_names_say_what_to_pass(rq, foreign, tmp
     no_classes = rq("train", "--shards", _shards(foreign), "--out", tmp_path / "a")
     assert no_classes.exit_code == 1 and "pass --classes FILE" in _one_line(no_classes)
     unnamed = rq("train", "--shards", f"{foreign}/data-{{000000..000001}}.tar", "--out", tmp_path / "b")
-    assert unnamed.exit_code == 1 and "cannot tell its split; name it, e.g. --shards 'train=" in _one_line(unnamed)
+    assert unnamed.exit_code == 1 and "cannot tell the split; name it, e.g. --shards 'train=" in _one_line(unnamed)

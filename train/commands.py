@@ -305,7 +305,7 @@ def verify_cmd(
 
 @command(app, "index")
 def index_cmd(
-    shards: list[str] = typer.Argument(..., help="Shard files or brace patterns (DIR/{000000..000009}.tar), "
+    shards: list[str] = typer.Argument(..., metavar="SHARDS...", help="Shard files or brace patterns (DIR/{000000..000009}.tar), "
                                        "optionally with their split: train=PATTERN.", show_default=False),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for sizes.json and <split>.wids.json "
                                            "[default: the first shard's folder, where rq train looks].",

@@ -17,6 +17,7 @@ from rq.pipeline.indexes import SIZES, wids_index_name
 from rq.pipeline.atomic import WriteError, write_atomic
 from rq.pipeline.manifest import name_problem
 from rq.train.data.errors import DataError, ManifestError
+from rq.train.data.locations import split_urls
 from rq.train.data.tarstream import TarError, count_samples
 
 MAX_INDEX_BYTES = 64 << 20      # an index of a million shards is ~60 MB; anything larger is not one
@@ -103,7 +104,6 @@ def index_shards(splits: dict[str, list[str]], folder: Path) -> dict[str, int]:
 
 def cli_index(patterns: Sequence[str], out_dir: Path | None) -> None:
     """`rq index SHARDS... [--out DIR]`: local tars only (a pipe: or URL would be read whole to be counted)."""
-    from rq.train.data.source import split_urls
     try:
         location = "::".join(patterns)
         splits = split_urls(location, unnamed="shards")

@@ -6,25 +6,20 @@ line (`train=PATTERN::test=PATTERN`)."""
 import hashlib
 import io
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-import braceexpand
 import numpy as np
 
 from rq.pipeline.generations import ReaderHold
 from rq.pipeline.manifest import MANIFEST, manifest_problem
 from rq.train.data.errors import DataError, ManifestError
 from rq.train.data.members import FRAME_MEMBER, Members, read_classes  # noqa: F401 (FRAME_MEMBER: its old home)
+from rq.train.data.locations import is_plain_path, shard_name, split_urls
 from rq.train.data.shard_index import counts_beside
 from rq.train.data.tarstream import TarError, url_samples
-
-NAMED_SPLIT = re.compile(r"(train|val|test)=(.+)", re.S)    # --shards 'train=DIR/{0..9}.tar::test=...'
-PREFIX_SPLIT = re.compile(r"(train|val|test)-[^/\s]*\.tar")  # rq's shard names: train-000000.tar, ...
-INPUT_OPTIONS = ("manifest", "frames_key", "spec_key", "label_key", "classes")   # what open_shards reads
 
 
 @dataclass(frozen=True)
@@ -90,13 +85,16 @@ class ShardSource:
 
 
 def open_shards(shards: str, options) -> ShardSource:
-    """`open_source` with the input options of rq train / rq eval (`options`: their config or a dict of
-    INPUT_OPTIONS, "" or None = not given): member names, --classes file, --manifest."""
+    """`open_source` with the input options of rq train / rq eval (`options`: their config, or a dict of
+    the options; "" or None = not given): frames_key, spec_key, label_key, classes (a file), manifest."""
     get = options.get if isinstance(options, dict) else lambda k: getattr(options, k, None)
     members = Members(frames=get("frames_key") or "", spec=get("spec_key") or "", label=get("label_key") or "")
-    classes = get("classes")
-    return open_source(shards, manifest=get("manifest") or None, members=members,
-                       classes=read_classes(classes) if classes else None)
+    names = read_classes(get("classes")) if get("classes") else None
+    src = open_source(shards, manifest=get("manifest") or None, members=members, classes=names)
+    if names is not None and names != src.classes:   # a manifest's classes win: never silently
+        raise DataError(f"--classes {get('classes')}: not the classes of the shards' manifest.json "
+                        f"({len(src.classes)}: {', '.join(src.classes[:3])}...); leave --classes out")
+    return src
 
 
 def open_source(location: str, *, manifest: str | None = None, classes: Sequence[str] | None = None,
@@ -142,39 +140,6 @@ def open_source(location: str, *, manifest: str | None = None, classes: Sequence
     samples = samples or {}
     return _with_spec_shape(list(classes), frames_per_clip, splits, None, expected=expected, members=members,
                             totals=None if expected else {split: samples.get(split) for split in splits})
-
-
-def is_plain_path(location: str) -> bool:
-    """Whether --shards names one file or folder (not patterns, a URL, a command or a named split)."""
-    return not ("::" in location or "{" in location or "://" in location or location.startswith("pipe:")
-                or NAMED_SPLIT.fullmatch(location))
-
-
-def split_urls(location: str, unnamed: str | None = None) -> dict[str, list[str]]:
-    """split -> URLs of `PATTERN::PATTERN...`: a pattern's split is the one it names (`test=PATTERN`),
-    else its shard names' train-/val-/test- prefix, else `unnamed` (None: DataError, one line)."""
-    splits: dict[str, list[str]] = {}
-    for part in location.split("::"):
-        part = part.strip()
-        named = NAMED_SPLIT.fullmatch(part)
-        for url in braceexpand.braceexpand(named.group(2) if named else part):
-            prefix = PREFIX_SPLIT.search(url)
-            split = named.group(1) if named else prefix.group(1) if prefix else unnamed
-            if split is None:
-                raise DataError(f"{url}: cannot tell its split; name it, e.g. --shards 'train=DIR/{{000000..000009}}"
-                                ".tar::test=DIR/eval-{0..1}.tar', or name the shards train-*.tar, val-*.tar, test-*.tar")
-            splits.setdefault(split, []).append(url)
-    if not splits:
-        raise DataError(f"{location}: no shards named")
-    return splits
-
-
-def shard_name(url: str) -> str:
-    """The shard file name of a path, or in a `pipe:` command (`pipe:aws s3 cp s3://b/x-000.tar -` -> x-000.tar)."""
-    if not url.startswith(("pipe:", "http:", "https:")):
-        return Path(url).name
-    tars = re.findall(r"[^/\s:]+\.tar\b", url)
-    return tars[-1] if tars else url
 
 
 def _indexed_counts(splits: dict[str, list[str]], names: dict[str, str]) -> dict[str, list[dict]]:

@@ -45,7 +45,8 @@ from rq.train.trainer.build import (build_model, build_optimizer, check_input_sh
                                     lr_schedule)
 from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors, default_workers, provenance
 from rq.train.data import eval_batches, gpu_decode, train_batches
-from rq.train.data.source import is_plain_path, open_shards
+from rq.train.data.locations import is_plain_path
+from rq.train.data.source import open_shards
 from rq.train.trainer.distributed import (DistEnv, all_gather_objects, all_reduce_sum, barrier, process_group,
                                           world_change_warning)
 from rq.train.trainer.ranks import cores_per_process
