@@ -57,6 +57,9 @@ def test_rq_index_then_train_and_eval_on_shard_writer_shards(rq, foreign, tmp_pa
     assert sizes == {"data-000000.tar": 6, "data-000001.tar": 6, "eval-000000.tar": 6}
     wids = json.loads((foreign / "train.wids.json").read_text())
     assert wids["wids_version"] == 1 and [s["nsamples"] for s in wids["shardlist"]] == [6, 6]
+    wids_package = pytest.importorskip("wids", reason="the wids package is not installed (pip install 'rq[test]')")
+    dataset = wids_package.ShardListDataset(str(foreign / "train.wids.json"), cache_dir=str(tmp_path / "wids-cache"))
+    assert len(dataset) == 12 and dataset[7][".npy"] is not None
 
     run = tmp_path / "run"
     trained = rq("train", "--shards", _shards(foreign), "--frames-key", "jpg", "--spec-key", "npy",

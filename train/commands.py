@@ -202,7 +202,8 @@ def _train_options(ctx: typer.Context, shards: str) -> dict:
 @command(app, "eval", config_file=True)
 def eval_cmd(
     ckpt: Path = typer.Option(..., help="Checkpoint (last.pt / best.pt) of `rq train`."),
-    shards: str = typer.Option(..., help="Shards folder (or URL patterns) with the split to evaluate."),
+    shards: str = typer.Option(..., help="Shards folder (or URL patterns, splits named as for rq train: "
+                                "test=PATTERN) with the split to evaluate."),
     manifest: Optional[str] = typer.Option(None, help="A local copy of the shards' manifest.json, for URL "
                                            "patterns with none beside them (e.g. pipe: commands)."),
     frames_key: Optional[str] = _FRAMES_KEY,
