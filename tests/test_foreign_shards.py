@@ -3,6 +3,7 @@
 through the real entry point, with classes from --classes, counts from `rq index`'s sizes.json, and splits
 named on the command line. Bad inputs are one line each."""
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import webdataset as wds
 
 from helpers import frame_index, frame_jpeg
 from rq.train.data import DataConfig, eval_batches
+from rq.train.data.members import Members
 from rq.train.data.source import open_shards
 
 CLASSES = ["cat", "dog", "owl"]
@@ -143,3 +145,25 @@ def test_shards_without_classes_or_split_names_say_what_to_pass(rq, foreign, tmp
     assert no_classes.exit_code == 1 and "pass --classes FILE" in _one_line(no_classes)
     unnamed = rq("train", "--shards", f"{foreign}/data-{{000000..000001}}.tar", "--out", tmp_path / "b")
     assert unnamed.exit_code == 1 and "cannot tell the split; name it, e.g. --shards 'train=" in _one_line(unnamed)
+
+
+@pytest.mark.parametrize("key, member, data, label", [
+    ("json.label", "json", b'{"label": "owl"}', 2),          # a name, looked up in the classes
+    ("json.label", "json", b'{"label": 1}', 1),              # an index
+    ("meta.json.y.name", "meta.json", b'{"y": {"name": "dog"}}', 1),
+    ("label.txt", "label.txt", b"cat\n", 0),
+    ("cls", "cls", b"2", 2),
+])
+def test_label_keys(key, member, data, label):
+    assert Members(label=key, classes=tuple(CLASSES)).label_of({member: data}) == label
+
+
+@pytest.mark.parametrize("key, data, message", [
+    ("json.label", b'{"label": "emu"}', "label 'emu' of 'json.label' (--label-key) is not one of the classes"),
+    ("json.y", b'{"label": 1}', "json has no y (--label-key json.y)"),
+    ("json.label", b'{"label": [1]}', "is neither a class index nor a name"),
+    ("json.label", b'{"label"', "json: not valid JSON"),
+])
+def test_bad_labels_name_the_member(key, data, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Members(label=key, classes=tuple(CLASSES)).label_of({"json": data})

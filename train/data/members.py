@@ -8,7 +8,9 @@ the defaults are rq's names, and then a sample passes unchanged.
   --spec-key npy              the spectrogram, a 2-D .npy
   --label-key cls             the label: a member holding an integer (0-based class index) or a class
                               name; a dotted path into a JSON member (`json.label`, `json.meta.label`)
-                              reads the value there, an integer or a class name (looked up in the classes)
+                              reads the value there, an integer or a class name (looked up in the classes;
+                              a string that is a class name is one, else digits are an index; a `cls`
+                              member's digits are always an index)
 """
 import fnmatch
 import json
@@ -91,20 +93,22 @@ class Members:
         else:
             value = raw.decode("utf-8", "replace").strip()
         if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise ValueError(f"label {value!r} ({self.describe('label')}) is neither a class index nor a name")
-        if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-            return int(value)
+            raise ValueError(f"label {value!r} of {self.describe('label')} is neither a class index nor a name")
         if isinstance(value, int):
             return value
+        # A string is a class name when it is one (classes may be named "1", "2", ...), except in a `cls`
+        # member, which by WebDataset's convention holds the index.
+        if re.fullmatch(r"-?\d+", value.strip()) and (member.endswith("cls") or value not in self.classes):
+            return int(value)
         if value not in self.classes:
-            raise ValueError(f"label {value!r} ({self.describe('label')}) is not one of the classes")
+            raise ValueError(f"label {value!r} of {self.describe('label')} is not one of the classes")
         return self.classes.index(value)
 
 
 def _label_path(key: str, sample: dict) -> tuple[str, list[str]]:
     """`json.label` -> ("json", ["label"]); `meta.json.label` -> ("meta.json", ["label"]); a member name
     as it is when the sample has it (`label.txt`)."""
-    if key in sample or ".json" not in f".{key}":
+    if key in sample or ".json." not in f".{key}":
         return key, []
     head, _, rest = f".{key}".partition(".json.")
     return (head + ".json").lstrip("."), [p for p in rest.split(".") if p]
