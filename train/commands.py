@@ -15,7 +15,7 @@ from rq.train.trainer.config import default_text as _d   # light: no torch
 
 
 _TRAIN_PANELS = {
-    "Input": ("shards", "manifest", "verify", "frames", "image_size", "frame_crop", "frame_pick", "random_test_frames",
+    "Input": ("shards", "manifest", "frames_key", "spec_key", "label_key", "classes", "verify", "frames", "image_size", "frame_crop", "frame_pick", "random_test_frames",
               "workers", "shuffle_buffer", "decode_on", "max_steps_per_epoch"),
     "Model": ("preset", "method", "fusion_layers", "fusion_block", "rolling", "bottleneck_tokens",
               "bottleneck_layers", "cross_layers", "pretrained"),
@@ -29,12 +29,29 @@ _TRAIN_PANELS = {
 }
 
 
+# Shards of other tools (train/data/members.py): the same options for rq train and rq eval.
+_FRAMES_KEY = typer.Option(None, metavar="NAME|GLOB", help="Member(s) holding a sample's JPEG frames: `jpg` (one "
+                           "per sample) or a glob such as 'frame_*.jpg' (natural order) [rq's f0000.jpg ...].")
+_SPEC_KEY = typer.Option(None, metavar="NAME", help="Member holding the 2-D spectrogram .npy, e.g. npy [spec.npy].")
+_LABEL_KEY = typer.Option(None, metavar="NAME|JSON.PATH", help="Member holding the label (a class index or name), "
+                          "e.g. cls, or a dotted path into a JSON member, e.g. json.label; names are looked up in "
+                          "the classes [cls].")
+_CLASSES = typer.Option(None, help="Class names, one per line in label order, for shards without an rq "
+                        "manifest.json.", show_default=False)
+
+
 @command(app, "train", config_file=True, panels=_TRAIN_PANELS)
 def train_cmd(
     shards: str = typer.Option(..., help="Shards folder written by `rq preprocess` (reads its manifest.json), "
-                                "or shard URL patterns joined by '::'."),
+                                "or shard URL patterns joined by '::'; a pattern's split is its names' train-/val-/"
+                                "test- prefix or the one it is given: 'train=DIR/{000000..000009}.tar::test=DIR/"
+                                "eval-{0..1}.tar'."),
     manifest: Optional[str] = typer.Option(None, help="A local copy of the shards' manifest.json, for URL "
                                            "patterns with none beside them (e.g. pipe: commands)."),
+    frames_key: Optional[str] = _FRAMES_KEY,
+    spec_key: Optional[str] = _SPEC_KEY,
+    label_key: Optional[str] = _LABEL_KEY,
+    classes: Optional[Path] = _CLASSES,
     preset: Optional[str] = typer.Option(None, help="ks | cremad (the paper's text: 257x1004 / 257x299 "
                                          "spectrograms, the released model) | ks-official | cremad-official (the "
                                          "released code's inputs, 1024x128 filter bank / 257x188 STFT, its init and "
@@ -185,9 +202,14 @@ def _train_options(ctx: typer.Context, shards: str) -> dict:
 @command(app, "eval", config_file=True)
 def eval_cmd(
     ckpt: Path = typer.Option(..., help="Checkpoint (last.pt / best.pt) of `rq train`."),
-    shards: str = typer.Option(..., help="Shards folder (or URL patterns) with the split to evaluate."),
+    shards: str = typer.Option(..., help="Shards folder (or URL patterns, splits named as for rq train: "
+                                "test=PATTERN) with the split to evaluate."),
     manifest: Optional[str] = typer.Option(None, help="A local copy of the shards' manifest.json, for URL "
                                            "patterns with none beside them (e.g. pipe: commands)."),
+    frames_key: Optional[str] = _FRAMES_KEY,
+    spec_key: Optional[str] = _SPEC_KEY,
+    label_key: Optional[str] = _LABEL_KEY,
+    classes: Optional[Path] = _CLASSES,
     split: str = typer.Option("test", help="Split to evaluate."),
     noise_modality: Optional[str] = typer.Option(None, help="audio | visual | text (MOSEI shards): run the noise "
                                                  "sweep on this modality."),
@@ -280,6 +302,20 @@ def verify_cmd(
     does not list: one table of missing, damaged, changed and extra shards; exit 1 when anything is wrong."""
     from rq.train.data.integrity import cli_verify
     cli_verify(folder)
+
+
+@command(app, "index")
+def index_cmd(
+    shards: list[str] = typer.Argument(..., metavar="SHARDS...", help="Shard files or brace patterns (DIR/{000000..000009}.tar), "
+                                       "optionally with their split: train=PATTERN.", show_default=False),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for sizes.json and <split>.wids.json "
+                                           "[default: the first shard's folder, where rq train looks].",
+                                           show_default=False),
+) -> None:
+    """Count each tar's samples and write open_clip's sizes.json and a wids index per split (shards.wids.json
+    for shards of no split), so rq train and rq eval know the sample counts of shards another tool wrote."""
+    from rq.train.data.shard_index import cli_index
+    cli_index(shards, out_dir)
 
 
 # ---- demo / report / predict ----

@@ -35,7 +35,7 @@ def shard_problem(expect: dict, data: bytes, hashed: bool = True) -> str | None:
         return "its sha256 differs from the manifest's (the file was changed or damaged)"
     count = count_samples(io.BytesIO(data))
     if count != expect["samples"]:
-        return f"holds {count} samples, the manifest says {expect['samples']}"
+        return f"holds {count} samples, {expect.get('index', 'the manifest')} says {expect['samples']}"
     return None
 
 

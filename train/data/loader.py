@@ -255,6 +255,8 @@ class _Epoch(IterableDataset):
                              n_classes=len(self.src.classes), rng=augment, crop_scale=cfg.crop_scale,
                              frame_crop=cfg.frame_crop, frame_pick=cfg.frame_pick, pick_rng=picks,
                              decode=cfg.decode_on == "cpu")
+            if not self.src.members.native:   # shards of another tool: members renamed to rq's names first
+                decode = partial(_renamed, decode, self.src.members.canonical)
         yield from _batches(_decoded(samples, decode, log), cfg, n_batches, log,
                             collate_features if self.src.features else _collate)
 
@@ -296,6 +298,10 @@ def _decoded(samples, decode, log: list[Skip]) -> Iterator[tuple]:
             yield decode(sample)
         except Exception as exn:  # any undecodable member: record it with shard and key, go on
             log.append(Skip(sample["__url__"], sample["__key__"], _one_line(exn)))
+
+
+def _renamed(decode, canonical, sample: dict) -> tuple:
+    return decode(canonical(sample))
 
 
 def _batches(clips, cfg: DataConfig, n_batches: int | None, log: list[Skip], collate) -> Iterator[dict]:

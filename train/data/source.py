@@ -1,23 +1,25 @@
 """Where the shards are and what they hold: `open_source` turns a shards folder or a shard URL
-pattern into a `ShardSource` (classes, splits with their URLs and sample counts, spectrogram shape)."""
+pattern into a `ShardSource` (classes, splits with their URLs and sample counts, spectrogram shape).
+Shards of other tools: their member names mapped by a `Members` (members.py), classes from a --classes
+file, counts from a wids index or sizes.json beside them (shard_index.py), splits named on the command
+line (`train=PATTERN::test=PATTERN`)."""
 import hashlib
 import io
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-import braceexpand
 import numpy as np
 
 from rq.pipeline.generations import ReaderHold
 from rq.pipeline.manifest import MANIFEST, manifest_problem
 from rq.train.data.errors import DataError, ManifestError
+from rq.train.data.members import FRAME_MEMBER, Members, read_classes  # noqa: F401 (FRAME_MEMBER: its old home)
+from rq.train.data.locations import is_plain_path, shard_name, split_urls
+from rq.train.data.shard_index import counts_beside
 from rq.train.data.tarstream import TarError, url_samples
-
-FRAME_MEMBER = re.compile(r"f\d+\.jpg")  # f0000.jpg, f0001.jpg, ...: zero-padded, so sorting keeps time order
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class ShardSource:
     # Sequence-feature shards (CMU-MOSEI): modality -> (steps, size) of each sample's `<modality>.npy`;
     # empty for audio-visual shards.
     features: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
+    members: Members = field(default_factory=Members, repr=False)   # which members hold frames, spec, label
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -51,7 +54,8 @@ class ShardSource:
         if split in self.sizes:
             return self.sizes[split]
         if total is None:
-            raise DataError(f"{urls[0]}: sample count of split '{split}' unknown (no manifest.json); pass samples")
+            raise DataError(f"{urls[0]}: sample count of split '{split}' unknown (no manifest.json, wids index or "
+                            "sizes.json beside the shards); `rq index` writes one")
         return [total // len(urls) + (i < total % len(urls)) for i in range(len(urls))]
 
     def shard_expected(self, split: str) -> list[dict | None]:
@@ -80,32 +84,41 @@ class ShardSource:
                 f"shards); this run keeps reading the complete set it started with, a new run reads the new one")
 
 
+def open_shards(shards: str, options) -> ShardSource:
+    """`open_source` with the input options of rq train / rq eval (`options`: their config, or a dict of
+    the options; "" or None = not given): frames_key, spec_key, label_key, classes (a file), manifest."""
+    get = options.get if isinstance(options, dict) else lambda k: getattr(options, k, None)
+    members = Members(frames=get("frames_key") or "", spec=get("spec_key") or "", label=get("label_key") or "")
+    names = read_classes(get("classes")) if get("classes") else None
+    src = open_source(shards, manifest=get("manifest") or None, members=members, classes=names)
+    if names is not None and names != src.classes:   # a manifest's classes win: never silently
+        raise DataError(f"--classes {get('classes')}: not the classes of the shards' manifest.json "
+                        f"({len(src.classes)}: {', '.join(src.classes[:3])}...); leave --classes out")
+    return src
+
+
 def open_source(location: str, *, manifest: str | None = None, classes: Sequence[str] | None = None,
-                frames_per_clip: int | None = None,
-                samples: Mapping[str, int] | None = None) -> ShardSource:
+                frames_per_clip: int | None = None, samples: Mapping[str, int] | None = None,
+                members: Members = Members()) -> ShardSource:
     """A shards folder (reads its manifest.json), or shard URLs: brace patterns joined by `::`, local
     paths or `pipe:` commands, e.g. `pipe:aws s3 cp s3://b/train-{000000..000009}.tar -`. A URL's split
-    is the `train-`/`val-`/`test-` prefix of its shard name. Counts and classes come from `manifest` (a local
-    copy of the shards' manifest.json, e.g. for `pipe:` URLs), else from the manifest.json beside a
-    local first URL (the keyword arguments are then unused); otherwise `classes` and `frames_per_clip`
-    are required, and `samples` (per split) is needed to train: shard sizes are then taken as even.
+    is the `train-`/`val-`/`test-` prefix of its shard name, or the one its pattern names (`test=PATTERN`).
+    Counts and classes come from `manifest` (a local copy of the shards' manifest.json, e.g. for `pipe:`
+    URLs), else from the manifest.json beside a local first URL (`classes`, `frames_per_clip` and
+    `samples` are then unused). Otherwise `classes` is required; frames per clip are counted in the first
+    sample unless given; sample counts come from a wids index or sizes.json beside local shards, else
+    from `samples` (per split: shard sizes are then taken as even), else are unknown.
 
     URLs and commands come only from `location`, the caller's own command line: the shard names a
-    manifest lists are plain file names in the manifest's folder (anything else: ManifestError)."""
-    plain_path = "::" not in location and "{" not in location and not location.startswith("pipe:")
+    manifest or index lists are plain file names in its folder (anything else: ManifestError)."""
+    plain_path = is_plain_path(location)
     if plain_path and not Path(location).exists():
         raise DataError(f"{location}: no such folder")
     if plain_path and Path(location).is_dir():
-        return _open_folder(Path(location).absolute())
-    urls = [url for part in location.split("::") for url in braceexpand.braceexpand(part.strip())]
-    splits: dict[str, list[str]] = {}
-    names: dict[str, str] = {}   # url -> shard file name, the manifest's key
-    for url in urls:
-        name = re.search(r"(train|val|test)-[^/\s]*\.tar", url)
-        if name is None:
-            raise DataError(f"{url}: cannot tell the split; shard names must start with train-, val- or test-")
-        splits.setdefault(name.group(1), []).append(url)
-        names[url] = name.group(0)
+        return _open_folder(Path(location).absolute(), members)
+    splits = split_urls(location)
+    urls = [url for us in splits.values() for url in us]
+    names = {url: shard_name(url) for url in urls}   # url -> shard file name, the manifest's key
     remote = urls[0].startswith(("pipe:", "http:", "https:"))
     index = Path(manifest) if manifest else None if remote else Path(urls[0]).parent / MANIFEST
     if manifest and not index.is_file():
@@ -119,15 +132,40 @@ def open_source(location: str, *, manifest: str | None = None, classes: Sequence
         expected = {split: [known[names[u]] for u in us] for split, us in splits.items()}
         return _with_spec_shape(content["classes"], content["frames_per_clip"], splits, sha,
                                 preprocess=content.get("config", {}), expected=expected,
-                                features=_features(content, index))
-    if classes is None or frames_per_clip is None:
-        raise DataError(f"{urls[0]}: no manifest.json beside the shards; pass classes and frames_per_clip")
+                                features=_features(content, index), members=members)
+    if classes is None:
+        raise DataError(f"{urls[0]}: no manifest.json beside the shards; pass --classes FILE (one class name "
+                        "per line, in label order)")
+    expected = _indexed_counts(splits, names)
     samples = samples or {}
-    return _with_spec_shape(list(classes), frames_per_clip, splits, None,
-                            totals={split: samples.get(split) for split in splits})
+    return _with_spec_shape(list(classes), frames_per_clip, splits, None, expected=expected, members=members,
+                            totals=None if expected else {split: samples.get(split) for split in splits})
 
 
-def _open_folder(folder: Path) -> ShardSource:
+def _indexed_counts(splits: dict[str, list[str]], names: dict[str, str]) -> dict[str, list[dict]]:
+    """Per split, per shard, {"samples", "index"} from the wids index or sizes.json beside each local
+    shard; {} when there is none. A shard the indexes there do not list is an error."""
+    found: dict[Path, tuple[dict[str, int], str] | None] = {}
+    expected = {}
+    for split, urls in splits.items():
+        entries = []
+        for url in urls:
+            if url.startswith(("pipe:", "http:", "https:")):
+                return {}
+            folder = Path(url).parent
+            if folder not in found:
+                found[folder] = counts_beside(folder)
+            if found[folder] is None:
+                return {}
+            counts, where = found[folder]
+            if names[url] not in counts:
+                raise DataError(f"{url}: not listed in {folder / where}; `rq index` the shards again")
+            entries.append({"samples": counts[names[url]], "index": where})
+        expected[split] = entries
+    return expected
+
+
+def _open_folder(folder: Path, members: Members) -> ShardSource:
     """A folder of rq preprocess: its manifest, read together with a reader lock on the shard
     generations it lists (taken, then the manifest read again: a rewrite committed in between would
     otherwise leave this reader holding a set that is about to be deleted)."""
@@ -148,7 +186,7 @@ def _open_folder(folder: Path) -> ShardSource:
     expected = {name: list(info["shards"]) for name, info in manifest["splits"].items() if info["shards"]}
     return _with_spec_shape(manifest["classes"], manifest["frames_per_clip"], splits, sha,
                             preprocess=manifest.get("config", {}), expected=expected, manifest_path=str(path),
-                            hold=hold, features=_features(manifest, path))
+                            hold=hold, features=_features(manifest, path), members=members)
 
 
 def parse_manifest(raw: bytes, path: Path) -> tuple[dict, str]:
@@ -163,21 +201,24 @@ def parse_manifest(raw: bytes, path: Path) -> tuple[dict, str]:
     return manifest, hashlib.sha256(raw).hexdigest()
 
 
-def _with_spec_shape(classes: list[str], frames_per_clip: int, splits: dict[str, list[str]], sha: str | None, *,
-                     totals: dict[str, int | None] | None = None, preprocess: dict | None = None,
+def _with_spec_shape(classes: list[str], frames_per_clip: int | None, splits: dict[str, list[str]],
+                     sha: str | None, *, totals: dict[str, int | None] | None = None, preprocess: dict | None = None,
                      expected: dict[str, list[dict]] | None = None, features: dict | None = None,
-                     **where) -> ShardSource:
+                     members: Members = Members(), **where) -> ShardSource:
+    """The source, with the spectrogram shape (and, when not given, the frames per clip) of its first sample."""
     if not splits:
         raise DataError("no shards found")
     expected = expected or {}
     sizes = {split: [s["samples"] for s in expected[split]] for split in splits if split in expected}
     if totals is None:
         totals = {split: sum(sizes[split]) for split in splits}
-    return ShardSource(classes=list(classes), frames_per_clip=int(frames_per_clip),
-                       spec_shape=(0, 0) if features else _peek_spec_shape(splits), manifest_sha256=sha,
+    members = members.with_classes(classes)
+    spec_shape, frames = ((0, 0), 0) if features else _peek(splits, members)
+    return ShardSource(classes=list(classes), frames_per_clip=int(frames if frames_per_clip is None else frames_per_clip),
+                       spec_shape=spec_shape, manifest_sha256=sha,
                        splits={split: (urls, totals[split]) for split, urls in splits.items()},
                        sizes=sizes, preprocess=preprocess or {}, expected=expected, features=features or {},
-                       **where)
+                       members=members, **where)
 
 
 def _features(manifest: dict, path: Path) -> dict[str, tuple[int, int]]:
@@ -200,16 +241,21 @@ def _features(manifest: dict, path: Path) -> dict[str, tuple[int, int]]:
     return found
 
 
-def _peek_spec_shape(splits: dict[str, list[str]]) -> tuple[int, int]:
-    """The spectrogram shape of the first readable sample, train shards first."""
+def _peek(splits: dict[str, list[str]], members: Members) -> tuple[tuple[int, int], int]:
+    """The spectrogram shape and frame count of the first readable sample, train shards first."""
     urls = splits.get("train", []) + [u for split, us in splits.items() if split != "train" for u in us]
+    seen = None
     for url in urls:
         try:
             for sample in islice(url_samples(url), 8):
-                if "spec.npy" in sample:
-                    shape = np.load(io.BytesIO(sample["spec.npy"]), allow_pickle=False).shape
+                seen = seen or sample
+                spec = members.spec_bytes(sample)
+                if spec is not None:
+                    shape = np.load(io.BytesIO(spec), allow_pickle=False).shape
                     if len(shape) == 2:
-                        return int(shape[0]), int(shape[1])
+                        return (int(shape[0]), int(shape[1])), len(members.frame_members(sample))
         except (TarError, OSError, ValueError):
             continue  # a damaged shard: the loader records it when it reads it; try the next
-    raise DataError(f"{urls[0]}: no readable spectrogram (spec.npy) in the first samples of any shard")
+    listed = ", ".join(sorted(n for n in seen if not n.startswith("__"))) if seen else ""
+    raise DataError(f"{urls[0]}: no readable 2-D spectrogram {members.describe('spec')} in the first samples of "
+                    f"any shard" + (f" (their members: {listed}; --spec-key names the spectrogram's)" if seen else ""))

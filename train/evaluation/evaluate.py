@@ -41,7 +41,8 @@ from rq.pipeline.atomic import atomic_file, write_atomic, write_json  # noqa: E4
 from rq.pipeline.console import err, out, summary_table, rate_limited  # noqa: E402
 from rq.train.trainer.checkpoint import check_fits, read_run_checkpoint  # noqa: E402
 from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors  # noqa: E402
-from rq.train.data import DataError, eval_batches, open_source  # noqa: E402
+from rq.train.data import DataError, eval_batches  # noqa: E402
+from rq.train.data.source import open_shards  # noqa: E402
 from rq.train.data.loader import input_of, real_values, with_input  # noqa: E402
 from rq.train.trainer.distributed import all_reduce_sum, process_group  # noqa: E402
 from rq.train.data.integrity import verify_source  # noqa: E402
@@ -71,6 +72,11 @@ class EvalConfig:
     seed: int = 0
     device: str = "auto"
     verify: bool = False                     # check every shard against the manifest before evaluating
+    # shards of other tools (data/members.py): member names ("" = rq's) and a class list file
+    frames_key: str = ""
+    spec_key: str = ""
+    label_key: str = ""
+    classes: str = ""
 
     def __post_init__(self):
         if self.noise_modality not in ("", "audio", "visual", "text"):
@@ -132,6 +138,7 @@ def noisy_keys(keys, fraction: float, seed: int) -> frozenset[str]:
 def cli_eval(noise_levels: str, noise_modality: str | None, ckpt, out, **options) -> None:
     """`rq eval`, with one-line usage errors."""
     with cli_errors():
+        options.update({k: str(options.get(k) or "") for k in ("frames_key", "spec_key", "label_key", "classes")})
         evaluate_checkpoint(EvalConfig(ckpt=str(ckpt), out=str(out or ""), noise_modality=noise_modality or "",
                             noise_levels=parse_levels(noise_levels), **options))
 
@@ -145,7 +152,7 @@ def _eval(ec: EvalConfig, env) -> dict:
     ckpt = Path(ec.ckpt)
     state = read_run_checkpoint(ckpt)
     cfg = TrainConfig.from_dict(state["config"])
-    src = open_source(ec.shards, manifest=ec.manifest or None)
+    src = open_shards(ec.shards, ec)
     if ec.verify and env.is_main:
         verify_source(src, ec.shards)
     check_fits(state, ckpt, src.classes, src.spec_shape, ec.shards, src.features)

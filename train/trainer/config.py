@@ -77,6 +77,12 @@ RUNTIME = {"runtime": True}
 class TrainConfig:
     shards: str = field(metadata=RUNTIME)      # shard folder with manifest.json, or shard URL patterns
     manifest: str = field(default="", metadata=RUNTIME)  # local manifest.json for pipe: URL patterns
+    # shards of other tools (data/members.py): the members holding frames, spectrogram, label ("" = rq's
+    # names) and a file of class names (shards without a manifest)
+    frames_key: str = field(default="", metadata=RUNTIME)
+    spec_key: str = field(default="", metadata=RUNTIME)
+    label_key: str = field(default="", metadata=RUNTIME)
+    classes: str = field(default="", metadata=RUNTIME)
     out: str = field(default="", metadata=RUNTIME)       # run folder; "" = a new runs/<time>-<method>
     preset: str = "ks"
     method: str = "rollingq"

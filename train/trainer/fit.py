@@ -44,7 +44,9 @@ from rq.train.trainer.balancing import make_balancer
 from rq.train.trainer.build import (build_model, build_optimizer, check_input_shape, data_config, input_warnings,
                                     lr_schedule)
 from rq.train.trainer.config import ConfigError, TrainConfig, cli_errors, default_workers, provenance
-from rq.train.data import eval_batches, gpu_decode, open_source, train_batches
+from rq.train.data import eval_batches, gpu_decode, train_batches
+from rq.train.data.locations import is_plain_path
+from rq.train.data.source import open_shards
 from rq.train.trainer.distributed import (DistEnv, all_gather_objects, all_reduce_sum, barrier, process_group,
                                           world_change_warning)
 from rq.train.trainer.ranks import cores_per_process
@@ -75,8 +77,7 @@ def cli_train(shards: str, preset: str | None, resume: str | None = None, seeds:
     OUT/seed<N> (the report aggregates them)."""
     with cli_errors():
         options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
-        plain = "::" not in shards and "{" not in shards and "://" not in shards and not shards.startswith("pipe:")
-        if plain and not Path(shards).exists():
+        if is_plain_path(shards) and not Path(shards).exists():
             raise ConfigError(f"--shards {shards}: no such file or folder")
         if resume is None:
             preset = resolve_preset(shards, preset, options)
@@ -103,7 +104,7 @@ def cli_train(shards: str, preset: str | None, resume: str | None = None, seeds:
 def _fit(cfg: TrainConfig, env: DistEnv, held: ExitStack) -> dict:
     if cfg.decode_on == "gpu" and (reason := gpu_decode.unavailable(env.device)):
         raise ConfigError(reason)
-    src = open_source(cfg.shards, manifest=cfg.manifest or None)
+    src = open_shards(cfg.shards, cfg)
     cfg = replace(cfg, frames=cfg.frames or src.frames_per_clip)
     if cfg.verify and env.is_main:
         verify_source(src, cfg.shards)
@@ -147,7 +148,8 @@ def _fit(cfg: TrainConfig, env: DistEnv, held: ExitStack) -> dict:
     n_train = src.split("train")[1]
     global_batch = cfg.batch_size * env.world
     if n_train is None and not cfg.max_steps_per_epoch:
-        raise ConfigError(f"{cfg.shards}: train sample count unknown (no manifest.json); give --max-steps-per-epoch")
+        raise ConfigError(f"{cfg.shards}: train sample count unknown (no manifest.json, wids index or sizes.json "
+                          "beside the shards): run `rq index SHARDS...`, or give --max-steps-per-epoch")
     # Every rank runs the same number of full batches (no DDP hang); the epoch covers the train
     # split about once. The schedule's length follows from it, so no sample-count flag is needed.
     steps = max(1, (n_train or 0) // global_batch)

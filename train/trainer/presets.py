@@ -13,9 +13,9 @@ shape) and noted. Shards of sequence features (CMU-MOSEI) take the `mosei` prese
 from itertools import islice
 
 from rq.pipeline.console import out
-from rq.train.data import ShardSource, open_source
+from rq.train.data import ShardSource
 from rq.train.data.augment import jpeg_size
-from rq.train.data.source import FRAME_MEMBER
+from rq.train.data.source import open_shards
 from rq.train.data.tarstream import TarError, url_samples
 from rollingq.config import SEQUENCE_PRESETS
 from rq.train.trainer.build import preset_misfit
@@ -33,7 +33,7 @@ def resolve_preset(shards: str, preset: str | None, options: dict) -> str:
     """The preset to train with (printed when chosen here); ConfigError when none fits."""
     if preset is not None and preset not in _PRESET_DEFAULTS and preset not in SEQUENCE_PRESETS:
         raise ConfigError(f"--preset must be one of {', '.join((*_PRESET_DEFAULTS, *SEQUENCE_PRESETS))}, got {preset!r}")
-    src = open_source(shards, manifest=options.get("manifest"))
+    src = open_shards(shards, options)
     if src.features or preset in SEQUENCE_PRESETS:   # CMU-MOSEI: no frames, no spectrograms
         misfit = preset_misfit(preset or SEQUENCE_PRESETS[0], src.features)
         if misfit:
@@ -77,10 +77,11 @@ def frame_side(src: ShardSource) -> int:
         for url in urls:
             try:
                 for sample in islice(url_samples(url), 4):
-                    for name, data in sample.items():
-                        hw = jpeg_size(data) if FRAME_MEMBER.fullmatch(name) else None
+                    for name in src.members.frame_members(sample):
+                        hw = jpeg_size(sample[name])
                         if hw:
                             return min(hw)
             except (TarError, OSError, ValueError):
                 continue   # a damaged shard: the loader reports it; try the next
-    raise ConfigError(f"{urls[0]}: no readable frame in the first samples of any shard")
+    raise ConfigError(f"{urls[0]}: no readable JPEG frame {src.members.describe('frames')} in the first samples of "
+                      "any shard (--frames-key names the frames' members)")
