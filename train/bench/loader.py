@@ -27,7 +27,8 @@ from rq.pipeline.console import fail, progress, summary_table
 from rq.train.data.augment import MEAN, STD, pick_frames, random_crop_box
 from rq.train.data.loader import DataConfig, train_batches
 from rq.train.data.sample import real_frames
-from rq.train.data.source import FRAME_MEMBER, DataError, ShardSource, open_source
+from rq.train.data.members import FRAME_MEMBER
+from rq.train.data.source import DataError, ShardSource, open_source
 from rq.train.data.tarstream import url_samples
 
 

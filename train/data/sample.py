@@ -8,7 +8,7 @@ import numpy as np
 
 from rq.train.data.augment import FULL, decode_frame, jpeg_size, pick_frames, random_crop_box
 from rq.train.data.gpu_decode import UndecodedFrames
-from rq.train.data.source import FRAME_MEMBER
+from rq.train.data.members import FRAME_MEMBER
 
 
 def decode_clip(sample: dict, *, frames: int, image_size: int, spec_shape: tuple[int, int], n_classes: int,

@@ -16,7 +16,7 @@ import numpy as np
 from rq.pipeline.generations import ReaderHold
 from rq.pipeline.manifest import MANIFEST, manifest_problem
 from rq.train.data.errors import DataError, ManifestError
-from rq.train.data.members import FRAME_MEMBER, Members, read_classes  # noqa: F401 (FRAME_MEMBER: its old home)
+from rq.train.data.members import Members, read_classes
 from rq.train.data.locations import is_plain_path, shard_name, split_urls
 from rq.train.data.shard_index import counts_beside
 from rq.train.data.tarstream import TarError, url_samples
