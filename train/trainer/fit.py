@@ -56,9 +56,9 @@ from rq.train.trainer.resume import latest_run, resumed_config
 from rq.train.data.integrity import verify_source
 from rq.train.trainer.epoch import ForwardPass, RunClock, evaluation_pass, statistics_pass, train_one_epoch
 from rq.train.trainer.guard import StepGuard
-from rq.train.trainer.midepoch import continue_part, keep_epoch, rank_part, resume_point
+from rq.train.trainer.midepoch import continue_part, rank_part, resume_point
 from rq.train.trainer.presets import resolve_preset
-from rq.train.trainer.run_folder import drop_epochs_from, log_metrics, reconcile_best, save_epoch
+from rq.train.trainer.run_folder import copy_last, drop_epochs_from, log_metrics, reconcile_best, save_epoch
 from rq.train.trainer.seeds import seed_runs
 from rq.train.trainer.selection import Selection, effective_selection, selection_line, selection_summary
 
@@ -267,9 +267,11 @@ def _fit(cfg: TrainConfig, env: DistEnv, held: ExitStack) -> dict:
                 wandb.epoch(line, steps_log)
             write_summary_csv(run_dir, history)
             save_epoch(checkpoint_state(epoch, rngs), run_dir, is_best)
-            kept = keep_epoch(run_dir, epoch).name if cfg.save_every and (epoch + 1) % cfg.save_every == 0 else None
+            keep = cfg.save_every and (epoch + 1) % cfg.save_every == 0
+            if keep:
+                copy_last(run_dir, f"epoch{epoch}.pt")
             out.print(f"saved {run_dir / 'last.pt'}" + (" and best.pt" if is_best else "")
-                      + (f" (kept as {kept})" if kept else ""))
+                      + (f" (kept as epoch{epoch}.pt)" if keep else ""))
         barrier(env)
     summary = selection_summary(history, selection.on)
     if env.is_main:

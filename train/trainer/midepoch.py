@@ -1,6 +1,6 @@
 """Checkpoints beyond one per epoch: `--checkpoint-every-steps K` (last.pt inside an epoch, so a killed
 run resumes mid-epoch and still ends at the weights of an uninterrupted run) and `--save-every N`
-(epoch<E>.pt kept every N epochs).
+(epoch<E>.pt kept every N epochs: run_folder.copy_last).
 
 A mid-epoch last.pt is an epoch-end checkpoint of the epoch before (its "epoch") plus "mid_epoch":
 {"epoch", "step", "ranks": one part per process}. A part is what that process has done of the epoch:
@@ -8,12 +8,7 @@ the batches it trained on, its random state after them, its outcomes and step lo
 statistics and the balancer's epoch state. On resume each process reads its epoch's first `step`
 batches again without training on them (the loader's random streams depend on the batches before,
 so skipping them otherwise would change every later batch), restores its part and goes on."""
-import shutil
-from pathlib import Path
-
-from rq.pipeline.atomic import atomic_path
 from rq.train.trainer.distributed import DistEnv
-from rq.train.trainer.run_folder import LAST
 
 
 def resume_point(resumed: dict, env: DistEnv) -> tuple[int, dict | None, str | None]:
@@ -42,12 +37,3 @@ def continue_part(part: dict, controller, balancer) -> None:
         controller.load_state_dict(part["controller"])
     if balancer is not None:
         balancer.load_epoch_state(part["balance"])
-
-
-def keep_epoch(run_dir: Path, epoch: int) -> Path:
-    """epoch<E>.pt: a copy of the epoch's last.pt, written atomically (a copy, not a hard link, for the
-    reason best.pt is one: run_folder.py)."""
-    kept = Path(run_dir) / f"epoch{epoch}.pt"
-    with atomic_path(kept) as tmp:
-        shutil.copyfile(Path(run_dir) / LAST, tmp)
-    return kept

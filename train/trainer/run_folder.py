@@ -64,8 +64,14 @@ def save_epoch(state: dict, run_dir: Path, is_best: bool) -> None:
 
 def promote_last(run_dir: Path) -> None:
     """best.pt := a copy of last.pt, atomically."""
-    with atomic_path(Path(run_dir) / BEST) as tmp:
+    copy_last(run_dir, BEST)
+
+
+def copy_last(run_dir: Path, name: str) -> Path:
+    """`name` in the run folder := a copy of last.pt, atomically (best.pt; epoch<E>.pt of --save-every)."""
+    with atomic_path(Path(run_dir) / name) as tmp:
         shutil.copyfile(Path(run_dir) / LAST, tmp)
+    return Path(run_dir) / name
 
 
 def reconcile_best(run_dir: Path, state: dict) -> None:
