@@ -73,7 +73,7 @@ def train_one_epoch(step: ForwardPass, optimizer: torch.optim.Optimizer, batches
     outcomes = Outcomes.restored(so_far["outcomes"], so_far["keys"], env.device) if so_far else Outcomes()
     waited, before = (so_far["waited"], so_far["elapsed"]) if so_far else (0.0, 0.0)
     if so_far and steps_log is not None:
-        steps_log.extend((s, torch.tensor(loss), lr) for s, loss, lr in so_far["steps_log"])
+        steps_log.extend((s, torch.tensor(loss, device=env.device), lr) for s, loss, lr in so_far["steps_log"])
     bar = _bar(env, samples, f"train {epoch}")
     if bar is not None and skip:
         bar.update(len(outcomes.keys) * env.world)
@@ -125,7 +125,7 @@ def train_one_epoch(step: ForwardPass, optimizer: torch.optim.Optimizer, batches
         if checkpoint is not None and checkpoint_every and (i + 1) % checkpoint_every == 0 and i + 1 < steps:
             checkpoint({"step": i + 1, "done": done, "left_out": left_out, "rng": rng_state(), "outcomes": outcomes.tensors(), "keys": list(outcomes.keys),
                         "waited": waited, "elapsed": before + time.perf_counter() - start,
-                        "steps_log": [(s, float(v), r) for s, v, r in (steps_log or []) if s >= epoch * steps]})
+                        "steps_log": [(s, float(v), r) for s, v, r in steps_log or []]})
         ready = time.perf_counter()
     if bar is not None:
         bar.close()
