@@ -9,8 +9,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tarfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -172,9 +174,7 @@ def kill_mid_epoch(proc, last: Path, epoch: int, timeout: float = 240.0) -> dict
     """SIGKILL the process group of `proc` (started with start_new_session=True) once `last` (its
     last.pt) is a mid-epoch checkpoint of `epoch`; returns that checkpoint. The group is paused
     (SIGSTOP) while the file is read, so the moment cannot slip by: a tiny epoch's tail is a few ms."""
-    import signal
-    import time
-    from rq.train.trainer.checkpoint import load_checkpoint
+    from rq.train.trainer.checkpoint import load_checkpoint   # torch: only for the tests that use it
     deadline, seen = time.monotonic() + timeout, None
     while proc.poll() is None and time.monotonic() < deadline:
         stamp = last.stat().st_mtime_ns if last.exists() else None
