@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rq.pipeline.console import fail, out, progress, summary_table
-from rq.pipeline.indexes import SIZES, wids_index_name
-from rq.pipeline.atomic import WriteError, write_atomic
+from rq.pipeline.indexes import SIZES, wids_index_name, write_index_files
+from rq.pipeline.atomic import WriteError
 from rq.pipeline.manifest import name_problem
 from rq.train.data.errors import DataError, ManifestError
 from rq.train.data.locations import split_urls
@@ -82,7 +82,7 @@ def index_shards(splits: dict[str, list[str]], folder: Path) -> dict[str, int]:
     names = [p.name for _, p in listed]
     if len(set(names)) < len(names):
         raise DataError(f"{folder}: two shards have the same file name; sizes.json names shards by file name")
-    counts, wids = {}, {}
+    counts, shardlists = {}, {}
     with progress(total=len(listed), desc="index", unit="shard") as bar:
         for split, path in listed:
             try:
@@ -92,13 +92,10 @@ def index_shards(splits: dict[str, list[str]], folder: Path) -> dict[str, int]:
                 raise DataError(f"{path}: no such file") from None
             except (OSError, TarError) as e:
                 raise DataError(f"{path}: not a readable tar ({getattr(e, 'strerror', None) or e})") from None
-            wids.setdefault(split, []).append({"url": os.path.relpath(path, folder), "nsamples": counts[path.name]})
+            shardlists.setdefault(split, []).append((os.path.relpath(path, folder), counts[path.name]))
             bar.update(1)
     folder.mkdir(parents=True, exist_ok=True)
-    for split, shardlist in wids.items():
-        index = {"wids_version": 1, "name": split, "shardlist": shardlist}
-        write_atomic(folder / wids_index_name(split), (json.dumps(index, indent=1) + "\n").encode())
-    write_atomic(folder / SIZES, (json.dumps(counts, indent=1, sort_keys=True) + "\n").encode())
+    write_index_files(folder, shardlists)
     return counts
 
 
